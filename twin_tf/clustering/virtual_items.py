@@ -1,0 +1,60 @@
+"""Turning each cluster into a virtual item (TWIN-V2 section 3.2.3)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from twin_tf import schema
+from twin_tf.clustering.kmeans import cluster_sums
+
+
+def representatives(embeddings: np.ndarray, has_embedding: np.ndarray,
+                    cluster: np.ndarray) -> np.ndarray:
+  """Index of the member nearest its cluster's centroid, per cluster.
+
+  The centroid is the mean embedding of the members; ties go to the earliest member. A
+  cluster without embeddings (a singleton whose item has none) is represented by its member.
+
+  Args:
+    embeddings: (N, d) float32 per behavior.
+    has_embedding: (N,) bool.
+    cluster: (N,) int64 ids 0..C-1.
+  Returns:
+    (C,) int64 behavior indices.
+  """
+  num_clusters = int(cluster.max()) + 1 if len(cluster) else 0
+  sums, counts = cluster_sums(embeddings[has_embedding], cluster[has_embedding], num_clusters)
+  centroid = sums / np.maximum(counts, 1)[:, None]  # (C, d)
+  diff = embeddings - centroid[cluster]
+  distance = np.where(has_embedding, np.einsum("nd,nd->n", diff, diff), 0.0)
+  order = np.lexsort((np.arange(len(cluster)), distance, cluster))
+  first = np.concatenate([[True], cluster[order][1:] != cluster[order][:-1]])
+  return order[first]
+
+
+def virtual_items(columns: dict[str, np.ndarray], cluster: np.ndarray, groups: np.ndarray,
+                  completion: np.ndarray, representative: np.ndarray) -> dict[str, np.ndarray]:
+  """Per-cluster features: categorical ones from the representative, numeric ones averaged.
+
+  Args:
+    columns: behavior columns (schema.BEHAVIOR_FIELDS), N rows.
+    cluster: (N,) cluster id per behavior.
+    groups: (N,) completion group per behavior (constant within a cluster).
+    completion: (N,) completion ratio per behavior (NaN for unknown duration).
+    representative: (C,) behavior index of each cluster's representative.
+  Returns:
+    Columns with C rows: cluster_size, group, schema.CLUSTER_CATEGORICAL (from the
+    representative) and schema.CLUSTER_NUMERIC (members' mean; timestamp rounded to int64).
+  """
+  num_clusters = len(representative)
+  size = np.bincount(cluster, minlength=num_clusters)
+  out = {schema.CLUSTER_SIZE: size.astype(np.int64), schema.GROUP: groups[representative]}
+  for name in schema.CLUSTER_CATEGORICAL:
+    out[name] = columns[name][representative]
+  numeric = dict(columns, **{schema.COMPLETION: completion})
+  for name in schema.CLUSTER_NUMERIC:
+    mean = np.bincount(cluster, weights=numeric[name].astype(np.float64),
+                       minlength=num_clusters) / size
+    out[name] = np.rint(mean).astype(np.int64) if name == schema.TIMESTAMP else \
+        mean.astype(np.float32)
+  return out

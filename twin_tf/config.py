@@ -1,0 +1,104 @@
+"""Frozen configuration dataclasses, one per stage, with the paper's defaults.
+
+Each stage prints its config in full at the start of a run and saves it next to its outputs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any, Optional, TypeVar
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusteringConfig:
+  """Hierarchical clustering of one user's life-cycle behaviors (TWIN-V2 section 3.2).
+
+  Attributes:
+    num_groups: M, equal-width bins of the completion ratio r = min(play_time/duration, 1).
+      Behaviors with unknown duration (0) form an extra group M.
+    gamma: the largest cluster allowed; clusters are split until every one has <= gamma.
+    k_exponent: k-means inside a cluster of n behaviors uses k = ceil(n ** k_exponent).
+    max_iter: cap on Lloyd iterations per k-means level.
+    kmeans_tol: a k-means batch has converged once at most this fraction of labels moved.
+    seed: seeds k-means++; the same seed and input give the same clusters.
+    cutoff_timestamp: only behaviors strictly before this unix time enter the clusters.
+    cutoff_quantile: per-user alternative: the cutoff is the timestamp at this quantile of
+      the user's behaviors (0.8 keeps the first 80% of the life-cycle). Ignored when
+      cutoff_timestamp is set; no cutoff when both are None.
+  """
+
+  num_groups: int = 5
+  gamma: int = 20
+  k_exponent: float = 0.3
+  max_iter: int = 20
+  kmeans_tol: float = 1e-3
+  seed: int = 0
+  cutoff_timestamp: Optional[int] = None
+  cutoff_quantile: Optional[float] = None
+
+  def __post_init__(self):
+    if self.num_groups < 1:
+      raise ValueError(f"num_groups must be >= 1, got {self.num_groups}")
+    if self.gamma < 1:
+      raise ValueError(f"gamma must be >= 1, got {self.gamma}")
+    if not 0 < self.k_exponent < 1:
+      raise ValueError(f"k_exponent must be in (0, 1), got {self.k_exponent}")
+    if self.cutoff_quantile is not None and not 0 < self.cutoff_quantile <= 1:
+      raise ValueError(f"cutoff_quantile must be in (0, 1], got {self.cutoff_quantile}")
+
+
+@dataclasses.dataclass(frozen=True)
+class EmbeddingConfig:
+  """Bootstrap item embeddings from co-occurrence (PPMI + truncated SVD).
+
+  Attributes:
+    dim: embedding size.
+    window: two behaviors of a user co-occur when at most `window` positions apart in time.
+    min_count: items seen fewer times get no embedding (their behaviors become singletons).
+    seed: seeds the SVD's start vector.
+  """
+
+  dim: int = 32
+  window: int = 10
+  min_count: int = 2
+  seed: int = 0
+
+
+C = TypeVar("C")
+
+
+def to_dict(config) -> dict[str, Any]:
+  return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[C], values: dict[str, Any]) -> C:
+  """Builds `cls` from a dict, naming any key the dataclass does not have."""
+  known = {f.name for f in dataclasses.fields(cls)}
+  unknown = sorted(set(values) - known)
+  if unknown:
+    raise ValueError(f"unknown {cls.__name__} keys: {unknown}; known: {sorted(known)}")
+  return cls(**values)
+
+
+def load(cls: type[C], path: str | pathlib.Path) -> C:
+  """Loads a config from a JSON or YAML file."""
+  text = pathlib.Path(path).read_text()
+  if str(path).endswith((".yaml", ".yml")):
+    import yaml  # pylint: disable=import-outside-toplevel
+    values = yaml.safe_load(text) or {}
+  else:
+    values = json.loads(text)
+  return from_dict(cls, values)
+
+
+def save(config, path: str | pathlib.Path) -> None:
+  pathlib.Path(path).write_text(json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+
+
+def describe(config) -> str:
+  """The full config, one `name = value` per line, for the start of every run."""
+  lines = [f"{type(config).__name__}:"]
+  lines += [f"  {k} = {v!r}" for k, v in to_dict(config).items()]
+  return "\n".join(lines)

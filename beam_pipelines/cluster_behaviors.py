@@ -1,0 +1,148 @@
+"""Beam pipeline: per user, compress life-cycle behaviors into clusters (virtual items).
+
+  logs (Parquet | CSV | TFRecord) -> validate (malformed rows -> dead letters)
+    -> key by user -> GroupByKey -> twin_tf.clustering.cluster_user -> cluster records
+
+Outputs under --output:
+  clusters-*.tfrecord      one tf.train.Example per user (layout: twin_tf.clustering.records)
+  dead_letters-*.jsonl     one JSON object per malformed row: source, field, reason, record
+Counters (namespace cluster_behaviors): behaviors_read, dead_letters, users, behaviors
+(clustered, i.e. before the cutoff), clusters.
+
+Locally (default runner FnApiRunner, no download):
+  python -m beam_pipelines.cluster_behaviors --input logs.parquet \
+      --embeddings item_embeddings.npz --output out/
+On Dataflow:
+  python -m beam_pipelines.cluster_behaviors --runner=DataflowRunner \
+      --project=PROJECT --region=REGION --temp_location=gs://BUCKET/tmp \
+      --setup_file=./setup.py --input='gs://BUCKET/logs/*.parquet' \
+      --embeddings=gs://BUCKET/item_embeddings.npz --output=gs://BUCKET/clusters/
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipelines import common
+from twin_tf import config as config_lib
+from twin_tf import logs, schema
+from twin_tf.clustering import cluster_user, records
+from twin_tf.config import ClusteringConfig
+from twin_tf.embeddings import ItemEmbeddingTable
+
+NAMESPACE = "cluster_behaviors"
+COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters")
+
+
+class ClusterBehaviorsOptions(PipelineOptions):
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument("--input", required=True, help="behavior log file or glob")
+    parser.add_argument("--input_format", default=None, choices=logs.FORMATS,
+                        help="default: from the file suffix")
+    parser.add_argument("--embeddings", required=True,
+                        help="item embedding table (.npz with item_ids, vectors)")
+    parser.add_argument("--output", required=True, help="output folder (local or gs://)")
+    parser.add_argument("--clustering_config", default=None,
+                        help="JSON/YAML file of ClusteringConfig fields")
+    parser.add_argument("--gamma", type=int, default=None, help="override config.gamma")
+    parser.add_argument("--cutoff_quantile", type=float, default=None,
+                        help="override config.cutoff_quantile")
+
+
+def clustering_config(options: ClusterBehaviorsOptions) -> ClusteringConfig:
+  config = (config_lib.load(ClusteringConfig, options.clustering_config)
+            if options.clustering_config else ClusteringConfig())
+  overrides = {name: getattr(options, name) for name in ("gamma", "cutoff_quantile")
+               if getattr(options, name) is not None}
+  return config_lib.from_dict(ClusteringConfig, {**config_lib.to_dict(config), **overrides})
+
+
+class ClusterUserDoFn(beam.DoFn):
+  """(user_id, behavior tuples) -> serialized cluster record of that user."""
+
+  def __init__(self, embeddings_path: str, config: ClusteringConfig):
+    self._embeddings_path, self._config = embeddings_path, config
+    self._users = beam.metrics.Metrics.counter(NAMESPACE, "users")
+    self._behaviors = beam.metrics.Metrics.counter(NAMESPACE, "behaviors")
+    self._clusters = beam.metrics.Metrics.counter(NAMESPACE, "clusters")
+    self._compression = beam.metrics.Metrics.distribution(NAMESPACE, "compression_x100")
+    self._table = None
+
+  def setup(self):
+    with FileSystems.open(self._embeddings_path) as f:
+      self._table = ItemEmbeddingTable.load(f)
+
+  def process(self, element):
+    _, rows = element
+    user = cluster_user(logs.tuples_to_columns(rows), self._table, self._config)
+    self._users.inc()
+    self._behaviors.inc(user.num_behaviors)
+    self._clusters.inc(user.num_clusters)
+    if user.num_clusters:
+      self._compression.update(int(100 * user.num_behaviors / user.num_clusters))
+    yield records.encode(user)
+
+
+class ClusterUsers(beam.PTransform):
+  """Behavior tuples -> one serialized cluster record per user."""
+
+  def __init__(self, embeddings_path: str, config: ClusteringConfig):
+    super().__init__()
+    self._embeddings_path, self._config = embeddings_path, config
+
+  def expand(self, rows):
+    user_index = schema.FIELD_NAMES.index(schema.USER_ID)
+    return (rows
+            | "KeyByUser" >> beam.Map(lambda row: (row[user_index], row))
+            | "GroupByUser" >> beam.GroupByKey()
+            | "Cluster" >> beam.ParDo(ClusterUserDoFn(self._embeddings_path, self._config)))
+
+
+def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: ClusteringConfig):
+  """Adds the pipeline's stages; returns (cluster records, dead letters) PCollections."""
+  read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(options.input, options.input_format,
+                                                         NAMESPACE)
+  clusters = read.rows | "ClusterUsers" >> ClusterUsers(options.embeddings, config)
+  output = options.output.rstrip("/")
+  _ = clusters | "WriteClusters" >> beam.io.WriteToTFRecord(
+      f"{output}/clusters", file_name_suffix=".tfrecord")
+  _ = (read.dead_letter
+       | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
+       | "WriteDeadLetters" >> beam.io.WriteToText(f"{output}/dead_letters",
+                                                   file_name_suffix=".jsonl"))
+  return clusters, read.dead_letter
+
+
+def counters(result) -> dict[str, int]:
+  """The pipeline's counters by name, from a finished PipelineResult."""
+  query = result.metrics().query(
+      beam.metrics.MetricsFilter().with_namespace(NAMESPACE))
+  totals = dict.fromkeys(COUNTERS, 0)
+  for counter in query["counters"]:
+    totals[counter.key.metric.name] += counter.committed
+  return totals
+
+
+def run(argv=None) -> dict[str, int]:
+  """Runs the pipeline to completion; returns its counters."""
+  options = common.pipeline_options(argv, ClusterBehaviorsOptions)
+  config = clustering_config(options)
+  logging.info("%s", config_lib.describe(config))
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline, options, config)
+  result = pipeline.run()
+  result.wait_until_finish()
+  return counters(result)
+
+
+if __name__ == "__main__":
+  logging.getLogger().setLevel(logging.INFO)
+  print(json.dumps(run(), sort_keys=True))

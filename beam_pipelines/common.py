@@ -1,0 +1,96 @@
+"""Pieces every twin-tf pipeline shares: runner default, reading and validating logs."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+from twin_tf import logs
+
+DEAD_LETTER = "dead_letter"
+# Beam's default DirectRunner first downloads the Prism binary; this machine has no internet.
+LOCAL_RUNNER = "FnApiRunner"
+
+
+def pipeline_options(argv, options_class: type[PipelineOptions]) -> PipelineOptions:
+  """Parses pipeline options; the runner defaults to the local FnApiRunner."""
+  options = PipelineOptions(argv)
+  standard = options.view_as(StandardOptions)
+  if not standard.runner:
+    standard.runner = LOCAL_RUNNER
+  return options.view_as(options_class)
+
+
+class ValidateRecord(beam.DoFn):
+  """(source, raw record) -> behavior row as a tuple, or a dead letter (tag DEAD_LETTER)."""
+
+  def __init__(self, namespace: str):
+    self._valid = beam.metrics.Metrics.counter(namespace, "behaviors_read")
+    self._dead = beam.metrics.Metrics.counter(namespace, "dead_letters")
+
+  def process(self, element):
+    source, record = element
+    try:
+      row = logs.validate_record(record)
+    except logs.MalformedRecord as error:
+      self._dead.inc()
+      yield beam.pvalue.TaggedOutput(DEAD_LETTER, logs.dead_letter(record, error, source))
+      return
+    self._valid.inc()
+    yield logs.row_to_tuple(row)
+
+
+class ReadBehaviorLog(beam.PTransform):
+  """Reads behavior logs (Parquet, CSV with a header, or TFRecord of tf.train.Example).
+
+  Returns a DoOutputsTuple: `.rows` (tuples in schema.FIELD_NAMES order) and `.dead_letter`
+  (dicts with source, field, reason, record).
+  """
+
+  def __init__(self, pattern: str, fmt: str | None = None, namespace: str = "twin_tf"):
+    super().__init__()
+    self._pattern, self._namespace = pattern, namespace
+    self._format = fmt or logs.detect_format(pattern.rstrip("*"))
+
+  def expand(self, pbegin):
+    if self._format == "csv":
+      header = _csv_header(self._pattern)
+      raw = (pbegin
+             | "ReadLines" >> beam.io.ReadFromTextWithFilename(self._pattern,
+                                                               skip_header_lines=1)
+             | "ParseCsv" >> beam.Map(lambda fl, h: (fl[0], _csv_record(h, fl[1])), header))
+    elif self._format == "parquet":
+      raw = (pbegin
+             | "ReadParquet" >> beam.io.ReadFromParquet(self._pattern)
+             | "TagSource" >> beam.Map(lambda r, src: (src, r), self._pattern))
+    elif self._format == "tfrecord":
+      raw = (pbegin
+             | "ReadTFRecord" >> beam.io.ReadFromTFRecord(self._pattern)
+             | "ParseExample" >> beam.Map(
+                 lambda s, src: (src, logs.record_from_example(s)), self._pattern))
+    else:
+      raise ValueError(f"unknown format {self._format!r}; expected one of {logs.FORMATS}")
+    return raw | "Validate" >> beam.ParDo(ValidateRecord(self._namespace)).with_outputs(
+        DEAD_LETTER, main="rows")
+
+
+def _csv_header(pattern: str) -> list[str]:
+  matches = FileSystems.match([pattern])[0].metadata_list
+  if not matches:
+    raise FileNotFoundError(f"no input matches {pattern}")
+  with FileSystems.open(sorted(m.path for m in matches)[0]) as f:
+    first = io.TextIOWrapper(f, encoding="utf-8").readline()
+  return next(csv.reader([first]))
+
+
+def _csv_record(header: list[str], line: str) -> dict:
+  """Like csv.DictReader: missing values are None, extra values go under the key None."""
+  values = next(csv.reader([line]), [])
+  record = dict(zip(header, values + [None] * (len(header) - len(values))))
+  if len(values) > len(header):
+    record[None] = values[len(header):]
+  return record

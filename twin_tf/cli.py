@@ -1,0 +1,180 @@
+"""The `twin-tf` command line.
+
+  twin-tf main                  the main job, end to end on the real data (see README)
+  twin-tf convert-movielens     MovieLens folder -> behavior log (Parquet) + dead letters
+  twin-tf embeddings            behavior log -> bootstrap item embeddings (PPMI-SVD)
+  twin-tf cluster               behavior log -> per-user clusters (Beam pipeline)
+  twin-tf cluster-summary       clusters -> compression ratio distribution
+
+Run `twin-tf COMMAND --help` for each command's options.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+DEFAULT_DATA = os.environ.get("TWIN_TF_DATA", "../shared/data/ml-latest-small")
+
+
+def _convert_movielens(args) -> dict:
+  from twin_tf import logs  # pylint: disable=import-outside-toplevel
+  from twin_tf.data import movielens  # pylint: disable=import-outside-toplevel
+  columns, dead, _ = movielens.load_movielens(args.data)
+  if args.max_users:
+    from twin_tf import schema  # pylint: disable=import-outside-toplevel
+    import numpy as np  # pylint: disable=import-outside-toplevel
+    users = np.unique(columns[schema.USER_ID])[:args.max_users]
+    columns = schema.take(columns, np.isin(columns[schema.USER_ID], users))
+  out = pathlib.Path(args.out)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  logs.write_behavior_log(columns, out)
+  dead_path = out.with_name(out.stem + ".dead_letters.jsonl")
+  dead_path.write_text("".join(json.dumps(d, sort_keys=True) + "\n" for d in dead))
+  result = {"behaviors": len(columns["user_id"]), "dead_letters": len(dead),
+            "output": str(out), "dead_letter_output": str(dead_path)}
+  print(f"converted {args.data}: {result['behaviors']:,} behaviors -> {out}; "
+        f"{len(dead)} malformed rows -> {dead_path}")
+  return result
+
+
+def _embeddings(args) -> dict:
+  from twin_tf import config as config_lib, logs  # pylint: disable=import-outside-toplevel
+  from twin_tf.config import EmbeddingConfig  # pylint: disable=import-outside-toplevel
+  from twin_tf.embeddings import bootstrap_embeddings  # pylint: disable=import-outside-toplevel
+  config = EmbeddingConfig(dim=args.dim, window=args.window, min_count=args.min_count,
+                           seed=args.seed)
+  print(config_lib.describe(config))
+  columns, dead = logs.read_behavior_log(args.input)
+  if dead:
+    print(f"{len(dead)} malformed rows skipped (first: {dead[0]})", file=sys.stderr)
+  table = bootstrap_embeddings(columns, config)
+  table.save(args.out)
+  config_lib.save(config, pathlib.Path(args.out).with_suffix(".config.json"))
+  print(f"bootstrap embeddings: {len(table):,} items x {table.dim} -> {args.out}")
+  return {"items": len(table), "dim": table.dim}
+
+
+def _cluster(args, beam_args: list[str]) -> dict:
+  """Runs beam_pipelines.cluster_behaviors as its own process (twin_tf never imports it)."""
+  command = [sys.executable, "-m", "beam_pipelines.cluster_behaviors",
+             f"--input={args.input}", f"--embeddings={args.embeddings}",
+             f"--output={args.output}"]
+  if args.config:
+    command.append(f"--clustering_config={args.config}")
+  if args.gamma is not None:
+    command.append(f"--gamma={args.gamma}")
+  if args.cutoff_quantile is not None:
+    command.append(f"--cutoff_quantile={args.cutoff_quantile}")
+  completed = subprocess.run(command + beam_args, stdout=subprocess.PIPE, text=True,
+                             check=False)
+  if completed.returncode:
+    raise SystemExit(f"cluster_behaviors pipeline failed (exit {completed.returncode})")
+  counters = json.loads(completed.stdout.strip().splitlines()[-1])
+  print("cluster_behaviors counters: " + ", ".join(f"{k} {v:,}" for k, v in counters.items()))
+  return counters
+
+
+def _cluster_summary(args) -> dict:
+  from twin_tf.clustering import records  # pylint: disable=import-outside-toplevel
+  from twin_tf.summary import compression_summary, format_summary  # pylint: disable=import-outside-toplevel
+  summary = compression_summary(records.read(str(pathlib.Path(args.clusters) / "clusters-*")))
+  print(format_summary(summary))
+  return summary
+
+
+def _main_job(args, beam_args: list[str]) -> dict:
+  """MovieLens -> behavior log -> bootstrap embeddings -> clusters -> summary."""
+  work = pathlib.Path(args.workdir)
+  work.mkdir(parents=True, exist_ok=True)
+  log = work / "behaviors.parquet"
+  embeddings = work / "item_embeddings.npz"
+  clusters = work / "clusters"
+  report = {}
+  stages = [
+      ("convert-movielens", lambda: _convert_movielens(argparse.Namespace(
+          data=args.data, out=log, max_users=args.max_users))),
+      ("embeddings", lambda: _embeddings(argparse.Namespace(
+          input=log, out=embeddings, dim=32, window=10, min_count=2, seed=args.seed))),
+      ("cluster", lambda: _cluster(argparse.Namespace(
+          input=log, embeddings=embeddings, output=clusters, config=None, gamma=args.gamma,
+          cutoff_quantile=args.cutoff_quantile), beam_args)),
+      ("cluster-summary", lambda: _cluster_summary(argparse.Namespace(clusters=clusters))),
+  ]
+  for number, (name, stage) in enumerate(stages, start=1):
+    print(f"\n[{number}/{len(stages)}] {name}", flush=True)
+    start = time.time()
+    try:
+      report[name] = stage()
+    except (Exception, SystemExit) as error:  # name the stage, then stop
+      raise SystemExit(f"stage {name!r} failed: {error}") from error
+    print(f"[{number}/{len(stages)}] {name} done in {time.time() - start:.1f} s", flush=True)
+  (work / "main_job.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+  print(f"\nmain job finished; report in {work / 'main_job.json'}")
+  return report
+
+
+def build_parser() -> argparse.ArgumentParser:
+  parser = argparse.ArgumentParser(
+      prog="twin-tf", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+  sub = parser.add_subparsers(dest="command", required=True)
+
+  main = sub.add_parser("main", help="the main job, end to end on the real data")
+  main.add_argument("--data", default=DEFAULT_DATA,
+                    help="MovieLens folder (default %(default)s; env TWIN_TF_DATA)")
+  main.add_argument("--workdir", default="work_dir", help="outputs (default %(default)s)")
+  main.add_argument("--max-users", type=int, default=None, help="only the first N users")
+  main.add_argument("--gamma", type=int, default=None, help="largest cluster (default 20)")
+  main.add_argument("--cutoff-quantile", type=float, default=0.8,
+                    help="cluster each user's first fraction of behaviors (default 0.8)")
+  main.add_argument("--seed", type=int, default=0)
+
+  convert = sub.add_parser("convert-movielens", help="MovieLens -> behavior log")
+  convert.add_argument("--data", default=DEFAULT_DATA)
+  convert.add_argument("--out", required=True, help="behavior log path (.parquet/.csv/.tfrecord)")
+  convert.add_argument("--max-users", type=int, default=None)
+
+  emb = sub.add_parser("embeddings", help="bootstrap item embeddings from co-occurrence")
+  emb.add_argument("--input", required=True, help="behavior log")
+  emb.add_argument("--out", required=True, help=".npz output")
+  emb.add_argument("--dim", type=int, default=32)
+  emb.add_argument("--window", type=int, default=10)
+  emb.add_argument("--min-count", type=int, default=2)
+  emb.add_argument("--seed", type=int, default=0)
+
+  cluster = sub.add_parser(
+      "cluster", help="cluster behaviors per user (Beam); extra --flags go to Beam")
+  cluster.add_argument("--input", required=True)
+  cluster.add_argument("--embeddings", required=True)
+  cluster.add_argument("--output", required=True)
+  cluster.add_argument("--config", default=None, help="ClusteringConfig JSON/YAML")
+  cluster.add_argument("--gamma", type=int, default=None)
+  cluster.add_argument("--cutoff-quantile", type=float, default=None)
+
+  summary = sub.add_parser("cluster-summary", help="compression ratio distribution")
+  summary.add_argument("--clusters", required=True, help="the cluster pipeline's output folder")
+  return parser
+
+
+def main(argv=None) -> int:
+  args, extra = build_parser().parse_known_args(argv)
+  if extra and args.command not in ("cluster", "main"):
+    build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
+  handlers = {
+      "main": lambda: _main_job(args, extra),
+      "convert-movielens": lambda: _convert_movielens(args),
+      "embeddings": lambda: _embeddings(args),
+      "cluster": lambda: _cluster(args, extra),
+      "cluster-summary": lambda: _cluster_summary(args),
+  }
+  handlers[args.command]()
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

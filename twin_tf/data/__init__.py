@@ -1,0 +1,1 @@
+"""Loaders that map public datasets onto the behavior-log schema."""

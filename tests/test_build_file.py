@@ -1,0 +1,33 @@
+"""BUILD (Bazel, for monorepo users) lists exactly the modules and tests on disk."""
+
+import pathlib
+import re
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _targets():
+  """{target name: set of srcs} from BUILD's py_library / py_test / py_binary rules."""
+  text = (REPO / "BUILD").read_text()
+  targets = {}
+  for rule in re.finditer(r"py_(?:library|test|binary)\((.*?)\n\)", text, re.S):
+    body = rule.group(1)
+    name = re.search(r'name = "([^"]+)"', body).group(1)
+    srcs = re.search(r"srcs = \[(.*?)\]", body, re.S).group(1)
+    targets[name] = set(re.findall(r'"([^"]+\.py)"', srcs))
+  return targets
+
+
+def test_libraries_cover_every_module():
+  targets = _targets()
+  for package in ("twin_tf", "beam_pipelines"):
+    on_disk = {str(p.relative_to(REPO)) for p in (REPO / package).rglob("*.py")}
+    assert targets[package] == on_disk, f"BUILD {package} srcs differ from the files on disk"
+
+
+def test_one_py_test_per_test_file():
+  targets = _targets()
+  tests = {str(p.relative_to(REPO)) for p in (REPO / "tests").glob("test_*.py")}
+  declared = {src for name, srcs in targets.items() if name.startswith("test_") for src in srcs
+              if src.startswith("tests/test_")}
+  assert declared == tests

@@ -1,0 +1,57 @@
+"""The `twin-tf` command line, and the main job at a small size on the real data."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from twin_tf import cli
+
+
+def test_help_lists_every_command(capsys):
+  with pytest.raises(SystemExit):
+    cli.main(["--help"])
+  text = capsys.readouterr().out
+  for command in ("main", "convert-movielens", "embeddings", "cluster", "cluster-summary"):
+    assert command in text
+
+
+def test_unknown_flag_is_refused():
+  with pytest.raises(SystemExit):
+    cli.main(["embeddings", "--input", "x", "--out", "y", "--bogus"])
+
+
+def _main_job(movielens_dir, workdir, *extra):
+  completed = subprocess.run(
+      [sys.executable, "-m", "twin_tf.cli", "main", f"--data={movielens_dir}",
+       f"--workdir={workdir}", *extra], capture_output=True, text=True, check=False)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  return completed.stdout, json.loads((workdir / "main_job.json").read_text())
+
+
+def test_main_job_small(movielens_dir, tmp_path):
+  """The README's main job on the first 25 real users (CI size)."""
+  stdout, report = _main_job(movielens_dir, tmp_path, "--max-users=25")
+  assert "[4/4] cluster-summary done" in stdout
+  assert report["convert-movielens"]["dead_letters"] == 0
+  summary = report["cluster-summary"]
+  assert summary["users"] == 25
+  assert summary["max_cluster_size"] <= 20
+  assert summary["behaviors"] == report["cluster"]["behaviors"]
+  assert summary["clusters"] == report["cluster"]["clusters"] < summary["behaviors"]
+
+
+@pytest.mark.slow
+def test_main_job_full(movielens_dir, tmp_path):
+  _, report = _main_job(movielens_dir, tmp_path)
+  assert report["cluster-summary"]["users"] == 610
+  assert report["convert-movielens"]["behaviors"] == 100836
+
+
+def test_failing_stage_is_named(tmp_path):
+  completed = subprocess.run(
+      [sys.executable, "-m", "twin_tf.cli", "main", f"--data={tmp_path / 'nowhere'}",
+       f"--workdir={tmp_path / 'w'}"], capture_output=True, text=True, check=False)
+  assert completed.returncode != 0
+  assert "stage 'convert-movielens' failed" in completed.stderr

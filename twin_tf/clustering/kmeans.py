@@ -47,44 +47,49 @@ def segmented_kmeans(
     width = int(sizes[segments].max())
     position = np.arange(width)
     valid = position[None, :] < sizes[segments, None]  # (S_b, n_b)
-    index = np.where(valid, offsets[segments, None] + position[None, :], 0)
-    batch_labels = _batched_kmeans(x[index] * valid[..., None], valid, k[segments], rng,
-                                   max_iter, tol)
-    labels[index[valid]] = batch_labels[valid]
+    rows = (offsets[segments, None] + position[None, :])[valid]  # (N_b,) segment-major
+    batch_labels = _batched_kmeans(x, rows, valid, k[segments], rng, max_iter, tol)
+    labels[rows] = batch_labels
   return labels
 
 
-def _batched_kmeans(xp, valid, k, rng, max_iter, tol) -> np.ndarray:
-  """k-means on a zero-padded batch.
+def _batched_kmeans(x, rows, valid, k, rng, max_iter, tol) -> np.ndarray:
+  """k-means on a zero-padded batch of segments.
 
   Args:
-    xp: (S, n, d) points, padding rows zero.  valid: (S, n) bool.  k: (S,) clusters.
+    x: (N, d) all points.  rows: (N_b,) the batch's points, segment-major.
+    valid: (S, n) bool, True where a padded slot holds a point.  k: (S,) clusters.
   Returns:
-    (S, n) labels (arbitrary on padding).
+    (N_b,) labels of `rows`.
   """
-  slots = np.arange(int(k.max()))
-  allowed_moves = tol * valid.sum()
-  live = slots[None, :] < k[:, None]  # (S, k_max) real centroid slots
-  centroids = _kmeans_plus_plus(xp, valid, k, rng)  # (S, k_max, d)
-  labels = _assign(xp, centroids, live)
+  num_segments, width = valid.shape
+  k_max = int(k.max())
+  compact = x[rows]  # (N_b, d) for the centroid sums
+  padded = np.zeros((num_segments, width, x.shape[1]), dtype=np.float32)  # (S, n, d)
+  padded[valid] = compact
+  live = np.arange(k_max)[None, :] < k[:, None]  # (S, k_max) real centroid slots
+  group_base = np.repeat(np.arange(num_segments) * k_max, valid.sum(axis=1))  # (N_b,)
+  centroids = _kmeans_plus_plus(padded, valid, k, rng)  # (S, k_max, d)
+  labels = _assign(padded, centroids, live)[valid]
+  allowed_moves = tol * len(rows)
   for _ in range(max_iter):
-    one_hot = ((labels[..., None] == slots) & valid[..., None]).astype(np.float32)  # (S,n,k)
-    counts = one_hot.sum(axis=1)  # (S, k_max)
-    sums = np.matmul(one_hot.transpose(0, 2, 1), xp)  # (S, k_max, d)
-    centroids = np.where(counts[..., None] > 0, sums / np.maximum(counts, 1)[..., None],
-                         centroids)  # an empty cluster keeps its centroid
-    new_labels = _assign(xp, centroids, live)
-    moved = np.count_nonzero((new_labels != labels) & valid)
+    sums, counts = cluster_sums(compact, group_base + labels, num_segments * k_max)
+    sums, counts = sums.reshape(centroids.shape), counts.reshape(live.shape)
+    means = (sums / np.maximum(counts, 1)[..., None]).astype(np.float32)
+    centroids = np.where(counts[..., None] > 0, means, centroids)  # empty: keep centroid
+    new_labels = _assign(padded, centroids, live)[valid]
+    moved = np.count_nonzero(new_labels != labels)
     labels = new_labels
     if moved <= allowed_moves:
       break
   return labels
 
 
-def _assign(xp, centroids, live) -> np.ndarray:
-  """Nearest live centroid per point: argmax of x.c - |c|^2 / 2, (S, n)."""
+def _assign(padded, centroids, live) -> np.ndarray:
+  """Nearest live centroid of each padded point, argmax of x.c - |c|^2/2: (S, n)."""
   half_norm = np.where(live, 0.5 * np.einsum("skd,skd->sk", centroids, centroids), np.inf)
-  scores = np.matmul(xp, centroids.transpose(0, 2, 1)) - half_norm[:, None, :]  # (S, n, k)
+  scores = np.matmul(padded, centroids.transpose(0, 2, 1))
+  scores -= half_norm[:, None, :]
   return np.argmax(scores, axis=2)
 
 

@@ -24,12 +24,16 @@ def representatives(embeddings: np.ndarray, has_embedding: np.ndarray,
   """
   num_clusters = int(cluster.max()) + 1 if len(cluster) else 0
   sums, counts = cluster_sums(embeddings[has_embedding], cluster[has_embedding], num_clusters)
-  centroid = sums / np.maximum(counts, 1)[:, None]  # (C, d)
+  centroid = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)  # (C, d)
   diff = embeddings - centroid[cluster]
-  distance = np.where(has_embedding, np.einsum("nd,nd->n", diff, diff), 0.0)
-  order = np.lexsort((np.arange(len(cluster)), distance, cluster))
-  first = np.concatenate([[True], cluster[order][1:] != cluster[order][:-1]])
-  return order[first]
+  distance = np.where(has_embedding, np.einsum("nd,nd->n", diff, diff), 0.0)  # (N,)
+  order = np.argsort(cluster, kind="stable")  # members by cluster, then input order
+  starts = np.searchsorted(cluster[order], np.arange(num_clusters))
+  nearest = np.minimum.reduceat(distance[order], starts)  # (C,)
+  is_nearest = distance[order] == nearest[cluster[order]]
+  first = np.flatnonzero(is_nearest)  # earliest nearest member comes first per cluster
+  _, first_per_cluster = np.unique(cluster[order][first], return_index=True)
+  return order[first[first_per_cluster]]
 
 
 def virtual_items(columns: dict[str, np.ndarray], cluster: np.ndarray, groups: np.ndarray,

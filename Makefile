@@ -1,0 +1,25 @@
+# Two commands for a newcomer (see README): `make main` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup main test bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.cfg pyproject.toml setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+# The main job, end to end on the real data in ../shared/data (override: DATA=/path/to/ml-latest-small).
+main: setup
+	$(BIN)/twin-tf main $(if $(DATA),--data=$(DATA))
+
+# The test suite as CI runs it (slow full-size end-to-end tests deselected).
+test: setup
+	$(BIN)/python -m pytest -m "not slow" -q
+
+bench: setup
+	$(BIN)/python bench/clustering.py

@@ -121,16 +121,6 @@ def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: Clu
   return clusters, read.dead_letter
 
 
-def counters(result) -> dict[str, int]:
-  """The pipeline's counters by name, from a finished PipelineResult."""
-  query = result.metrics().query(
-      beam.metrics.MetricsFilter().with_namespace(NAMESPACE))
-  totals = dict.fromkeys(COUNTERS, 0)
-  for counter in query["counters"]:
-    totals[counter.key.metric.name] += counter.committed
-  return totals
-
-
 def run(argv=None) -> dict[str, int]:
   """Runs the pipeline to completion; returns its counters."""
   options = common.pipeline_options(argv, ClusterBehaviorsOptions)
@@ -140,7 +130,7 @@ def run(argv=None) -> dict[str, int]:
   build(pipeline, options, config)
   result = pipeline.run()
   result.wait_until_finish()
-  return counters(result)
+  return common.counters(result, NAMESPACE, COUNTERS)
 
 
 if __name__ == "__main__":

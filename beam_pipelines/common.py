@@ -94,3 +94,12 @@ def _csv_record(header: list[str], line: str) -> dict:
   if len(values) > len(header):
     record[None] = values[len(header):]
   return record
+
+
+def counters(result, namespace: str, names: tuple[str, ...]) -> dict[str, int]:
+  """Committed counters of a finished pipeline, every name in `names` present (0 if unused)."""
+  query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(namespace))
+  totals = dict.fromkeys(names, 0)
+  for counter in query["counters"]:
+    totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.committed
+  return totals

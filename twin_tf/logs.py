@@ -17,7 +17,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import numpy as np
 
-from twin_tf import schema
+from twin_tf import schema, tfexample
 
 FORMATS = ("parquet", "csv", "tfrecord")
 # Optional fields and their default when absent (0 = unknown category / not tagged).
@@ -232,18 +232,8 @@ def record_from_example(serialized: bytes) -> dict[str, list]:
 
 def example_from_row(row: Mapping[str, Any]) -> bytes:
   """A behavior row -> serialized tf.train.Example with one value per field."""
-  from tensorflow.core.example import example_pb2, feature_pb2  # pylint: disable=import-outside-toplevel
-  features = {}
-  for field in schema.BEHAVIOR_FIELDS:
-    if field.name not in row:
-      continue
-    value = row[field.name]
-    if field.dtype == np.float32:
-      features[field.name] = feature_pb2.Feature(float_list=feature_pb2.FloatList(value=[value]))
-    else:
-      features[field.name] = feature_pb2.Feature(int64_list=feature_pb2.Int64List(value=[value]))
-  return example_pb2.Example(
-      features=feature_pb2.Features(feature=features)).SerializeToString()
+  return tfexample.encode({f.name: np.asarray(row[f.name], dtype=f.dtype)
+                           for f in schema.BEHAVIOR_FIELDS if f.name in row})
 
 
 def write_behavior_log(columns: dict[str, np.ndarray], path: str | pathlib.Path,

@@ -1,0 +1,126 @@
+"""Beam pipeline: training examples from behavior logs and per-user clusters.
+
+  logs -> validate -> key by user ─┐
+                                   ├─ CoGroupByKey -> twin_tf.examples.user_examples
+  cluster records -> key by user ──┘      -> users-*.tfrecord       (one record per user)
+                                          -> impressions_{train,validation,test}-*.tfrecord
+
+Layouts: twin_tf/examples.py. A user's long sequences are written once, in the user record;
+impression records carry the target and `history_end`, and the input pipeline joins them.
+Users without a cluster record (or without behaviors) go to dead_letters-*.jsonl, as do
+malformed log rows. Counters (namespace build_examples): behaviors_read, dead_letters, users,
+impressions_train, impressions_validation, impressions_test.
+
+  python -m beam_pipelines.build_examples --input logs.parquet --clusters 'out/clusters-*' \
+      --output examples/
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import apache_beam as beam
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipelines import common
+from twin_tf import logs, schema, tfexample
+from twin_tf.clustering import records as cluster_records
+from twin_tf.examples import SPLITS, ExampleConfig, user_examples
+
+NAMESPACE = "build_examples"
+COUNTERS = ("behaviors_read", "dead_letters", "users") + tuple(f"impressions_{s}"
+                                                              for s in SPLITS)
+
+
+class BuildExamplesOptions(PipelineOptions):
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument("--input", required=True, help="behavior log file or glob")
+    parser.add_argument("--input_format", default=None, choices=logs.FORMATS)
+    parser.add_argument("--clusters", required=True, help="cluster records glob")
+    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--validation_fraction", type=float, default=0.2)
+    parser.add_argument("--test_fraction", type=float, default=0.2)
+
+
+class UserExamplesDoFn(beam.DoFn):
+  """(user_id, {behaviors, clusters}) -> user record; impressions by split (tagged)."""
+
+  def __init__(self, config: ExampleConfig):
+    self._config = config
+    self._users = beam.metrics.Metrics.counter(NAMESPACE, "users")
+    self._dead = beam.metrics.Metrics.counter(NAMESPACE, "dead_letters")
+    self._impressions = {s: beam.metrics.Metrics.counter(NAMESPACE, f"impressions_{s}")
+                         for s in SPLITS}
+
+  def process(self, element):
+    user_id, grouped = element
+    cluster_list = list(grouped["clusters"])
+    behaviors = logs.tuples_to_columns(grouped["behaviors"])
+    problem = None
+    if len(cluster_list) != 1:
+      problem = f"{len(cluster_list)} cluster records for the user (expected 1)"
+    elif not len(behaviors[schema.USER_ID]):
+      problem = "cluster record without behaviors"
+    if problem:
+      self._dead.inc()
+      yield beam.pvalue.TaggedOutput(common.DEAD_LETTER, {
+          "source": "build_examples", "field": schema.USER_ID, "reason": problem,
+          "record": json.dumps({schema.USER_ID: user_id})})
+      return
+    user, impressions = user_examples(behaviors, cluster_records.decode(cluster_list[0]),
+                                      self._config)
+    self._users.inc()
+    yield tfexample.encode(user)
+    for i in range(len(impressions["split"])):
+      split = SPLITS[impressions["split"][i]]
+      self._impressions[split].inc()
+      yield beam.pvalue.TaggedOutput(split, tfexample.encode(
+          {name: values[i] for name, values in impressions.items()}))
+
+
+def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: ExampleConfig):
+  """Adds the stages; returns the DoOutputsTuple (main: user records; SPLITS; dead letters)."""
+  read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(options.input, options.input_format,
+                                                         NAMESPACE)
+  user_index = schema.FIELD_NAMES.index(schema.USER_ID)
+  behaviors = read.rows | "KeyBehaviors" >> beam.Map(lambda row: (row[user_index], row))
+  clusters = (pipeline
+              | "ReadClusters" >> beam.io.ReadFromTFRecord(options.clusters)
+              | "KeyClusters" >> beam.Map(
+                  lambda s: (cluster_records.decode(s)[schema.USER_ID], s)))
+  outputs = ({"behaviors": behaviors, "clusters": clusters}
+             | "JoinByUser" >> beam.CoGroupByKey()
+             | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config)).with_outputs(
+                 common.DEAD_LETTER, *SPLITS, main="users"))
+  output = options.output.rstrip("/")
+  _ = outputs.users | "WriteUsers" >> beam.io.WriteToTFRecord(
+      f"{output}/users", file_name_suffix=".tfrecord")
+  for split in SPLITS:
+    _ = outputs[split] | f"Write_{split}" >> beam.io.WriteToTFRecord(
+        f"{output}/impressions_{split}", file_name_suffix=".tfrecord")
+  dead = ((read.dead_letter, outputs[common.DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten())
+  _ = (dead
+       | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
+       | "WriteDeadLetters" >> beam.io.WriteToText(f"{output}/dead_letters",
+                                                   file_name_suffix=".jsonl"))
+  return outputs
+
+
+def run(argv=None) -> dict[str, int]:
+  """Runs the pipeline to completion; returns its counters."""
+  options = common.pipeline_options(argv, BuildExamplesOptions)
+  config = ExampleConfig(validation_fraction=options.validation_fraction,
+                         test_fraction=options.test_fraction)
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline, options, config)
+  result = pipeline.run()
+  result.wait_until_finish()
+  return common.counters(result, NAMESPACE, COUNTERS)
+
+
+if __name__ == "__main__":
+  logging.getLogger().setLevel(logging.INFO)
+  print(json.dumps(run(), sort_keys=True))

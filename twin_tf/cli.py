@@ -5,6 +5,10 @@
   twin-tf embeddings            behavior log -> bootstrap item embeddings (PPMI-SVD)
   twin-tf cluster               behavior log -> per-user clusters (Beam pipeline)
   twin-tf cluster-summary       clusters -> compression ratio distribution
+  twin-tf build-examples        logs + clusters -> training examples (Beam pipeline)
+  twin-tf train                 train one model (Keras fit, checkpoints, TensorBoard)
+  twin-tf evaluate              AUC, GAUC, logloss of a trained run on a split
+  twin-tf experiment            every model x seeds -> results/quality.json and .md
 
 Run `twin-tf COMMAND --help` for each command's options.
 """
@@ -60,24 +64,66 @@ def _embeddings(args) -> dict:
   return {"items": len(table), "dim": table.dim}
 
 
-def _cluster(args, beam_args: list[str]) -> dict:
-  """Runs beam_pipelines.cluster_behaviors as its own process (twin_tf never imports it)."""
-  command = [sys.executable, "-m", "beam_pipelines.cluster_behaviors",
-             f"--input={args.input}", f"--embeddings={args.embeddings}",
-             f"--output={args.output}"]
-  if args.config:
-    command.append(f"--clustering_config={args.config}")
-  if args.gamma is not None:
-    command.append(f"--gamma={args.gamma}")
-  if args.cutoff_quantile is not None:
-    command.append(f"--cutoff_quantile={args.cutoff_quantile}")
+def _run_pipeline(module: str, flags: dict, beam_args: list[str]) -> dict:
+  """Runs a beam_pipelines module as its own process (twin_tf never imports beam_pipelines);
+  returns the counters it prints as its last line."""
+  command = [sys.executable, "-m", f"beam_pipelines.{module}"]
+  command += [f"--{k}={v}" for k, v in flags.items() if v is not None]
   completed = subprocess.run(command + beam_args, stdout=subprocess.PIPE, text=True,
                              check=False)
   if completed.returncode:
-    raise SystemExit(f"cluster_behaviors pipeline failed (exit {completed.returncode})")
+    raise SystemExit(f"{module} pipeline failed (exit {completed.returncode})")
   counters = json.loads(completed.stdout.strip().splitlines()[-1])
-  print("cluster_behaviors counters: " + ", ".join(f"{k} {v:,}" for k, v in counters.items()))
+  print(f"{module} counters: " + ", ".join(f"{k} {v:,}" for k, v in counters.items()))
   return counters
+
+
+def _cluster(args, beam_args: list[str]) -> dict:
+  return _run_pipeline("cluster_behaviors", {
+      "input": args.input, "embeddings": args.embeddings, "output": args.output,
+      "clustering_config": args.config, "gamma": args.gamma,
+      "cutoff_quantile": args.cutoff_quantile}, beam_args)
+
+
+def _build_examples(args, beam_args: list[str]) -> dict:
+  return _run_pipeline("build_examples", {
+      "input": args.input, "clusters": f"{args.clusters}/clusters-*", "output": args.output},
+      beam_args)
+
+
+def _train_config(args):
+  from twin_tf import config as config_lib  # pylint: disable=import-outside-toplevel
+  from twin_tf.training import TrainConfig  # pylint: disable=import-outside-toplevel
+  values = config_lib.to_dict(config_lib.load(TrainConfig, args.config)) if args.config else {}
+  for name in ("examples", "output_dir", "model", "epochs", "seed", "batch_size"):
+    if getattr(args, name, None) is not None:
+      values[name] = getattr(args, name)
+  return config_lib.from_dict(TrainConfig, values)
+
+
+def _train(args) -> dict:
+  from twin_tf.training import train  # pylint: disable=import-outside-toplevel
+  history = train(_train_config(args))
+  return {k: [round(float(x), 5) for x in v] for k, v in history.items()}
+
+
+def _evaluate(args) -> dict:
+  from twin_tf.training import evaluate  # pylint: disable=import-outside-toplevel
+  result = evaluate(_train_config(args), args.split)
+  print(f"{result['model']} on {args.split}: AUC {result['auc']:.4f}, GAUC "
+        f"{result['gauc']:.4f}, logloss {result['logloss']:.4f}")
+  for b in result["gauc_by_bucket"]:
+    print(f"  users with {b['min_activity']}-{b['max_activity']} behaviors before the "
+          f"cutoff: GAUC {b['gauc']:.4f} ({b['impressions']} impressions)")
+  return result
+
+
+def _experiment(args) -> dict:
+  from twin_tf.experiment import run_experiment  # pylint: disable=import-outside-toplevel
+  summary = run_experiment(args.examples, args.runs_dir, args.out, args.models, args.seeds,
+                           dataset=args.dataset, epochs=args.epochs)
+  print((pathlib.Path(args.out) / "quality.md").read_text())
+  return summary
 
 
 def _cluster_summary(args) -> dict:
@@ -89,12 +135,14 @@ def _cluster_summary(args) -> dict:
 
 
 def _main_job(args, beam_args: list[str]) -> dict:
-  """MovieLens -> behavior log -> bootstrap embeddings -> clusters -> summary."""
+  """MovieLens -> behavior log -> embeddings -> clusters -> examples -> train -> evaluate."""
   work = pathlib.Path(args.workdir)
   work.mkdir(parents=True, exist_ok=True)
   log = work / "behaviors.parquet"
   embeddings = work / "item_embeddings.npz"
   clusters = work / "clusters"
+  examples = work / "examples"
+  run = work / "runs" / f"{args.model}-seed{args.seed}"
   report = {}
   stages = [
       ("convert-movielens", lambda: _convert_movielens(argparse.Namespace(
@@ -105,6 +153,14 @@ def _main_job(args, beam_args: list[str]) -> dict:
           input=log, embeddings=embeddings, output=clusters, config=None, gamma=args.gamma,
           cutoff_quantile=args.cutoff_quantile), beam_args)),
       ("cluster-summary", lambda: _cluster_summary(argparse.Namespace(clusters=clusters))),
+      ("build-examples", lambda: _build_examples(argparse.Namespace(
+          input=log, clusters=clusters, output=examples), beam_args)),
+      ("train", lambda: _train(argparse.Namespace(
+          config=None, examples=str(examples), output_dir=str(run), model=args.model,
+          epochs=args.epochs, seed=args.seed, batch_size=None))),
+      ("evaluate", lambda: _evaluate(argparse.Namespace(
+          config=None, examples=str(examples), output_dir=str(run), model=args.model,
+          epochs=None, seed=args.seed, batch_size=None, split="test"))),
   ]
   for number, (name, stage) in enumerate(stages, start=1):
     print(f"\n[{number}/{len(stages)}] {name}", flush=True)
@@ -130,9 +186,12 @@ def build_parser() -> argparse.ArgumentParser:
   main.add_argument("--workdir", default="work_dir", help="outputs (default %(default)s)")
   main.add_argument("--max-users", type=int, default=None, help="only the first N users")
   main.add_argument("--gamma", type=int, default=None, help="largest cluster (default 20)")
-  main.add_argument("--cutoff-quantile", type=float, default=0.8,
-                    help="cluster each user's first fraction of behaviors (default 0.8)")
+  main.add_argument("--cutoff-quantile", type=float, default=0.5,
+                    help="cluster each user's first fraction of behaviors; the rest are "
+                    "impressions (default 0.5)")
   main.add_argument("--seed", type=int, default=0)
+  main.add_argument("--model", default="TwinV2", help="model preset to train")
+  main.add_argument("--epochs", type=int, default=None, help="default: TrainConfig's")
 
   convert = sub.add_parser("convert-movielens", help="MovieLens -> behavior log")
   convert.add_argument("--data", default=DEFAULT_DATA)
@@ -158,12 +217,41 @@ def build_parser() -> argparse.ArgumentParser:
 
   summary = sub.add_parser("cluster-summary", help="compression ratio distribution")
   summary.add_argument("--clusters", required=True, help="the cluster pipeline's output folder")
+
+  examples = sub.add_parser("build-examples", help="training examples (Beam); extra --flags "
+                            "go to Beam")
+  examples.add_argument("--input", required=True, help="behavior log")
+  examples.add_argument("--clusters", required=True, help="the cluster pipeline's output folder")
+  examples.add_argument("--output", required=True)
+
+  for name, text in (("train", "train one model"), ("evaluate", "evaluate a trained run")):
+    command = sub.add_parser(name, help=text)
+    command.add_argument("--config", default=None, help="TrainConfig JSON/YAML")
+    command.add_argument("--examples", default=None, help="build-examples output folder")
+    command.add_argument("--output-dir", dest="output_dir", default=None, help="run folder")
+    command.add_argument("--model", default=None, help="TwinV2, Twin, SimHard, DIN, "
+                         "TwinV2-no-ln-n, TwinV2-uniform")
+    command.add_argument("--epochs", type=int, default=None)
+    command.add_argument("--batch-size", dest="batch_size", type=int, default=None)
+    command.add_argument("--seed", type=int, default=None)
+    if name == "evaluate":
+      command.add_argument("--split", default="test", choices=("train", "validation", "test"))
+
+  experiment = sub.add_parser("experiment", help="every model x seeds -> quality report")
+  experiment.add_argument("--examples", required=True)
+  experiment.add_argument("--out", default="results", help="quality.json / .md folder")
+  experiment.add_argument("--runs-dir", dest="runs_dir", default="work_dir/experiment")
+  experiment.add_argument("--models", nargs="+", default=["TwinV2", "Twin", "SimHard", "DIN",
+                                                          "TwinV2-no-ln-n", "TwinV2-uniform"])
+  experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+  experiment.add_argument("--epochs", type=int, default=3)
+  experiment.add_argument("--dataset", default="MovieLens ml-latest-small")
   return parser
 
 
 def main(argv=None) -> int:
   args, extra = build_parser().parse_known_args(argv)
-  if extra and args.command not in ("cluster", "main"):
+  if extra and args.command not in ("cluster", "build-examples", "main"):
     build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
   handlers = {
       "main": lambda: _main_job(args, extra),
@@ -171,6 +259,10 @@ def main(argv=None) -> int:
       "embeddings": lambda: _embeddings(args),
       "cluster": lambda: _cluster(args, extra),
       "cluster-summary": lambda: _cluster_summary(args),
+      "build-examples": lambda: _build_examples(args, extra),
+      "train": lambda: _train(args),
+      "evaluate": lambda: _evaluate(args),
+      "experiment": lambda: _experiment(args),
   }
   handlers[args.command]()
   return 0

@@ -1,0 +1,140 @@
+"""Training and evaluation with Keras fit/evaluate, checkpoints and crash recovery.
+
+A run directory holds:
+  config.json              the TrainConfig (and the model's ModelConfig)
+  vocabulary.npy           item ids of the item vocabulary (index = position + 2)
+  backup/                  BackupAndRestore state: a killed run resumes mid-epoch from here
+  checkpoints/best.weights.h5   best validation AUC so far (ModelCheckpoint)
+  logs/                    TensorBoard
+  model.weights.h5         final weights (the best epoch), Keras format, either backend
+  metrics_<split>.json     written by evaluate
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import time
+
+import numpy as np
+
+from twin_tf import config as config_lib
+from twin_tf import features, metrics, schema
+from twin_tf.input_pipeline import DatasetBuilder, ExampleData, load_example_data
+from twin_tf.models import PRESETS, build_model
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Attributes:
+    examples: folder written by beam_pipelines.build_examples.
+    output_dir: the run directory.
+    model: a preset of twin_tf.models.PRESETS.
+    epochs, batch_size, learning_rate: Adam on binary cross-entropy.
+    patience: epochs without a better validation AUC before stopping (best weights kept).
+    seed: weights, shuffling and the uniform-sampling ablation.
+    max_raw: raw behaviors kept for the Twin / SIM long-term sequence (most recent).
+    backup_every: batches between BackupAndRestore saves (0: once per epoch).
+  """
+
+  examples: str = "work_dir/examples"
+  output_dir: str = "work_dir/runs/TwinV2-seed0"
+  model: str = "TwinV2"
+  epochs: int = 3
+  batch_size: int = 256
+  learning_rate: float = 1e-3
+  patience: int = 1
+  seed: int = 0
+  max_raw: int = 10_000
+  backup_every: int = 50
+
+
+def _builder(config: TrainConfig, data: ExampleData) -> DatasetBuilder:
+  return DatasetBuilder(data, PRESETS[config.model].long_term_source, config.max_raw,
+                        config.seed)
+
+
+def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1,
+          extra_callbacks=()) -> dict:
+  """Trains one model; resumes from output_dir/backup if a previous run was killed.
+
+  Returns:
+    the Keras history ({metric: [value per epoch]}) of this call.
+  """
+  import keras  # pylint: disable=import-outside-toplevel
+  if config.model not in PRESETS:
+    raise ValueError(f"unknown model {config.model!r}; presets: {sorted(PRESETS)}")
+  out = pathlib.Path(config.output_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  print(config_lib.describe(config), flush=True)
+  config_lib.save(config, out / "config.json")
+  keras.utils.set_random_seed(config.seed)
+  data = data or load_example_data(config.examples)
+  data.vocabulary.save(out / "vocabulary.npy")
+  builder = _builder(config, data)
+  train_ds, _ = builder.dataset("train", config.batch_size, shuffle=True, seed=config.seed)
+  validation_ds, _ = builder.dataset("validation", config.batch_size * 4)
+
+  model = _built_model(config, data, builder)
+  model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                loss="binary_crossentropy",
+                metrics=[keras.metrics.AUC(name="auc")],
+                jit_compile=False)  # bucketed shapes: XLA would recompile per bucket
+  (out / "checkpoints").mkdir(exist_ok=True)
+  callbacks = [
+      keras.callbacks.BackupAndRestore(str(out / "backup"),
+                                       save_freq=config.backup_every or "epoch"),
+      keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best.weights.h5"),
+                                      monitor="val_auc", mode="max", save_best_only=True,
+                                      save_weights_only=True),
+      keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                    restore_best_weights=True),
+      keras.callbacks.TensorBoard(str(out / "logs")),
+      *extra_callbacks,
+  ]
+  start = time.time()
+  history = model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs,
+                      callbacks=callbacks, verbose=verbose)
+  best = out / "checkpoints" / "best.weights.h5"
+  if best.exists():  # EarlyStopping restores only when it stopped early
+    model.load_weights(str(best))
+  model.save_weights(str(out / "model.weights.h5"))
+  print(f"trained {config.model} in {time.time() - start:.0f} s -> {out / 'model.weights.h5'}")
+  return history.history
+
+
+def _built_model(config: TrainConfig, data: ExampleData, builder: DatasetBuilder):
+  """A new model with its variables created (by a call on two validation examples)."""
+  model = build_model(config.model, len(data.vocabulary))
+  sample, _ = next(iter(builder.dataset("validation", 2)[0]))
+  model(sample)
+  return model
+
+
+def load_trained(config: TrainConfig, data: ExampleData):
+  """The model of a finished run, its weights loaded (on the current Keras backend)."""
+  builder = _builder(config, data)
+  model = _built_model(config, data, builder)
+  model.load_weights(str(pathlib.Path(config.output_dir) / "model.weights.h5"))
+  return model, builder
+
+
+def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None = None
+             ) -> dict:
+  """AUC, GAUC, logloss and GAUC per life-cycle-length quartile of a trained run."""
+  out = pathlib.Path(config.output_dir)
+  data = data or load_example_data(config.examples,
+                                   features.ItemVocabulary.load(out / "vocabulary.npy"))
+  model, builder = load_trained(config, data)
+  dataset, order = builder.dataset(split, config.batch_size * 4)
+  scores = model.predict(dataset, verbose=0).reshape(-1)
+  impressions = data.impressions[split]
+  labels = impressions[schema.LABEL][order]
+  users = impressions[schema.USER_ID][order]
+  activity = data.num_pre_cutoff[impressions["user_row"][order]]
+  result = {"model": config.model, "seed": config.seed, "split": split,
+            "impressions": int(len(labels)), **metrics.all_metrics(labels, scores, users,
+                                                                   activity)}
+  (out / f"metrics_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+  return result

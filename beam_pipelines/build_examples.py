@@ -37,10 +37,7 @@ class BuildExamplesOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    parser.add_argument("--input", required=True, help="behavior log file or glob")
-    parser.add_argument("--input_format", default=None, choices=logs.FORMATS)
-    parser.add_argument("--clusters", required=True, help="cluster records glob")
-    parser.add_argument("--output", required=True, help="output folder")
+    parser.add_argument("--clusters", default=None, help="cluster records glob")
     parser.add_argument("--validation_fraction", type=float, default=0.2)
     parser.add_argument("--test_fraction", type=float, default=0.2)
 
@@ -83,8 +80,8 @@ class UserExamplesDoFn(beam.DoFn):
 
 def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: ExampleConfig):
   """Adds the stages; returns the DoOutputsTuple (main: user records; SPLITS; dead letters)."""
-  read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(options.input, options.input_format,
-                                                         NAMESPACE)
+  log = options.view_as(common.BehaviorLogOptions)
+  read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE)
   user_index = schema.FIELD_NAMES.index(schema.USER_ID)
   behaviors = read.rows | "KeyBehaviors" >> beam.Map(lambda row: (row[user_index], row))
   clusters = (pipeline
@@ -95,7 +92,7 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
              | "JoinByUser" >> beam.CoGroupByKey()
              | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config)).with_outputs(
                  common.DEAD_LETTER, *SPLITS, main="users"))
-  output = options.output.rstrip("/")
+  output = log.output.rstrip("/")
   _ = outputs.users | "WriteUsers" >> beam.io.WriteToTFRecord(
       f"{output}/users", file_name_suffix=".tfrecord")
   for split in SPLITS:
@@ -111,7 +108,7 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
 
 def run(argv=None) -> dict[str, int]:
   """Runs the pipeline to completion; returns its counters."""
-  options = common.pipeline_options(argv, BuildExamplesOptions)
+  options = common.pipeline_options(argv, BuildExamplesOptions, ("clusters",))
   config = ExampleConfig(validation_fraction=options.validation_fraction,
                          test_fraction=options.test_fraction)
   pipeline = beam.Pipeline(options=options)

@@ -44,12 +44,8 @@ class ClusterBehaviorsOptions(PipelineOptions):
 
   @classmethod
   def _add_argparse_args(cls, parser):
-    parser.add_argument("--input", required=True, help="behavior log file or glob")
-    parser.add_argument("--input_format", default=None, choices=logs.FORMATS,
-                        help="default: from the file suffix")
-    parser.add_argument("--embeddings", required=True,
+    parser.add_argument("--embeddings", default=None,
                         help="item embedding table (.npz with item_ids, vectors)")
-    parser.add_argument("--output", required=True, help="output folder (local or gs://)")
     parser.add_argument("--clustering_config", default=None,
                         help="JSON/YAML file of ClusteringConfig fields")
     parser.add_argument("--gamma", type=int, default=None, help="override config.gamma")
@@ -108,10 +104,10 @@ class ClusterUsers(beam.PTransform):
 
 def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: ClusteringConfig):
   """Adds the pipeline's stages; returns (cluster records, dead letters) PCollections."""
-  read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(options.input, options.input_format,
-                                                         NAMESPACE)
+  log = options.view_as(common.BehaviorLogOptions)
+  read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE)
   clusters = read.rows | "ClusterUsers" >> ClusterUsers(options.embeddings, config)
-  output = options.output.rstrip("/")
+  output = log.output.rstrip("/")
   _ = clusters | "WriteClusters" >> beam.io.WriteToTFRecord(
       f"{output}/clusters", file_name_suffix=".tfrecord")
   _ = (read.dead_letter
@@ -123,7 +119,7 @@ def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: Clu
 
 def run(argv=None) -> dict[str, int]:
   """Runs the pipeline to completion; returns its counters."""
-  options = common.pipeline_options(argv, ClusterBehaviorsOptions)
+  options = common.pipeline_options(argv, ClusterBehaviorsOptions, ("embeddings",))
   config = clustering_config(options)
   logging.info("%s", config_lib.describe(config))
   pipeline = beam.Pipeline(options=options)

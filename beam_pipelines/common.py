@@ -16,12 +16,33 @@ DEAD_LETTER = "dead_letter"
 LOCAL_RUNNER = "FnApiRunner"
 
 
-def pipeline_options(argv, options_class: type[PipelineOptions]) -> PipelineOptions:
-  """Parses pipeline options; the runner defaults to the local FnApiRunner."""
+class BehaviorLogOptions(PipelineOptions):
+  """Options every pipeline shares (Beam registers option names globally, so once only)."""
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument("--input", default=None, help="behavior log file or glob")
+    parser.add_argument("--input_format", default=None, choices=logs.FORMATS,
+                        help="default: from the file suffix")
+    parser.add_argument("--output", default=None, help="output folder (local or gs://)")
+
+
+def pipeline_options(argv, options_class: type[PipelineOptions],
+                     required: tuple[str, ...] = ()) -> PipelineOptions:
+  """Parses pipeline options; the runner defaults to the local FnApiRunner.
+
+  Beam parses every registered options class on every run, so no option is declared
+  required=True; `required` names the ones this pipeline needs, checked here.
+  """
   options = PipelineOptions(argv)
   standard = options.view_as(StandardOptions)
   if not standard.runner:
     standard.runner = LOCAL_RUNNER
+  missing = [name for name in ("input", "output") + tuple(required)
+             if getattr(options.view_as(BehaviorLogOptions), name, None) is None
+             and getattr(options.view_as(options_class), name, None) is None]
+  if missing:
+    raise SystemExit(f"missing required options: {', '.join('--' + m for m in missing)}")
   return options.view_as(options_class)
 
 

@@ -61,3 +61,26 @@ def synthetic_user(num_behaviors: int, dim: int = 16, topics: int = 12, seed: in
   columns[schema.YEAR_BUCKET] = rng.integers(0, 20, num_behaviors)
   columns[schema.TAGGED] = rng.integers(0, 2, num_behaviors)
   return columns, ItemEmbeddingTable(item_ids, vectors)
+
+
+@pytest.fixture(scope="session")
+def real_examples(movielens, tmp_path_factory):
+  """Clusters and training examples of 40 real users (the longest history among them), made
+  by the two Beam pipelines under FnApiRunner: (examples folder, behavior columns)."""
+  from beam_pipelines import build_examples, cluster_behaviors
+  from twin_tf import logs, schema
+  from twin_tf.embeddings import bootstrap_embeddings
+  columns = movielens[0]
+  users, counts = np.unique(columns["user_id"], return_counts=True)
+  chosen = np.union1d(users[:39], users[np.argmax(counts)])
+  subset = schema.take(columns, np.isin(columns["user_id"], chosen))
+  folder = tmp_path_factory.mktemp("examples")
+  logs.write_behavior_log(subset, folder / "behaviors.parquet")
+  bootstrap_embeddings(columns).save(folder / "emb.npz")
+  cluster_behaviors.run([f"--input={folder / 'behaviors.parquet'}",
+                         f"--embeddings={folder / 'emb.npz'}", f"--output={folder / 'clusters'}",
+                         "--cutoff_quantile=0.5"])
+  build_examples.run([f"--input={folder / 'behaviors.parquet'}",
+                      f"--clusters={folder / 'clusters' / 'clusters-*'}",
+                      f"--output={folder / 'examples'}"])
+  return folder / "examples", subset

@@ -41,7 +41,7 @@ def _options(folder, input_name, output):
   return common.pipeline_options(
       [f"--input={folder / input_name}", f"--embeddings={folder / 'emb.npz'}",
        f"--output={output}", "--cutoff_quantile=0.8"],
-      cluster_behaviors.ClusterBehaviorsOptions)
+      cluster_behaviors.ClusterBehaviorsOptions, ("embeddings",))
 
 
 def test_pipeline_matches_library_on_real_users(real_subset, movielens_embeddings, tmp_path):

@@ -175,6 +175,7 @@ class DatasetBuilder:
           num_parallel_calls=tf.data.AUTOTUNE))
     if not per_bucket:
       raise ValueError(f"split {split!r} has no impressions")
+    num_batches = sum(-(-len(o) // batch_size) for o in order)
     if shuffle and len(per_bucket) > 1:
       weights = [len(o) for o in order]
       ds = tf.data.Dataset.sample_from_datasets(
@@ -184,6 +185,7 @@ class DatasetBuilder:
       ds = per_bucket[0]
       for more in per_bucket[1:]:
         ds = ds.concatenate(more)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(num_batches))  # progress bar total
     return ds.prefetch(tf.data.AUTOTUNE), np.concatenate(order)
 
   def _impression_tensors(self, split: str) -> dict:

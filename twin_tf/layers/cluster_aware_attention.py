@@ -28,8 +28,8 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
   Call:
     seq_inherent: (B, L, D_h) inherent features of the clusters / behaviors.
     seq_cross: (B, L, J, dim) cross-feature embeddings.
-    size: (B, L) cluster sizes n (>= 1 where mask is True).
-    mask: (B, L) bool, False at padding.
+    size: (B, L) cluster sizes n (>= 1 where valid is True).
+    valid: (B, L) bool, False at padding.
     target_inherent: (B, C, D_h) inherent features of the C candidate items.
     returns: alpha' (B, C, L, H), MASK_VALUE at padding.
 
@@ -46,7 +46,7 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     self.cross_bias = CrossFeatureBias(num_heads, name="cross_bias")
 
   def build(self, seq_inherent_shape, seq_cross_shape=None, size_shape=None,
-            mask_shape=None, target_inherent_shape=None):
+            valid_shape=None, target_inherent_shape=None):
     self.key_projection.build(seq_inherent_shape)
     self.query_projection.build(target_inherent_shape or seq_inherent_shape)
     self.cross_bias.build(seq_cross_shape)
@@ -62,12 +62,12 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
       bias = bias + ops.log(ops.maximum(ops.cast(size, bias.dtype), 1.0))[..., None]
     return bias
 
-  def call(self, seq_inherent, seq_cross, size, mask, target_inherent):
+  def call(self, seq_inherent, seq_cross, size, valid, target_inherent):
     keys = self.item_keys(seq_inherent)  # (B, L, H, d_k)
     query = self.query_projection(target_inherent)  # (B, C, H, d_k)
     alpha = ops.einsum("blhk,bchk->bclh", keys, query)  # (B, C, L, H)
     alpha = alpha + self.bias(seq_cross, size)[:, None, :, :]
-    return ops.where(mask[:, None, :, None], alpha, MASK_VALUE)
+    return ops.where(valid[:, None, :, None], alpha, MASK_VALUE)
 
   def get_config(self):
     return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,

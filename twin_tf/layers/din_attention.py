@@ -12,7 +12,7 @@ class DinAttention(keras.layers.Layer):
     hidden_units: sizes of the activation unit's hidden layers.
 
   Call:
-    query: (B, C, D).  keys: (B, S, D).  mask: (B, S) bool.
+    query: (B, C, D).  keys: (B, S, D).  valid: (B, S) bool.
     returns: (B, C, D); padding takes no weight.
   """
 
@@ -22,20 +22,20 @@ class DinAttention(keras.layers.Layer):
     self.unit = [keras.layers.Dense(u, activation="sigmoid") for u in self.hidden_units]
     self.unit.append(keras.layers.Dense(1))
 
-  def build(self, query_shape, keys_shape=None, mask_shape=None):
+  def build(self, query_shape, keys_shape=None, valid_shape=None):
     shape = tuple(query_shape[:-1]) + (None, 4 * query_shape[-1])
     for layer in self.unit:
       layer.build(shape)
       shape = shape[:-1] + (layer.units,)
 
-  def call(self, query, keys, mask):
+  def call(self, query, keys, valid):
     q = ops.broadcast_to(query[:, :, None, :], (ops.shape(query)[0], ops.shape(query)[1],
                                                 ops.shape(keys)[1], ops.shape(query)[2]))
     k = ops.broadcast_to(keys[:, None, :, :], ops.shape(q))
     x = ops.concatenate([q, k, q - k, q * k], axis=-1)  # (B, C, S, 4D)
     for layer in self.unit:
       x = layer(x)
-    weights = x[..., 0] * ops.cast(mask[:, None, :], x.dtype)  # (B, C, S)
+    weights = x[..., 0] * ops.cast(valid[:, None, :], x.dtype)  # (B, C, S)
     return ops.einsum("bcs,bsd->bcd", weights, keys)
 
   def get_config(self):

@@ -21,7 +21,7 @@ class GsuTopK(keras.layers.Layer):
 
   Call:
     alpha: (B, C, L, H) scores, MASK_VALUE at padding.
-    mask: (B, L) bool.
+    valid: (B, L) bool.
     returns: (indices (B, C, K) int32, valid (B, C, K) bool). Padding is never chosen
       ahead of a real position, and chosen padding has valid False.
   """
@@ -32,7 +32,7 @@ class GsuTopK(keras.layers.Layer):
       raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
     self.top_k, self.merge = top_k, merge
 
-  def call(self, alpha, mask):
+  def call(self, alpha, valid):
     alpha = ops.stop_gradient(alpha)
     k = self.top_k if alpha.shape[2] is None else min(self.top_k, alpha.shape[2])
     if self.merge == "sum":
@@ -40,7 +40,7 @@ class GsuTopK(keras.layers.Layer):
       distinct = True
     else:
       indices, distinct = self._round_robin(alpha, k)
-    valid = ops.take_along_axis(ops.broadcast_to(mask[:, None, :], ops.shape(alpha)[:3]),
+    valid = ops.take_along_axis(ops.broadcast_to(valid[:, None, :], ops.shape(alpha)[:3]),
                                 indices, axis=2)
     return ops.cast(indices, "int32"), ops.logical_and(valid, distinct)
 

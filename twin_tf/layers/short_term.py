@@ -18,7 +18,7 @@ class ShortTermAttention(keras.layers.Layer):
   Call:
     query: (B, C, D_q) target features.
     keys: (B, S, D) behavior features (S = 50 most recent).
-    mask: (B, S) bool.
+    valid: (B, S) bool.
     returns: (B, C, output_dim); zero where the user has no recent behavior.
   """
 
@@ -28,7 +28,7 @@ class ShortTermAttention(keras.layers.Layer):
     self.num_heads, self.key_dim = num_heads, key_dim
     self.value_dim, self.output_dim = value_dim, output_dim
 
-  def build(self, query_shape, keys_shape=None, mask_shape=None):
+  def build(self, query_shape, keys_shape=None, valid_shape=None):
     h = self.num_heads
     self.query_kernel = self.add_weight(name="query_kernel",
                                         shape=(query_shape[-1], h, self.key_dim))
@@ -38,13 +38,13 @@ class ShortTermAttention(keras.layers.Layer):
     self.output_kernel = self.add_weight(name="output_kernel",
                                          shape=(h * self.value_dim, self.output_dim))
 
-  def call(self, query, keys, mask):
+  def call(self, query, keys, valid):
     q = ops.einsum("bcd,dhk->bchk", query, self.query_kernel)
     k = ops.einsum("bsd,dhk->bshk", keys, self.key_kernel)
     v = ops.einsum("bsd,dhv->bshv", keys, self.value_kernel)
     scores = ops.einsum("bchk,bshk->bcsh", q, k) / math.sqrt(self.key_dim)  # (B, C, S, H)
-    scores = ops.where(mask[:, None, :, None], scores, MASK_VALUE)
-    weights = ops.softmax(scores, axis=2) * ops.cast(mask[:, None, :, None], scores.dtype)
+    scores = ops.where(valid[:, None, :, None], scores, MASK_VALUE)
+    weights = ops.softmax(scores, axis=2) * ops.cast(valid[:, None, :, None], scores.dtype)
     heads = ops.einsum("bcsh,bshv->bchv", weights, v)
     merged = ops.reshape(heads, ops.shape(heads)[:2] + (-1,))
     return ops.matmul(merged, self.output_kernel)

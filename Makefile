@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup main test bench
+.PHONY: setup main test bench experiment
 
 setup: $(VENV)/.installed
 
@@ -23,3 +23,9 @@ test: setup
 
 bench: setup
 	$(BIN)/python bench/clustering.py
+
+# The quality experiment: TwinV2, Twin, SimHard, DIN and two ablations x 3 seeds on the examples
+# the main job built -> results/quality.json and results/quality.md (about 45 min on 2 cores).
+experiment: setup
+	test -d work_dir/examples || $(BIN)/twin-tf main $(if $(DATA),--data=$(DATA))
+	$(BIN)/twin-tf experiment --examples work_dir/examples --out results

@@ -13,7 +13,8 @@ def test_help_lists_every_command(capsys):
   with pytest.raises(SystemExit):
     cli.main(["--help"])
   text = capsys.readouterr().out
-  for command in ("main", "convert-movielens", "embeddings", "cluster", "cluster-summary"):
+  for command in ("main", "convert-movielens", "embeddings", "cluster", "cluster-summary",
+                  "build-examples", "train", "evaluate", "experiment"):
     assert command in text
 
 
@@ -32,14 +33,18 @@ def _main_job(movielens_dir, workdir, *extra):
 
 def test_main_job_small(movielens_dir, tmp_path):
   """The README's main job on the first 25 real users (CI size)."""
-  stdout, report = _main_job(movielens_dir, tmp_path, "--max-users=25")
-  assert "[4/4] cluster-summary done" in stdout
+  stdout, report = _main_job(movielens_dir, tmp_path, "--max-users=25", "--epochs=1")
+  assert "[7/7] evaluate done" in stdout
   assert report["convert-movielens"]["dead_letters"] == 0
   summary = report["cluster-summary"]
   assert summary["users"] == 25
   assert summary["max_cluster_size"] <= 20
   assert summary["behaviors"] == report["cluster"]["behaviors"]
   assert summary["clusters"] == report["cluster"]["clusters"] < summary["behaviors"]
+  examples = report["build-examples"]
+  assert examples["users"] == 25 and examples["impressions_train"] > 0
+  assert report["evaluate"]["impressions"] == examples["impressions_test"]
+  assert 0 < report["evaluate"]["auc"] < 1
 
 
 @pytest.mark.slow

@@ -138,3 +138,15 @@ print(json.dumps({{"scores": scores.tolist(), "loss": loss}}))
   result = json.loads(completed.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(result["scores"], expected, rtol=1e-5, atol=1e-6)
   assert np.isfinite(result["loss"])
+
+
+def test_item_keys_are_the_attention_keys(trained, data):
+  """The cacheable keys equal what alpha' uses: K_h W_h / sqrt(d_k) of the item features."""
+  config, _ = trained
+  model, _ = load_trained(config, data)
+  item, category, year = np.array([2, 5, 9]), np.array([1, 3, 0]), np.array([20, 21, 0])
+  keys = np.asarray(model.item_keys(item, category, year))
+  inherent = np.asarray(model.item_embedding(item, category, year))
+  kernel = np.asarray(model.attention.key_projection.kernel)
+  expected = np.einsum("nd,dhk->nhk", inherent, kernel) / np.sqrt(model.config.key_dim)
+  np.testing.assert_allclose(keys, expected, rtol=1e-5, atol=1e-6)

@@ -146,6 +146,15 @@ class CtrModel(keras.Model):
     selected_alpha = ops.take_along_axis(alpha, indices[..., None], axis=2)  # (B, C, K, H)
     return self.esu(selected_alpha, gather_selected(values, indices), valid)
 
+  def item_keys(self, item, category, year):
+    """Cacheable GSU keys of items, K_h W_h / sqrt(d_k): (N,) ids -> (N, H, d_k).
+
+    They depend on the item alone, so the key cache computes them once per item.
+    """
+    if self.config.long_term == "none":
+      raise ValueError(f"{self.config.name} has no long-term attention, hence no item keys")
+    return self.attention.item_keys(self.item_embedding(item, category, year))
+
   def get_config(self):
     return {"config": dataclasses.asdict(self.config), "item_vocab": self.item_vocab}
 

@@ -14,7 +14,7 @@ def test_help_lists_every_command(capsys):
     cli.main(["--help"])
   text = capsys.readouterr().out
   for command in ("main", "convert-movielens", "embeddings", "cluster", "cluster-summary",
-                  "build-examples", "train", "evaluate", "experiment"):
+                  "build-examples", "train", "evaluate", "experiment", "export"):
     assert command in text
 
 
@@ -34,7 +34,7 @@ def _main_job(movielens_dir, workdir, *extra):
 def test_main_job_small(movielens_dir, tmp_path):
   """The README's main job on the first 25 real users (CI size)."""
   stdout, report = _main_job(movielens_dir, tmp_path, "--max-users=25", "--epochs=1")
-  assert "[7/7] evaluate done" in stdout
+  assert "[8/8] export done" in stdout
   assert report["convert-movielens"]["dead_letters"] == 0
   summary = report["cluster-summary"]
   assert summary["users"] == 25
@@ -45,6 +45,10 @@ def test_main_job_small(movielens_dir, tmp_path):
   assert examples["users"] == 25 and examples["impressions_train"] > 0
   assert report["evaluate"]["impressions"] == examples["impressions_test"]
   assert 0 < report["evaluate"]["auc"] < 1
+  version = tmp_path / "serving" / "twin" / "1"
+  assert report["export"]["version_dir"] == str(version)
+  assert (version / "saved_model.pb").exists()
+  assert report["export"]["warmup_requests"] == 10
 
 
 @pytest.mark.slow

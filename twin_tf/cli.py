@@ -9,6 +9,7 @@
   twin-tf train                 train one model (Keras fit, checkpoints, TensorBoard)
   twin-tf evaluate              AUC, GAUC, logloss of a trained run on a split
   twin-tf experiment            every model x seeds -> results/quality.json and .md
+  twin-tf export                a trained run -> SavedModel <base>/<version>/ for TF Serving
 
 Run `twin-tf COMMAND --help` for each command's options.
 """
@@ -118,6 +119,24 @@ def _evaluate(args) -> dict:
   return result
 
 
+def _export(args) -> dict:
+  """SavedModel version + warmup requests built from the first test impressions."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+  from twin_tf import export, features, requests  # pylint: disable=import-outside-toplevel
+  from twin_tf.input_pipeline import load_example_data  # pylint: disable=import-outside-toplevel
+  warmup = []
+  if args.examples and args.warmup:
+    data = load_example_data(args.examples, features.ItemVocabulary.load(
+        pathlib.Path(args.run_dir) / "vocabulary.npy"))
+    count = min(args.warmup, len(data.impressions["test"]["label"]))
+    for i in range(count):
+      arrays, _ = requests.impression_requests(data, np.array([i]))
+      warmup.append(requests.predict_request(arrays, args.model_name))
+  version = export.export_saved_model(args.run_dir, args.base, args.version, warmup)
+  print(f"exported {args.run_dir} -> {version} ({len(warmup)} warmup requests)")
+  return {"version_dir": str(version), "warmup_requests": len(warmup)}
+
+
 def _experiment(args) -> dict:
   from twin_tf.experiment import run_experiment  # pylint: disable=import-outside-toplevel
   summary = run_experiment(args.examples, args.runs_dir, args.out, args.models, args.seeds,
@@ -161,6 +180,9 @@ def _main_job(args, beam_args: list[str]) -> dict:
       ("evaluate", lambda: _evaluate(argparse.Namespace(
           config=None, examples=str(examples), output_dir=str(run), model=args.model,
           epochs=None, seed=args.seed, batch_size=None, split="test"))),
+      ("export", lambda: _export(argparse.Namespace(
+          run_dir=run, base=work / "serving" / "twin", version=None, examples=examples,
+          warmup=10, model_name="twin"))),
   ]
   for number, (name, stage) in enumerate(stages, start=1):
     print(f"\n[{number}/{len(stages)}] {name}", flush=True)
@@ -237,6 +259,14 @@ def build_parser() -> argparse.ArgumentParser:
     if name == "evaluate":
       command.add_argument("--split", default="test", choices=("train", "validation", "test"))
 
+  exporter = sub.add_parser("export", help="SavedModel version for TF Serving")
+  exporter.add_argument("--run-dir", dest="run_dir", required=True, help="a trained run")
+  exporter.add_argument("--base", required=True, help="model base path (versions inside)")
+  exporter.add_argument("--version", type=int, default=None, help="default: next number")
+  exporter.add_argument("--examples", default=None, help="examples for warmup requests")
+  exporter.add_argument("--warmup", type=int, default=10, help="warmup requests (<= 1000)")
+  exporter.add_argument("--model-name", dest="model_name", default="twin")
+
   experiment = sub.add_parser("experiment", help="every model x seeds -> quality report")
   experiment.add_argument("--examples", required=True)
   experiment.add_argument("--out", default="results", help="quality.json / .md folder")
@@ -263,6 +293,7 @@ def main(argv=None) -> int:
       "train": lambda: _train(args),
       "evaluate": lambda: _evaluate(args),
       "experiment": lambda: _experiment(args),
+      "export": lambda: _export(args),
   }
   handlers[args.command]()
   return 0

@@ -52,6 +52,35 @@ def time_context(tf, timestamp):
   return timestamp // 3600 % 24 + 1, (timestamp // 86400 + 3) % 7 + 1
 
 
+def sequence_inputs(tf, prefix, item_index, category, year_bucket, group, tagged, timestamp,
+                    size, valid, reference_time) -> dict:
+  """Raw sequence fields (int64, any leading shape (..., L)) -> model inputs `<prefix>_*`.
+
+  item_index is already the vocabulary index; reference_time broadcasts against timestamp
+  (e.g. (B, 1) for (B, L)). Padding (valid False) gets id 0 everywhere and size 0.
+  """
+  zero = tf.zeros_like(item_index)
+  inputs = {
+      "item": tf.where(valid, item_index, zero),
+      "category": tf.where(valid, tf.minimum(category, CATEGORY_VOCAB - 1), zero),
+      "year": tf.where(valid, tf.minimum(year_bucket, YEAR_VOCAB - 1), zero),
+      "cross": cross_ids(tf, group, tagged, timestamp, reference_time, valid),
+      "size": tf.where(valid, tf.cast(size, tf.float32), tf.zeros_like(size, tf.float32)),
+      "mask": valid}
+  return {f"{prefix}_{k}": (tf.cast(v, tf.int32) if v.dtype == tf.int64 else v)
+          for k, v in inputs.items()}
+
+
+def target_inputs(tf, item_index, category, year_bucket, timestamp) -> dict:
+  """Raw target fields (int64) -> model inputs `target_*`; timestamp gives hour / weekday."""
+  hour, weekday = time_context(tf, timestamp)
+  inputs = {"target_item": item_index,
+            "target_category": tf.minimum(category, CATEGORY_VOCAB - 1),
+            "target_year": tf.minimum(year_bucket, YEAR_VOCAB - 1),
+            "target_hour": hour, "target_weekday": weekday}
+  return {k: tf.cast(v, tf.int32) for k, v in inputs.items()}
+
+
 class ItemVocabulary:
   """item_id -> index: 0 padding, 1 out-of-vocabulary, 2.. known items (sorted ids)."""
 
@@ -75,3 +104,16 @@ class ItemVocabulary:
   @classmethod
   def load(cls, path) -> "ItemVocabulary":
     return cls(np.load(path))
+
+
+def placeholder_inputs(batch: int = 1, length: int = 1) -> dict:
+  """Model inputs of zeros (all padding) with the right dtypes: enough to build a model."""
+  out = {k: np.zeros((batch,), np.int32) for k in TARGET_KEYS}
+  for prefix, width in (("long", length), ("short", SHORT_LENGTH)):
+    out.update({f"{prefix}_item": np.zeros((batch, width), np.int32),
+                f"{prefix}_category": np.zeros((batch, width), np.int32),
+                f"{prefix}_year": np.zeros((batch, width), np.int32),
+                f"{prefix}_cross": np.zeros((batch, width, len(CROSS_FEATURES)), np.int32),
+                f"{prefix}_size": np.zeros((batch, width), np.float32),
+                f"{prefix}_mask": np.zeros((batch, width), bool)})
+  return out

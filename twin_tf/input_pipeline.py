@@ -192,49 +192,33 @@ class DatasetBuilder:
     tf = self._tf
     table = dict(self.data.impressions[split])
     table[schema.ITEM_ID] = self.data.vocabulary.lookup(table[schema.ITEM_ID])
-    table[schema.CATEGORY] = np.minimum(table[schema.CATEGORY], features.CATEGORY_VOCAB - 1)
-    table[schema.YEAR_BUCKET] = np.minimum(table[schema.YEAR_BUCKET], features.YEAR_VOCAB - 1)
     return {k: tf.constant(v) for k, v in table.items()}
 
   def _batch(self, imp: dict, idx, length: int):
     tf = self._tf
     rows = tf.gather(imp["user_row"], idx)
     target_time = tf.gather(imp[schema.TIMESTAMP], idx)
-    hour, weekday = features.time_context(tf, target_time)
-    inputs = {
-        "target_item": tf.gather(imp[schema.ITEM_ID], idx),
-        "target_category": tf.gather(imp[schema.CATEGORY], idx),
-        "target_year": tf.gather(imp[schema.YEAR_BUCKET], idx),
-        "target_hour": hour, "target_weekday": weekday}
+    inputs = features.target_inputs(
+        tf, *(tf.gather(imp[f], idx) for f in (schema.ITEM_ID, schema.CATEGORY,
+                                               schema.YEAR_BUCKET)), target_time)
     long = {f: tf.gather(v, rows)[:, :length] for f, v in self._long.items()}
     inputs.update(self._sequence("long", long, target_time, length))
     # Short-term: the SHORT_LENGTH behaviors just before the impression, oldest first.
     end = tf.gather(imp["history_end"], idx)
     position = end[:, None] - features.SHORT_LENGTH + tf.range(features.SHORT_LENGTH,
                                                                   dtype=tf.int64)[None, :]
-    valid = position >= 0
-    safe = tf.maximum(position, 0)
-    short = {f: tf.gather(tf.gather(v, rows), safe, batch_dims=1)
+    short = {f: tf.gather(tf.gather(v, rows), tf.maximum(position, 0), batch_dims=1)
              for f, v in self._history.items()}
-    short["mask"], short["size"] = valid, tf.cast(valid, tf.float32)
+    short["mask"] = position >= 0
+    short["size"] = tf.ones_like(position, tf.float32)
     inputs.update(self._sequence("short", short, target_time, features.SHORT_LENGTH))
-    inputs = {k: (tf.cast(v, tf.int32) if v.dtype == tf.int64 else v)
-              for k, v in inputs.items()}
     label = tf.cast(tf.gather(imp[schema.LABEL], idx), tf.float32)
     return inputs, label
 
   def _sequence(self, prefix, seq, target_time, length):
-    tf = self._tf
-    mask = seq["mask"]
-    zero = tf.zeros_like(seq[schema.ITEM_ID])
-    cross = features.cross_ids(tf, seq[schema.GROUP], seq[schema.TAGGED],
-                               seq[schema.TIMESTAMP], target_time[:, None], mask)
-    out = {
-        "item": tf.where(mask, seq[schema.ITEM_ID], zero),
-        "category": tf.where(mask, tf.minimum(seq[schema.CATEGORY],
-                                              features.CATEGORY_VOCAB - 1), zero),
-        "year": tf.where(mask, tf.minimum(seq[schema.YEAR_BUCKET],
-                                          features.YEAR_VOCAB - 1), zero),
-        "cross": cross, "size": seq["size"], "mask": mask}
-    return {f"{prefix}_{k}": tf.ensure_shape(v, [None, length] + ([len(
-        features.CROSS_FEATURES)] if k == "cross" else [])) for k, v in out.items()}
+    out = features.sequence_inputs(
+        self._tf, prefix, seq[schema.ITEM_ID], seq[schema.CATEGORY], seq[schema.YEAR_BUCKET],
+        seq[schema.GROUP], seq[schema.TAGGED], seq[schema.TIMESTAMP], seq["size"],
+        seq["mask"], target_time[:, None])
+    return {k: self._tf.ensure_shape(v, [None, length] + (
+        [len(features.CROSS_FEATURES)] if k.endswith("cross") else [])) for k, v in out.items()}

@@ -76,7 +76,7 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   train_ds, _ = builder.dataset("train", config.batch_size, shuffle=True, seed=config.seed)
   validation_ds, _ = builder.dataset("validation", config.batch_size * 4)
 
-  model = _built_model(config, data, builder)
+  model = _built_model(config.model, len(data.vocabulary))
   model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                 loss="binary_crossentropy",
                 metrics=[keras.metrics.AUC(name="auc")],
@@ -104,20 +104,28 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   return history.history
 
 
-def _built_model(config: TrainConfig, data: ExampleData, builder: DatasetBuilder):
-  """A new model with its variables created (by a call on two validation examples)."""
-  model = build_model(config.model, len(data.vocabulary))
-  sample, _ = next(iter(builder.dataset("validation", 2)[0]))
-  model(sample)
+def _built_model(model_name: str, item_vocab: int):
+  """A new model with its variables created (by a call on placeholder inputs)."""
+  model = build_model(model_name, item_vocab)
+  model(features.placeholder_inputs())
   return model
 
 
+def restore_model(run_dir: str | pathlib.Path):
+  """(model with the run's final weights, item vocabulary, TrainConfig) of a finished run,
+  on the current Keras backend."""
+  run_dir = pathlib.Path(run_dir)
+  config = config_lib.load(TrainConfig, run_dir / "config.json")
+  vocabulary = features.ItemVocabulary.load(run_dir / "vocabulary.npy")
+  model = _built_model(config.model, len(vocabulary))
+  model.load_weights(str(run_dir / "model.weights.h5"))
+  return model, vocabulary, config
+
+
 def load_trained(config: TrainConfig, data: ExampleData):
-  """The model of a finished run, its weights loaded (on the current Keras backend)."""
-  builder = _builder(config, data)
-  model = _built_model(config, data, builder)
-  model.load_weights(str(pathlib.Path(config.output_dir) / "model.weights.h5"))
-  return model, builder
+  """The model of a finished run and a DatasetBuilder for its long-term source."""
+  model, _, _ = restore_model(config.output_dir)
+  return model, _builder(config, data)
 
 
 def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None = None

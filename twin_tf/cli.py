@@ -10,6 +10,7 @@
   twin-tf evaluate              AUC, GAUC, logloss of a trained run on a split
   twin-tf experiment            every model x seeds -> results/quality.json and .md
   twin-tf export                a trained run -> SavedModel <base>/<version>/ for TF Serving
+  twin-tf serve                 the DEVELOPMENT server (not TF Serving) over a model base path
 
 Run `twin-tf COMMAND --help` for each command's options.
 """
@@ -267,6 +268,13 @@ def build_parser() -> argparse.ArgumentParser:
   exporter.add_argument("--warmup", type=int, default=10, help="warmup requests (<= 1000)")
   exporter.add_argument("--model-name", dest="model_name", default="twin")
 
+  serve = sub.add_parser("serve", help="DEVELOPMENT server (not TF Serving): gRPC + REST")
+  serve.add_argument("--base", default="work_dir/serving", help="folder of <model>/<version>/")
+  serve.add_argument("--model-name", dest="model_name", default="twin")
+  serve.add_argument("--host", default="127.0.0.1")
+  serve.add_argument("--port", type=int, default=8500)
+  serve.add_argument("--rest-port", dest="rest_port", type=int, default=8501)
+
   experiment = sub.add_parser("experiment", help="every model x seeds -> quality report")
   experiment.add_argument("--examples", required=True)
   experiment.add_argument("--out", default="results", help="quality.json / .md folder")
@@ -294,6 +302,10 @@ def main(argv=None) -> int:
       "evaluate": lambda: _evaluate(args),
       "experiment": lambda: _experiment(args),
       "export": lambda: _export(args),
+      "serve": lambda: subprocess.run(  # serving/ imports twin_tf, never the reverse
+          [sys.executable, "-m", "serving.dev_server", f"--base={args.base}",
+           f"--model_name={args.model_name}", f"--host={args.host}", f"--port={args.port}",
+           f"--rest_port={args.rest_port}"], check=True),
   }
   handlers[args.command]()
   return 0

@@ -263,3 +263,22 @@ def test_config_round_trip(layer):
   assert restored.get_config() == layer.get_config()
   again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
   assert again.get_config() == layer.get_config()
+
+
+def test_summed_scores_and_scores_at_equal_the_full_alpha():
+  """The GSU's one-inner-product form (MIPS) and the ESU's gathered scores equal alpha'."""
+  layer = _attention()
+  x = _inputs(seed=6)
+  x["valid"][0, 7:] = False
+  alpha = np.asarray(layer(**x))
+  keys = layer.item_keys(x["seq_inherent"])
+  query = layer.query_projection(x["target_inherent"])
+  bias = layer.bias(x["seq_cross"], x["size"])
+  summed = np.asarray(layer.summed_scores(keys, query, bias, x["valid"]))
+  real = np.broadcast_to(x["valid"][:, None, :], summed.shape)
+  np.testing.assert_allclose(summed[real], alpha.sum(-1)[real], **TOL)
+  assert np.all(summed[~real] == MASK_VALUE)
+  indices = np.asarray(GsuTopK(4)(summed, x["valid"])[0])
+  np.testing.assert_array_equal(indices, np.asarray(GsuTopK(4)(alpha, x["valid"])[0]))
+  np.testing.assert_allclose(np.asarray(layer.scores_at(keys, query, bias, indices)),
+                             np.take_along_axis(alpha, indices[..., None], axis=2), **TOL)

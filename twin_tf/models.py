@@ -133,9 +133,17 @@ class CtrModel(keras.Model):
     inputs = _pad_long_to(inputs, self.config.gsu_top_k)
     inherent, cross, values = self._sequence(inputs, "long")
     mask = inputs["long_mask"]
-    alpha = self.attention(inherent, cross, inputs["long_size"], mask, query)  # (B, C, L, H)
-    if self.config.long_term == "gsu":
+    attention = self.attention
+    if self.config.long_term == "gsu" and self.config.gsu_merge == "round_robin":
+      alpha = attention(inherent, cross, inputs["long_size"], mask, query)  # (B, C, L, H)
       indices, valid = self.gsu(alpha, mask)
+      selected_alpha = ops.take_along_axis(alpha, indices[..., None], axis=2)
+      return self.esu(selected_alpha, gather_selected(values, indices), valid)
+    keys = attention.item_keys(inherent)  # (B, L, H, d_k), shared by GSU and ESU
+    queries = attention.query_projection(query)  # (B, C, H, d_k)
+    bias = attention.bias(cross, inputs["long_size"])  # (B, L, H)
+    if self.config.long_term == "gsu":
+      indices, valid = self.gsu(attention.summed_scores(keys, queries, bias, mask), mask)
     else:  # SIM-hard: same category as the target, the most recent first
       same = ops.logical_and(mask[:, None, :],
                              inputs["long_category"][:, None, :] == target_category[..., None])
@@ -143,7 +151,7 @@ class CtrModel(keras.Model):
       _, indices = ops.top_k(ops.where(same, recency, -1.0), self.config.gsu_top_k)
       valid = ops.take_along_axis(same, indices, axis=2)
       indices = ops.cast(indices, "int32")
-    selected_alpha = ops.take_along_axis(alpha, indices[..., None], axis=2)  # (B, C, K, H)
+    selected_alpha = attention.scores_at(keys, queries, bias, indices)  # (B, C, K, H)
     return self.esu(selected_alpha, gather_selected(values, indices), valid)
 
   def item_keys(self, item, category, year):

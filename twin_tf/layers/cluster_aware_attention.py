@@ -69,6 +69,26 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     alpha = alpha + self.bias(seq_cross, size)[:, None, :, :]
     return ops.where(valid[:, None, :, None], alpha, MASK_VALUE)
 
+  def summed_scores(self, keys, query, bias, valid):
+    """sum_h alpha'_h as ONE inner product over concatenated heads (the MIPS form):
+    [K_h W_h / sqrt(d_k)]_concat . [q W_q]_concat + sum_h bias_h, (B, C, L).
+
+    The GSU ranks by this; it never materializes the (B, C, L, H) per-head scores.
+    keys (B, L, H, d_k), query (B, C, H, d_k), bias (B, L, H), valid (B, L).
+    """
+    flat_keys = ops.reshape(keys, ops.shape(keys)[:2] + (keys.shape[2] * keys.shape[3],))
+    flat_query = ops.reshape(query, ops.shape(query)[:2] + (query.shape[2] * query.shape[3],))
+    scores = ops.einsum("bld,bcd->bcl", flat_keys, flat_query)
+    scores = scores + ops.sum(bias, axis=-1)[:, None, :]
+    return ops.where(valid[:, None, :], scores, MASK_VALUE)
+
+  @staticmethod
+  def scores_at(keys, query, bias, indices):
+    """Per-head alpha' at chosen positions only: indices (B, C, K) -> (B, C, K, H)."""
+    from twin_tf.layers.gsu import gather_selected  # pylint: disable=import-outside-toplevel
+    chosen_keys = gather_selected(keys, indices)  # (B, C, K, H, d_k)
+    return ops.einsum("bckhd,bchd->bckh", chosen_keys, query) + gather_selected(bias, indices)
+
   def get_config(self):
     return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
             "use_log_size": self.use_log_size}

@@ -20,7 +20,8 @@ class GsuTopK(keras.layers.Layer):
       until K distinct positions are chosen.
 
   Call:
-    alpha: (B, C, L, H) scores, MASK_VALUE at padding.
+    alpha: (B, C, L, H) scores, MASK_VALUE at padding; or, for "sum", their sum over heads
+      (B, C, L) computed directly (ClusterAwareTargetAttention.summed_scores).
     valid: (B, L) bool.
     returns: (indices (B, C, K) int32, valid (B, C, K) bool). Padding is never chosen
       ahead of a real position, and chosen padding has valid False.
@@ -36,7 +37,8 @@ class GsuTopK(keras.layers.Layer):
     alpha = ops.stop_gradient(alpha)
     k = self.top_k if alpha.shape[2] is None else min(self.top_k, alpha.shape[2])
     if self.merge == "sum":
-      _, indices = ops.top_k(ops.sum(alpha, axis=-1), k)  # (B, C, K)
+      summed = ops.sum(alpha, axis=-1) if len(alpha.shape) == 4 else alpha
+      _, indices = ops.top_k(summed, k)  # (B, C, K)
       distinct = True
     else:
       indices, distinct = self._round_robin(alpha, k)

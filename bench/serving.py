@@ -1,0 +1,108 @@
+"""Benchmark: serving latency for one request of C = 200 candidates over L = 10^4 clusters.
+
+The request is SYNTHETIC (random clusters, behaviors and candidates drawn from the model's
+vocabulary); the model is a real export of a trained run. Measured on one CPU core (process
+pinned, TensorFlow intra/inter-op threads 1): the SavedModel called in process, and the same
+request through the development server over gRPC (server and client in this process, so the
+gRPC figure includes serialization both ways).
+
+  python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0 [--requests 200]
+
+Last line: {"in_process": {"p50_ms", "p99_ms", "rps"}, "dev_server_grpc": {...}, ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def synthetic_request(item_ids: np.ndarray, clusters: int, candidates: int, seed: int = 0):
+  """SYNTHETIC serving_default arrays for one user (B = 1)."""
+  from twin_tf import schema
+  from twin_tf.export import CANDIDATE_RAW, SEQUENCE_RAW
+  rng = np.random.default_rng(seed)
+  now = 1_600_000_000
+  arrays = {"request_time": np.array([now], np.int64)}
+  for prefix, length in (("long", clusters), ("short", 50)):
+    values = {schema.ITEM_ID: rng.choice(item_ids, length), schema.CATEGORY:
+              rng.integers(1, 20, length), schema.YEAR_BUCKET: rng.integers(1, 25, length),
+              schema.GROUP: rng.integers(0, 5, length), schema.TAGGED: rng.integers(0, 2, length),
+              schema.TIMESTAMP: np.sort(rng.integers(now - 10 ** 8, now, length))}
+    for field in SEQUENCE_RAW:
+      arrays[f"{prefix}_{field}"] = values[field][None].astype(np.int64)
+    arrays[f"{prefix}_size"] = rng.integers(1, 21, (1, length)).astype(np.float32)
+    arrays[f"{prefix}_length"] = np.array([length], np.int32)
+  for field, high in zip(CANDIDATE_RAW, (None, 20, 25)):
+    values = rng.choice(item_ids, candidates) if high is None else rng.integers(1, high,
+                                                                                candidates)
+    arrays[f"candidate_{field}"] = values[None].astype(np.int64)
+  return arrays
+
+
+def timings(call, requests: int, warmup: int = 5) -> dict:
+  for _ in range(warmup):
+    call()
+  seconds = []
+  start = time.perf_counter()
+  for _ in range(requests):
+    t = time.perf_counter()
+    call()
+    seconds.append(time.perf_counter() - t)
+  total = time.perf_counter() - start
+  ms = np.array(seconds) * 1000
+  return {"p50_ms": round(float(np.percentile(ms, 50)), 2),
+          "p99_ms": round(float(np.percentile(ms, 99)), 2),
+          "rps": round(requests / total, 1), "requests": requests}
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--run-dir", default=str(REPO / "work_dir/runs/TwinV2-seed0"))
+  parser.add_argument("--clusters", type=int, default=10_000)
+  parser.add_argument("--candidates", type=int, default=200)
+  parser.add_argument("--requests", type=int, default=200)
+  args = parser.parse_args()
+  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+  import tensorflow as tf
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  from serving.client import TwinClient
+  from serving.dev_server import DevServer
+  from twin_tf import export, features
+
+  vocabulary = features.ItemVocabulary.load(pathlib.Path(args.run_dir) / "vocabulary.npy")
+  arrays = synthetic_request(vocabulary.item_ids, args.clusters, args.candidates)
+  with tempfile.TemporaryDirectory() as base:
+    version = export.export_saved_model(args.run_dir, pathlib.Path(base) / "twin")
+    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+    tensors = {k: tf.constant(v) for k, v in arrays.items()}
+    in_process = timings(lambda: signature(**tensors)["scores"].numpy(), args.requests)
+    print(f"in process (1 core): p50 {in_process['p50_ms']} ms, p99 {in_process['p99_ms']} "
+          f"ms, {in_process['rps']} requests/s", flush=True)
+    server = DevServer(base, "twin", workers=1)
+    port, _ = server.start()
+    client = TwinClient(f"127.0.0.1:{port}")
+    through_grpc = timings(lambda: client.predict(arrays), args.requests)
+    client.close()
+    server.stop()
+  print(f"development server over gRPC (1 core, client in the same process): p50 "
+        f"{through_grpc['p50_ms']} ms, p99 {through_grpc['p99_ms']} ms, "
+        f"{through_grpc['rps']} requests/s")
+  print(json.dumps({"clusters": args.clusters, "candidates": args.candidates,
+                    "request": "SYNTHETIC", "in_process": in_process,
+                    "dev_server_grpc": through_grpc}))
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, str(REPO))
+  main()

@@ -95,8 +95,9 @@ def test_gsu_never_picks_padding_before_real_positions():
   alpha[0, 0, :3] = -50.0  # real but very low scores
   mask = np.array([[True, True, True, False, False, False]])
   indices, valid = GsuTopK(top_k=4)(alpha, mask)
-  assert set(np.asarray(indices)[0, 0, :3]) == {0, 1, 2}
-  np.testing.assert_array_equal(np.asarray(valid)[0, 0], [True, True, True, False])
+  indices, valid = np.asarray(indices)[0, 0], np.asarray(valid)[0, 0]
+  assert set(indices) >= {0, 1, 2}  # every real position is taken before any padding
+  assert set(indices[valid]) == {0, 1, 2} and valid.sum() == 3
 
 
 def _round_robin_reference(alpha, k):

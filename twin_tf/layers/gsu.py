@@ -38,13 +38,12 @@ class GsuTopK(keras.layers.Layer):
     k = self.top_k if alpha.shape[2] is None else min(self.top_k, alpha.shape[2])
     if self.merge == "sum":
       summed = ops.sum(alpha, axis=-1) if len(alpha.shape) == 4 else alpha
-      _, indices = ops.top_k(summed, k)  # (B, C, K)
+      _, indices = ops.top_k(summed, k, sorted=False)  # (B, C, K), order is irrelevant
       distinct = True
     else:
       indices, distinct = self._round_robin(alpha, k)
-    valid = ops.take_along_axis(ops.broadcast_to(valid[:, None, :], ops.shape(alpha)[:3]),
-                                indices, axis=2)
-    return ops.cast(indices, "int32"), ops.logical_and(valid, distinct)
+    indices = ops.cast(indices, "int32")
+    return indices, ops.logical_and(gather_selected(valid, indices), distinct)
 
   @staticmethod
   def _round_robin(alpha, k):
@@ -69,9 +68,11 @@ class GsuTopK(keras.layers.Layer):
 
 
 def gather_selected(values, indices):
-  """values (B, L, ...) at per-candidate positions indices (B, C, K) -> (B, C, K, ...)."""
-  batch, candidates, k = ops.shape(indices)[0], ops.shape(indices)[1], ops.shape(indices)[2]
-  flat = ops.reshape(indices, (batch, candidates * k))  # (B, C*K)
-  index = ops.reshape(flat, ops.shape(flat) + (1,) * (len(values.shape) - 2))
-  picked = ops.take_along_axis(values, ops.cast(index, "int32"), axis=1)  # (B, C*K, ...)
-  return ops.reshape(picked, (batch, candidates, k) + tuple(values.shape[2:]))
+  """values (B, L, ...) at per-candidate positions indices (B, C, K) -> (B, C, K, ...).
+
+  One flat gather over (B * L, ...) rows: cheaper than a broadcast take_along_axis.
+  """
+  shape = ops.shape(values)
+  flat = ops.reshape(values, (-1,) + tuple(values.shape[2:]))  # (B * L, ...)
+  offsets = ops.cast(ops.arange(shape[0]), "int32") * ops.cast(shape[1], "int32")
+  return ops.take(flat, ops.cast(indices, "int32") + offsets[:, None, None], axis=0)

@@ -111,11 +111,8 @@ def run(argv=None) -> dict[str, int]:
   options = common.pipeline_options(argv, BuildExamplesOptions, ("clusters",))
   config = ExampleConfig(validation_fraction=options.validation_fraction,
                          test_fraction=options.test_fraction)
-  pipeline = beam.Pipeline(options=options)
-  build(pipeline, options, config)
-  result = pipeline.run()
-  result.wait_until_finish()
-  return common.counters(result, NAMESPACE, COUNTERS)
+  return common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
+                                  COUNTERS)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ import json
 import logging
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -122,11 +121,8 @@ def run(argv=None) -> dict[str, int]:
   options = common.pipeline_options(argv, ClusterBehaviorsOptions, ("embeddings",))
   config = clustering_config(options)
   logging.info("%s", config_lib.describe(config))
-  pipeline = beam.Pipeline(options=options)
-  build(pipeline, options, config)
-  result = pipeline.run()
-  result.wait_until_finish()
-  return common.counters(result, NAMESPACE, COUNTERS)
+  return common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
+                                  COUNTERS)
 
 
 if __name__ == "__main__":

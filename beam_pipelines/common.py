@@ -117,6 +117,16 @@ def _csv_record(header: list[str], line: str) -> dict:
   return record
 
 
+def run_to_completion(options: PipelineOptions, build, namespace: str,
+                      names: tuple[str, ...]) -> dict[str, int]:
+  """Builds a pipeline with `build(pipeline)`, runs it, waits; returns its counters."""
+  pipeline = beam.Pipeline(options=options)
+  build(pipeline)
+  result = pipeline.run()
+  result.wait_until_finish()
+  return counters(result, namespace, names)
+
+
 def counters(result, namespace: str, names: tuple[str, ...]) -> dict[str, int]:
   """Committed counters of a finished pipeline, every name in `names` present (0 if unused)."""
   query = result.metrics().query(beam.metrics.MetricsFilter().with_namespace(namespace))

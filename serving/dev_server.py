@@ -171,6 +171,17 @@ def predict(store: VersionStore, model_name: str, request_model: str, version: i
   return current.version, {k: v.numpy() for k, v in outputs.items()}
 
 
+def _requested_version(store: VersionStore, model_name: str, model_spec, context):
+  """The loaded version a ModelSpec asks for, or the call aborts with NOT_FOUND."""
+  try:
+    if model_spec.name != model_name:
+      raise RequestError(grpc.StatusCode.NOT_FOUND, f"model {model_spec.name!r} is not served")
+    return store.get(model_spec.version.value or None)
+  except RequestError as error:
+    context.abort(error.code, error.message)
+    raise  # abort raises; this keeps the control flow explicit
+
+
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   def __init__(self, store: VersionStore, model_name: str):
@@ -193,13 +204,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     return response
 
   def GetModelMetadata(self, request, context):  # pylint: disable=invalid-name
-    try:
-      if request.model_spec.name != self.model_name:
-        raise RequestError(grpc.StatusCode.NOT_FOUND,
-                           f"model {request.model_spec.name!r} is not served")
-      current = self.store.get(request.model_spec.version.value or None)
-    except RequestError as error:
-      context.abort(error.code, error.message)
+    current = _requested_version(self.store, self.model_name, request.model_spec, context)
     signature_map = get_model_metadata_pb2.SignatureDefMap()
     for name, definition in current.signature_defs.items():
       signature_map.signature_def[name].CopyFrom(definition)
@@ -216,13 +221,7 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     self.store, self.model_name = store, model_name
 
   def GetModelStatus(self, request, context):  # pylint: disable=invalid-name
-    try:
-      if request.model_spec.name != self.model_name:
-        raise RequestError(grpc.StatusCode.NOT_FOUND,
-                           f"model {request.model_spec.name!r} is not served")
-      current = self.store.get(request.model_spec.version.value or None)
-    except RequestError as error:
-      context.abort(error.code, error.message)
+    current = _requested_version(self.store, self.model_name, request.model_spec, context)
     response = get_model_status_pb2.GetModelStatusResponse()
     status = response.model_version_status.add()
     status.version = current.version

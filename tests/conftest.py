@@ -63,17 +63,23 @@ def synthetic_user(num_behaviors: int, dim: int = 16, topics: int = 12, seed: in
   return columns, ItemEmbeddingTable(item_ids, vectors)
 
 
+def forty_real_users(columns):
+  """The behaviors of 40 real users: the first 39 ids and the longest history."""
+  from twin_tf import schema
+  users, counts = np.unique(columns["user_id"], return_counts=True)
+  chosen = np.union1d(users[:39], users[np.argmax(counts)])
+  return schema.take(columns, np.isin(columns["user_id"], chosen))
+
+
 @pytest.fixture(scope="session")
 def real_examples(movielens, tmp_path_factory):
   """Clusters and training examples of 40 real users (the longest history among them), made
   by the two Beam pipelines under FnApiRunner: (examples folder, behavior columns)."""
   from beam_pipelines import build_examples, cluster_behaviors
-  from twin_tf import logs, schema
+  from twin_tf import logs
   from twin_tf.embeddings import bootstrap_embeddings
   columns = movielens[0]
-  users, counts = np.unique(columns["user_id"], return_counts=True)
-  chosen = np.union1d(users[:39], users[np.argmax(counts)])
-  subset = schema.take(columns, np.isin(columns["user_id"], chosen))
+  subset = forty_real_users(columns)
   folder = tmp_path_factory.mktemp("examples")
   logs.write_behavior_log(subset, folder / "behaviors.parquet")
   bootstrap_embeddings(columns).save(folder / "emb.npz")

@@ -1,7 +1,6 @@
 """beam_pipelines.cluster_behaviors under FnApiRunner, on the real fixture."""
 
 import json
-import pathlib
 
 import apache_beam as beam
 import numpy as np
@@ -14,16 +13,15 @@ from twin_tf import logs, schema
 from twin_tf.clustering import cluster_user, records
 from twin_tf.config import ClusteringConfig
 
+from conftest import forty_real_users
+
 CONFIG = ClusteringConfig(cutoff_quantile=0.8)
 
 
 @pytest.fixture(scope="module")
 def real_subset(movielens, movielens_embeddings, tmp_path_factory):
   """40 real users (including the longest history) as a Parquet log + embeddings file."""
-  columns = movielens[0]
-  users, counts = np.unique(columns["user_id"], return_counts=True)
-  chosen = np.union1d(users[:39], users[np.argmax(counts)])
-  subset = schema.take(columns, np.isin(columns["user_id"], chosen))
+  subset = forty_real_users(movielens[0])
   folder = tmp_path_factory.mktemp("real")
   logs.write_behavior_log(subset, folder / "behaviors.parquet")
   movielens_embeddings.save(folder / "emb.npz")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from twin_tf import examples, features, schema
+from twin_tf import examples, features
 from twin_tf.clustering import records
 from twin_tf.input_pipeline import BUCKETS, DatasetBuilder, load_example_data, long_term_index
 

@@ -4,7 +4,6 @@ properties of alpha' (ln n, padding, every term can change the ranking), seriali
 import numpy as np
 import pytest
 import keras
-from keras import ops
 
 from twin_tf.layers import (MASK_VALUE, ClusterAwareTargetAttention, CrossFeatureBias,
                             CrossFeatureEmbedding, DinAttention, Esu, GsuTopK,

@@ -21,7 +21,6 @@ import pathlib
 import numpy as np
 
 from twin_tf import examples, features, schema, tfexample
-from twin_tf.clustering import records as cluster_records
 
 BUCKETS = (32, 128, 512, 1024, 2048, 4096, 10_000)
 LONG_SOURCES = ("clusters", "raw", "uniform")

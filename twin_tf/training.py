@@ -17,7 +17,6 @@ import json
 import pathlib
 import time
 
-import numpy as np
 
 from twin_tf import config as config_lib
 from twin_tf import features, metrics, schema

@@ -12,3 +12,17 @@ from twin_tf.layers.gsu import GsuTopK, gather_selected
 from twin_tf.layers.inherent_projection import InherentProjection
 from twin_tf.layers.item_embedding import ItemEmbedding
 from twin_tf.layers.short_term import ShortTermAttention
+
+__all__ = [
+    "ClusterAwareTargetAttention",
+    "CrossFeatureBias",
+    "CrossFeatureEmbedding",
+    "DinAttention",
+    "Esu",
+    "GsuTopK",
+    "InherentProjection",
+    "ItemEmbedding",
+    "MASK_VALUE",
+    "ShortTermAttention",
+    "gather_selected",
+]

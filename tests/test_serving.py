@@ -170,3 +170,19 @@ def test_new_version_mid_load_fails_no_request(served):
     assert not np.allclose(second[0], expected[1], rtol=1e-6)
   del model
   shutil.rmtree(base / "twin" / "2")
+
+
+def test_client_retries_unavailable_then_raises():
+  """No server on the port: the bounded retries end in a ServingError with UNAVAILABLE."""
+  import socket
+  from serving.client import ServingError
+  with socket.socket() as sock:  # a free loopback port nobody listens on
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  client = TwinClient(f"127.0.0.1:{port}", timeout=1.0, retries=2, backoff=0.05)
+  start = time.perf_counter()
+  with pytest.raises(ServingError) as raised:
+    client.predict({"request_time": np.zeros(1, np.int64)})
+  assert raised.value.code == "UNAVAILABLE"
+  assert time.perf_counter() - start >= 0.05 + 0.1  # it waited between the attempts
+  client.close()

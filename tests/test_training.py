@@ -130,7 +130,9 @@ model.load_weights({os.path.join(config.output_dir, 'model.weights.h5')!r})
 scores = np.asarray(model(batch))
 model.compile(optimizer="adam", loss="binary_crossentropy")
 loss = float(model.train_on_batch(batch, loaded["labels"]))
-print(json.dumps({{"scores": scores.tolist(), "loss": loss}}))
+model.save_weights({str(tmp_path / 'jax.weights.h5')!r})
+print(json.dumps({{"scores": scores.tolist(), "loss": loss,
+                   "trained_scores": np.asarray(model(batch)).tolist()}}))
 """
   completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                              env={**os.environ, "KERAS_BACKEND": "jax"}, cwd=REPO, check=False)
@@ -138,6 +140,11 @@ print(json.dumps({{"scores": scores.tolist(), "loss": loss}}))
   result = json.loads(completed.stdout.strip().splitlines()[-1])
   np.testing.assert_allclose(result["scores"], expected, rtol=1e-5, atol=1e-6)
   assert np.isfinite(result["loss"])
+  # ... and weights trained on JAX load on TensorFlow with the same scores
+  model.load_weights(str(tmp_path / "jax.weights.h5"))
+  np.testing.assert_allclose(model(inputs).numpy(), result["trained_scores"], rtol=1e-5,
+                             atol=1e-6)
+  assert not np.allclose(result["trained_scores"], expected)
 
 
 def test_item_keys_are_the_attention_keys(trained, data):

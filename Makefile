@@ -21,8 +21,11 @@ main: setup
 test: setup
 	$(BIN)/python -m pytest -m "not slow" -q
 
+# Benchmarks that print figures (the serving one needs the run `make main` trains).
 bench: setup
 	$(BIN)/python bench/clustering.py
+	test -d work_dir/runs/TwinV2-seed0 || $(BIN)/twin-tf main $(if $(DATA),--data=$(DATA))
+	$(BIN)/python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0
 
 # The quality experiment: TwinV2, Twin, SimHard, DIN and two ablations x 3 seeds on the examples
 # the main job built -> results/quality.json and results/quality.md (about 45 min on 2 cores).

@@ -24,6 +24,7 @@ test: setup
 # Benchmarks that print figures (the serving one needs the run `make main` trains).
 bench: setup
 	$(BIN)/python bench/clustering.py
+	$(BIN)/python bench/retrieval.py
 	test -d work_dir/runs/TwinV2-seed0 || $(BIN)/twin-tf main $(if $(DATA),--data=$(DATA))
 	$(BIN)/python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0
 

@@ -28,7 +28,8 @@ class BehaviorLogOptions(PipelineOptions):
 
 
 def pipeline_options(argv, options_class: type[PipelineOptions],
-                     required: tuple[str, ...] = ()) -> PipelineOptions:
+                     required: tuple[str, ...] = (), needs_input: bool = True
+                     ) -> PipelineOptions:
   """Parses pipeline options; the runner defaults to the local FnApiRunner.
 
   Beam parses every registered options class on every run, so no option is declared
@@ -38,7 +39,7 @@ def pipeline_options(argv, options_class: type[PipelineOptions],
   standard = options.view_as(StandardOptions)
   if not standard.runner:
     standard.runner = LOCAL_RUNNER
-  missing = [name for name in ("input", "output") + tuple(required)
+  missing = [name for name in ("input",) * needs_input + ("output",) + tuple(required)
              if getattr(options.view_as(BehaviorLogOptions), name, None) is None
              and getattr(options.view_as(options_class), name, None) is None]
   if missing:

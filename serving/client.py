@@ -123,12 +123,19 @@ class TwinClient:
   def predict_with_version(self, arrays: dict, signature: str = "serving_default",
                            version: int | None = None) -> tuple[np.ndarray, int]:
     """(scores, the version that answered)."""
+    outputs, answered = self.predict_outputs(arrays, signature, version)
+    return outputs["scores"], answered
+
+  def predict_outputs(self, arrays: dict, signature: str, version: int | None = None
+                      ) -> tuple[dict[str, np.ndarray], int]:
+    """(every output of `signature`, the version that answered)."""
     request = predict_pb2.PredictRequest()
     self._spec(request.model_spec, version, signature)
     for name, value in arrays.items():
       request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
     response = self._call(self._predictions.Predict, request)
-    return tf.make_ndarray(response.outputs["scores"]), response.model_spec.version.value
+    outputs = {name: tf.make_ndarray(value) for name, value in response.outputs.items()}
+    return outputs, response.model_spec.version.value
 
   def metadata(self, version: int | None = None):
     request = get_model_metadata_pb2.GetModelMetadataRequest(metadata_field=["signature_def"])

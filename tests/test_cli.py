@@ -14,7 +14,8 @@ def test_help_lists_every_command(capsys):
     cli.main(["--help"])
   text = capsys.readouterr().out
   for command in ("main", "convert-movielens", "embeddings", "cluster", "cluster-summary",
-                  "build-examples", "train", "evaluate", "experiment", "export"):
+                  "build-examples", "train", "evaluate", "experiment", "export",
+                  "cache-keys", "serve"):
     assert command in text
 
 

@@ -11,6 +11,7 @@
   twin-tf experiment            every model x seeds -> results/quality.json and .md
   twin-tf export                a trained run -> SavedModel <base>/<version>/ for TF Serving
   twin-tf serve                 the DEVELOPMENT server (not TF Serving) over a model base path
+  twin-tf cache-keys            GSU key cache + ScaNN searchers of an exported version (Beam)
 
 Run `twin-tf COMMAND --help` for each command's options.
 """
@@ -85,6 +86,13 @@ def _cluster(args, beam_args: list[str]) -> dict:
       "input": args.input, "embeddings": args.embeddings, "output": args.output,
       "clustering_config": args.config, "gamma": args.gamma,
       "cutoff_quantile": args.cutoff_quantile}, beam_args)
+
+
+def _cache_keys(args, beam_args: list[str]) -> dict:
+  return _run_pipeline("cache_keys", {
+      "model_dir": args.model_dir, "examples": args.examples, "output": args.output,
+      "reference_time": args.reference_time,
+      "scann_min_clusters": args.scann_min_clusters}, beam_args)
 
 
 def _build_examples(args, beam_args: list[str]) -> dict:
@@ -268,6 +276,13 @@ def build_parser() -> argparse.ArgumentParser:
   exporter.add_argument("--warmup", type=int, default=10, help="warmup requests (<= 1000)")
   exporter.add_argument("--model-name", dest="model_name", default="twin")
 
+  keys = sub.add_parser("cache-keys", help="GSU key cache (Beam); extra --flags go to Beam")
+  keys.add_argument("--model-dir", dest="model_dir", required=True, help="a version folder")
+  keys.add_argument("--examples", required=True, help="build-examples output folder")
+  keys.add_argument("--output", required=True)
+  keys.add_argument("--reference-time", dest="reference_time", type=int, default=None)
+  keys.add_argument("--scann-min-clusters", dest="scann_min_clusters", type=int, default=None)
+
   serve = sub.add_parser("serve", help="DEVELOPMENT server (not TF Serving): gRPC + REST")
   serve.add_argument("--base", default="work_dir/serving", help="folder of <model>/<version>/")
   serve.add_argument("--model-name", dest="model_name", default="twin")
@@ -289,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args, extra = build_parser().parse_known_args(argv)
-  if extra and args.command not in ("cluster", "build-examples", "main"):
+  if extra and args.command not in ("cluster", "build-examples", "cache-keys", "main"):
     build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
   handlers = {
       "main": lambda: _main_job(args, extra),
@@ -298,6 +313,7 @@ def main(argv=None) -> int:
       "cluster": lambda: _cluster(args, extra),
       "cluster-summary": lambda: _cluster_summary(args),
       "build-examples": lambda: _build_examples(args, extra),
+      "cache-keys": lambda: _cache_keys(args, extra),
       "train": lambda: _train(args),
       "evaluate": lambda: _evaluate(args),
       "experiment": lambda: _experiment(args),

@@ -13,8 +13,12 @@ Serving never sees a half-written version. Signatures (method tensorflow/serving
     -> scores (B, C) float32. The GSU keys of the clusters are projected once per request.
   esu  the same, but long_* are (B, C, K) clusters already chosen per candidate (by ScaNN or
     any retriever) and long_length is (B, C).
-  item_keys  item_id, category, year_bucket (N,) int64 -> keys (N, H, d_k) float32, the
-    cacheable K_h W_h / sqrt(d_k).
+  item_keys  item_id, category, year_bucket (N,) int64 -> keys (N, H, d_k), the cacheable
+    K_h W_h / sqrt(d_k); queries (N, H, d_k), q W_q of the same items as candidates; known (N,)
+    bool, whether the item is in the model's vocabulary.
+  cluster_bias  long_* (B, L) fields, long_size, long_length, request_time -> bias (B, L),
+    (K_c W_c) beta + ln n summed over heads (0 at padding): with item_keys, the GSU key vector
+    of each cluster (twin_tf.retrieval).
 Item ids map through the model's vocabulary inside the graph (unknown ids -> OOV index).
 """
 
@@ -67,6 +71,9 @@ class ServingModule:
     module.esu = tf.function(self._esu, input_signature=[_input_specs(tf, 3)])
     module.item_keys = tf.function(self._item_keys, input_signature=[{
         f: tf.TensorSpec([None], tf.int64, f) for f in CANDIDATE_RAW}])
+    bias_specs = {k: v for k, v in _input_specs(tf, 2).items()
+                  if k.startswith("long_") or k == "request_time"}
+    module.cluster_bias = tf.function(self._cluster_bias, input_signature=[bias_specs])
     self.module = module
 
   def _sequence(self, raw, prefix, reference_time):
@@ -108,11 +115,20 @@ class ServingModule:
     return {"scores": tf.reshape(self.model(inputs), shape)}
 
   def _item_keys(self, raw):
-    inputs = features.target_inputs(
-        self.tf, self.module.vocabulary.lookup(raw[schema.ITEM_ID]), raw[schema.CATEGORY],
-        raw[schema.YEAR_BUCKET], self.tf.zeros_like(raw[schema.ITEM_ID]))
-    return {"keys": self.model.item_keys(inputs["target_item"], inputs["target_category"],
-                                         inputs["target_year"])}
+    index = self.module.vocabulary.lookup(raw[schema.ITEM_ID])
+    inputs = features.target_inputs(self.tf, index, raw[schema.CATEGORY],
+                                    raw[schema.YEAR_BUCKET], self.tf.zeros_like(index))
+    inherent = self.model.item_embedding(inputs["target_item"], inputs["target_category"],
+                                         inputs["target_year"])
+    return {"keys": self.model.attention.item_keys(inherent),
+            "queries": self.model.attention.query_projection(inherent),
+            "known": index != features.OOV}
+
+  def _cluster_bias(self, raw):
+    seq = self._sequence(raw, "long", raw["request_time"][:, None])
+    bias = self.model.attention.bias(self.model.cross_embedding(seq["long_cross"]),
+                                     seq["long_size"])
+    return {"bias": self.tf.where(seq["long_mask"], self.tf.reduce_sum(bias, -1), 0.0)}
 
 
 def next_version(base: str | pathlib.Path) -> int:
@@ -147,8 +163,9 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
     raise FileExistsError(f"version {version} already exists under {base}")
   staging = base / f".tmp-{version}-{uuid.uuid4().hex}"  # not numeric: TF Serving ignores it
   signatures = {"serving_default": serving.module.serving_default,
-                "esu": serving.module.esu, "item_keys": serving.module.item_keys}
-  if model.config.long_term == "none":  # no attention, hence no esu and no item keys
+                "esu": serving.module.esu, "item_keys": serving.module.item_keys,
+                "cluster_bias": serving.module.cluster_bias}
+  if model.config.long_term == "none":  # no attention, hence no esu and no GSU keys
     signatures = {"serving_default": serving.module.serving_default}
   try:
     tf.saved_model.save(serving.module, str(staging), signatures=signatures)

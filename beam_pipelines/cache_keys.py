@@ -1,0 +1,156 @@
+"""Beam pipeline: the GSU key cache of one exported model version.
+
+  users-*.tfrecord (build_examples) -> distinct cluster items -> batches -> item_keys
+      signature -> item_keys-*.tfrecord (per item: keys, queries, known, model_version)
+  users + item keys (side input) + cluster_bias signature -> user_keys-*.tfrecord
+      (layout: twin_tf/key_cache.py); users with more than --scann_min_clusters clusters also
+      get a serialized ScaNN searcher under searchers/<user_id>/
+Users whose clusters reference items outside the model's vocabulary go to
+dead_letters-*.jsonl. Counters (namespace cache_keys): items, users, searchers, dead_letters.
+
+  python -m beam_pipelines.cache_keys --model_dir work_dir/serving/twin/1 \
+      --examples work_dir/examples --output work_dir/key_cache
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from beam_pipelines import common
+from twin_tf import key_cache, schema, tfexample
+from twin_tf.retrieval import ScannRetriever
+
+NAMESPACE = "cache_keys"
+COUNTERS = ("items", "users", "searchers", "dead_letters")
+
+
+class CacheKeysOptions(PipelineOptions):
+
+  @classmethod
+  def _add_argparse_args(cls, parser):
+    parser.add_argument("--model_dir", default=None, help="an exported version folder")
+    parser.add_argument("--examples", default=None, help="build_examples output folder")
+    parser.add_argument("--reference_time", type=int, default=None,
+                        help="unix time the cross features' ages refer to (default: now)")
+    parser.add_argument("--scann_min_clusters", type=int, default=20_000,
+                        help="users with more clusters get a ScaNN searcher")
+    parser.add_argument("--item_batch", type=int, default=4096)
+
+
+class ItemKeysDoFn(beam.DoFn):
+  """A batch of (item_id, category, year_bucket) -> (item_id, (keys, queries, known))."""
+
+  def __init__(self, model_dir: str):
+    self._model_dir, self._model = model_dir, None
+    self._items = beam.metrics.Metrics.counter(NAMESPACE, "items")
+
+  def setup(self):
+    self._model = key_cache.ModelKeys(self._model_dir)
+
+  def process(self, batch):
+    items = np.asarray(batch, np.int64)  # (N, 3)
+    keys, queries, known = self._model.item_keys(items[:, 0], items[:, 1], items[:, 2])
+    self._items.inc(len(items))
+    for i, item in enumerate(items[:, 0]):
+      yield int(item), (keys[i], queries[i], bool(known[i]))
+
+
+class UserKeysDoFn(beam.DoFn):
+  """A build_examples user record -> user key record (or a dead letter)."""
+
+  def __init__(self, model_dir: str, reference_time: int, scann_min_clusters: int,
+               searcher_dir: str):
+    self._model_dir, self._reference_time = model_dir, reference_time
+    self._scann_min_clusters, self._searcher_dir = scann_min_clusters, searcher_dir
+    self._users = beam.metrics.Metrics.counter(NAMESPACE, "users")
+    self._searchers = beam.metrics.Metrics.counter(NAMESPACE, "searchers")
+    self._dead = beam.metrics.Metrics.counter(NAMESPACE, "dead_letters")
+    self._model = None
+
+  def setup(self):
+    self._model = key_cache.ModelKeys(self._model_dir)
+
+  def process(self, record, items):
+    user_id = int(record[schema.USER_ID][0])
+    clusters = key_cache.user_clusters(record)
+    ids = clusters[schema.ITEM_ID]
+    unknown = sorted({int(i) for i in ids if i not in items or not items[i][2]})
+    if unknown:
+      self._dead.inc()
+      yield beam.pvalue.TaggedOutput(common.DEAD_LETTER, {
+          "source": "cache_keys", "field": schema.ITEM_ID,
+          "reason": f"clusters reference {len(unknown)} items outside the model's vocabulary",
+          "record": json.dumps({schema.USER_ID: user_id, "unknown_items": unknown[:100]})})
+      return
+    item_keys = np.stack([items[i][0] for i in ids]) if len(ids) else np.zeros((0, 1))
+    bias = self._model.cluster_bias(clusters, self._reference_time)
+    vectors = key_cache.key_vectors(item_keys, bias)
+    searcher = ""
+    if len(ids) >= self._scann_min_clusters:
+      searcher = f"{self._searcher_dir}/{user_id}"
+      ScannRetriever(vectors).serialize(searcher)
+      self._searchers.inc()
+    self._users.inc()
+    yield key_cache.encode(user_id, self._model.version, self._reference_time, vectors,
+                           clusters, searcher)
+
+
+def _cluster_items(record):
+  for item, category, year in zip(record[f"cluster_{schema.ITEM_ID}"],
+                                  record[f"cluster_{schema.CATEGORY}"],
+                                  record[f"cluster_{schema.YEAR_BUCKET}"]):
+    yield int(item), int(category), int(year)
+
+
+def build(pipeline: beam.Pipeline, options: CacheKeysOptions, reference_time: int):
+  output = options.view_as(common.BehaviorLogOptions).output.rstrip("/")
+  users = (pipeline
+           | "ReadUsers" >> beam.io.ReadFromTFRecord(f"{options.examples.rstrip('/')}/users-*")
+           | "DecodeUsers" >> beam.Map(tfexample.decode))
+  items = (users
+           | "ClusterItems" >> beam.FlatMap(_cluster_items)
+           | "DistinctItems" >> beam.Distinct()
+           | "BatchItems" >> beam.BatchElements(min_batch_size=256,
+                                                max_batch_size=options.item_batch)
+           | "ItemKeys" >> beam.ParDo(ItemKeysDoFn(options.model_dir)))
+  _ = (items
+       | "EncodeItems" >> beam.Map(lambda kv, v: tfexample.encode({
+           schema.ITEM_ID: kv[0], "keys": kv[1][0], "queries": kv[1][1],
+           "known": int(kv[1][2]), key_cache.MODEL_VERSION: v}), _version(options.model_dir))
+       | "WriteItems" >> beam.io.WriteToTFRecord(f"{output}/item_keys",
+                                                 file_name_suffix=".tfrecord"))
+  outputs = users | "UserKeys" >> beam.ParDo(
+      UserKeysDoFn(options.model_dir, reference_time, options.scann_min_clusters,
+                   f"{output}/searchers"),
+      beam.pvalue.AsDict(items)).with_outputs(common.DEAD_LETTER, main="users")
+  _ = outputs.users | "WriteUserKeys" >> beam.io.WriteToTFRecord(
+      f"{output}/user_keys", file_name_suffix=".tfrecord")
+  _ = (outputs[common.DEAD_LETTER]
+       | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
+       | "WriteDeadLetters" >> beam.io.WriteToText(f"{output}/dead_letters",
+                                                   file_name_suffix=".jsonl"))
+  return outputs
+
+
+def _version(model_dir: str) -> int:
+  return int(model_dir.rstrip("/").split("/")[-1])
+
+
+def run(argv=None) -> dict[str, int]:
+  """Runs the pipeline to completion; returns its counters."""
+  options = common.pipeline_options(argv, CacheKeysOptions, ("model_dir", "examples"),
+                                    needs_input=False)
+  reference_time = options.reference_time or int(time.time())
+  return common.run_to_completion(options, lambda p: build(p, options, reference_time),
+                                  NAMESPACE, COUNTERS)
+
+
+if __name__ == "__main__":
+  logging.getLogger().setLevel(logging.INFO)
+  print(json.dumps(run(), sort_keys=True))

@@ -1,0 +1,76 @@
+"""Client-side GSU: retrieve each candidate's top-100 clusters from the key cache (exact or
+ScaNN), then score with the model's `esu` signature.
+
+  gsu = ClientSideGsu(client, "work_dir/key_cache")
+  scores = gsu.score(user_id, candidates, short, request_time, retriever="scann")
+
+candidates: {item_id, category, year_bucket: (C,)}; short: {f: (S,)} for the SEQUENCE_RAW
+fields of the recent behaviors. The candidates' query vectors come from the served model's
+`item_keys` signature, so they always match the served version; a key cache built from another
+version is refused (VersionMismatchError).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from twin_tf import key_cache, schema, tfexample
+from twin_tf.export import CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.retrieval import ExactRetriever, ScannRetriever, gsu_query_vectors
+
+
+class VersionMismatchError(Exception):
+  """The key cache and the served model come from different model versions."""
+
+
+class ClientSideGsu:
+
+  def __init__(self, client, cache_folder: str, top_k: int = 100):
+    self.client, self.top_k = client, top_k
+    self.users = {r[schema.USER_ID]: r for r in
+                  (key_cache.decode(s) for s in
+                   tfexample.read_serialized(f"{str(cache_folder).rstrip('/')}/user_keys-*"))}
+    self._searchers: dict[int, object] = {}
+
+  def retriever(self, user_id: int, kind: str):
+    record = self.users[user_id]
+    if kind == "exact":
+      return ExactRetriever(record["key_vectors"])
+    if kind != "scann":
+      raise ValueError(f"retriever must be 'exact' or 'scann', got {kind!r}")
+    if user_id not in self._searchers:  # a serialized searcher, or one built on the fly
+      self._searchers[user_id] = (ScannRetriever.load(record[key_cache.SEARCHER])
+                                  if record[key_cache.SEARCHER]
+                                  else ScannRetriever(record["key_vectors"], self.top_k))
+    return self._searchers[user_id]
+
+  def score(self, user_id: int, candidates: dict, short: dict, request_time: int,
+            retriever: str = "exact") -> np.ndarray:
+    """(C,) click probabilities of the candidates for the user."""
+    if user_id not in self.users:
+      raise KeyError(f"user {user_id} is not in the key cache")
+    record = self.users[user_id]
+    arrays = {f: np.asarray(candidates[f], np.int64) for f in CANDIDATE_RAW}
+    outputs, version = self.client.predict_outputs(arrays, "item_keys")
+    if version != record[key_cache.MODEL_VERSION]:
+      raise VersionMismatchError(
+          f"user {user_id}'s keys were built from model version "
+          f"{record[key_cache.MODEL_VERSION]}, the server serves version {version}; rebuild "
+          "the key cache (beam_pipelines.cache_keys) for this version")
+    queries = gsu_query_vectors(outputs["queries"])  # (C, H*d_k + 1)
+    chosen = self.retriever(user_id, retriever).search(queries, self.top_k)  # (C, K)
+    request = {"request_time": np.array([request_time], np.int64)}
+    for f in SEQUENCE_RAW:
+      request[f"long_{f}"] = record["clusters"][f][chosen][None]  # (1, C, K)
+    request["long_size"] = record["clusters"][schema.CLUSTER_SIZE][chosen][None].astype(
+        np.float32)
+    request["long_length"] = np.full((1, len(chosen)), chosen.shape[1], np.int32)
+    length = len(short[schema.ITEM_ID])
+    for f in SEQUENCE_RAW:
+      request[f"short_{f}"] = np.asarray(short[f], np.int64)[None]
+    request["short_size"] = np.ones((1, length), np.float32)
+    request["short_length"] = np.array([length], np.int32)
+    for f in CANDIDATE_RAW:
+      request[f"candidate_{f}"] = arrays[f][None]
+    scores, answered = self.client.predict_outputs(request, "esu", version)
+    return scores["scores"][0]

@@ -108,3 +108,32 @@ def test_keys_from_another_version_are_refused(cache):
                 {f: data.history[f][row, :5] for f in export.SEQUENCE_RAW}, REFERENCE_TIME)
   finally:
     shutil.rmtree(cache["base"] / "twin" / "2")
+
+
+def test_users_with_items_outside_the_vocabulary_are_dead_lettered(cache, real_examples,
+                                                                    tmp_path):
+  """Under TestPipeline: a user whose clusters name an unknown item leaves through the
+  dead-letter output; the others get key records."""
+  import apache_beam as beam
+  import tensorflow as tf
+  from apache_beam.testing.test_pipeline import TestPipeline
+  from apache_beam.testing.util import assert_that, equal_to
+  from beam_pipelines import common
+  users = tfexample.read(str(real_examples[0] / "users-*"))[:3]
+  users[0][f"cluster_{schema.ITEM_ID}"] = users[0][f"cluster_{schema.ITEM_ID}"].copy()
+  users[0][f"cluster_{schema.ITEM_ID}"][0] = 999_999_999
+  folder = tmp_path / "examples"
+  folder.mkdir()
+  with tf.io.TFRecordWriter(str(folder / "users-00000-of-00001.tfrecord")) as writer:
+    for user in users:
+      writer.write(tfexample.encode(user))
+  options = common.pipeline_options(
+      [f"--model_dir={cache['version']}", f"--examples={folder}", f"--output={tmp_path / 'o'}"],
+      cache_keys.CacheKeysOptions, ("model_dir", "examples"), needs_input=False)
+  with TestPipeline(runner="FnApiRunner", options=options) as p:
+    outputs = cache_keys.build(p, options, REFERENCE_TIME)
+    assert_that(outputs.users | beam.Map(lambda s: key_cache.decode(s)[schema.USER_ID]),
+                equal_to([int(u[schema.USER_ID][0]) for u in users[1:]]), label="KeyRecords")
+    assert_that(outputs[common.DEAD_LETTER] | beam.Map(lambda d: (d["field"], "999999999" in
+                                                                  d["record"])),
+                equal_to([(schema.ITEM_ID, True)]), label="DeadLetters")

@@ -35,7 +35,7 @@ def _main_job(movielens_dir, workdir, *extra):
 def test_main_job_small(movielens_dir, tmp_path):
   """The README's main job on the first 25 real users (CI size)."""
   stdout, report = _main_job(movielens_dir, tmp_path, "--max-users=25", "--epochs=1")
-  assert "[8/8] export done" in stdout
+  assert "[10/10] serve-and-score done" in stdout
   assert report["convert-movielens"]["dead_letters"] == 0
   summary = report["cluster-summary"]
   assert summary["users"] == 25
@@ -50,6 +50,15 @@ def test_main_job_small(movielens_dir, tmp_path):
   assert report["export"]["version_dir"] == str(version)
   assert (version / "saved_model.pb").exists()
   assert report["export"]["warmup_requests"] == 10
+  scored = report["serve-and-score"]
+  assert scored["candidates"] > 0
+  for way, diff in scored["max_abs_diff_vs_serving_default"].items():
+    assert diff < 1e-5, way  # client-side GSU (exact and ScaNN) = the in-model GSU
+  # a rerun with nothing changed skips every stage and keeps the figures
+  stdout_again, report_again = _main_job(movielens_dir, tmp_path, "--max-users=25",
+                                         "--epochs=1")
+  assert stdout_again.count("unchanged since the last run, skipped") == 10
+  assert report_again == report
 
 
 @pytest.mark.slow

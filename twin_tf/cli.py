@@ -162,8 +162,38 @@ def _cluster_summary(args) -> dict:
   return summary
 
 
+def _fingerprint(paths) -> list:
+  """(path, size, mtime) of every file under `paths`: what a stage's result depends on."""
+  entries = []
+  for path in map(pathlib.Path, paths):
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    entries += [[str(f), f.stat().st_size, f.stat().st_mtime_ns] for f in files if f.exists()]
+  return entries
+
+
+def _score_user(work: pathlib.Path, examples: pathlib.Path, reference_time: int) -> dict:
+  completed = subprocess.run(
+      [sys.executable, "-m", "serving.score_user", f"--base={work / 'serving'}",
+       f"--examples={examples}", f"--key_cache={work / 'key_cache'}",
+       f"--reference_time={reference_time}"], stdout=subprocess.PIPE, text=True, check=False)
+  if completed.returncode:
+    raise SystemExit(f"serving.score_user failed (exit {completed.returncode})")
+  result = json.loads(completed.stdout.strip().splitlines()[-1])
+  print(f"user {result['user_id']} ({result['clusters']} clusters), {result['candidates']} "
+        "test candidates over gRPC (DEVELOPMENT server): " + ", ".join(
+            f"{k} AUC {v:.4f}" for k, v in result["auc"].items()))
+  print("largest score difference to serving_default: " + ", ".join(
+      f"{k} {v:.2e}" for k, v in result["max_abs_diff_vs_serving_default"].items()))
+  return result
+
+
 def _main_job(args, beam_args: list[str]) -> dict:
-  """MovieLens -> behavior log -> embeddings -> clusters -> examples -> train -> evaluate."""
+  """MovieLens -> behavior log -> embeddings -> clusters -> examples -> train -> evaluate ->
+  export -> key cache -> development server: score a real user -> stop.
+
+  A stage whose inputs and settings are unchanged since its last success, and whose outputs
+  exist, is skipped (its recorded figures are reused): work_dir/stages.json.
+  """
   work = pathlib.Path(args.workdir)
   work.mkdir(parents=True, exist_ok=True)
   log = work / "behaviors.parquet"
@@ -171,35 +201,71 @@ def _main_job(args, beam_args: list[str]) -> dict:
   clusters = work / "clusters"
   examples = work / "examples"
   run = work / "runs" / f"{args.model}-seed{args.seed}"
+  base = work / "serving" / "twin"
+  key_cache_dir = work / "key_cache"
+  state_path = work / "stages.json"
+  state = json.loads(state_path.read_text()) if state_path.exists() else {}
   report = {}
+
+  def exported_version() -> str:
+    return report["export"]["version_dir"]
+
+  def reference_time() -> int:
+    from twin_tf import logs  # pylint: disable=import-outside-toplevel
+    return int(logs.read_behavior_log(log)[0]["timestamp"].max())
+
+  # (name, run, inputs it depends on, outputs it must leave)
   stages = [
       ("convert-movielens", lambda: _convert_movielens(argparse.Namespace(
-          data=args.data, out=log, max_users=args.max_users))),
+          data=args.data, out=log, max_users=args.max_users)), [args.data], [log]),
       ("embeddings", lambda: _embeddings(argparse.Namespace(
-          input=log, out=embeddings, dim=32, window=10, min_count=2, seed=args.seed))),
+          input=log, out=embeddings, dim=32, window=10, min_count=2, seed=args.seed)),
+       [log], [embeddings]),
       ("cluster", lambda: _cluster(argparse.Namespace(
           input=log, embeddings=embeddings, output=clusters, config=None, gamma=args.gamma,
-          cutoff_quantile=args.cutoff_quantile), beam_args)),
-      ("cluster-summary", lambda: _cluster_summary(argparse.Namespace(clusters=clusters))),
+          cutoff_quantile=args.cutoff_quantile), beam_args), [log, embeddings], [clusters]),
+      ("cluster-summary", lambda: _cluster_summary(argparse.Namespace(clusters=clusters)),
+       [clusters], []),
       ("build-examples", lambda: _build_examples(argparse.Namespace(
-          input=log, clusters=clusters, output=examples), beam_args)),
+          input=log, clusters=clusters, output=examples), beam_args), [log, clusters],
+       [examples]),
       ("train", lambda: _train(argparse.Namespace(
           config=None, examples=str(examples), output_dir=str(run), model=args.model,
-          epochs=args.epochs, seed=args.seed, batch_size=None))),
+          epochs=args.epochs, seed=args.seed, batch_size=None)), [examples],
+       [run / "model.weights.h5"]),
       ("evaluate", lambda: _evaluate(argparse.Namespace(
           config=None, examples=str(examples), output_dir=str(run), model=args.model,
-          epochs=None, seed=args.seed, batch_size=None, split="test"))),
+          epochs=None, seed=args.seed, batch_size=None, split="test")),
+       [run / "model.weights.h5"], []),
       ("export", lambda: _export(argparse.Namespace(
-          run_dir=run, base=work / "serving" / "twin", version=None, examples=examples,
-          warmup=10, model_name="twin"))),
+          run_dir=run, base=base, version=None, examples=examples, warmup=10,
+          model_name="twin")), [run / "model.weights.h5"], []),
+      ("cache-keys", lambda: _cache_keys(argparse.Namespace(
+          model_dir=exported_version(), examples=examples, output=key_cache_dir,
+          reference_time=reference_time(), scann_min_clusters=None), beam_args),
+       [base, examples], [key_cache_dir]),
+      ("serve-and-score", lambda: _score_user(work, examples, reference_time()),
+       [base, key_cache_dir], []),
   ]
-  for number, (name, stage) in enumerate(stages, start=1):
+  settings = {k: v for k, v in vars(args).items() if k != "command"}
+  for number, (name, stage, inputs, outputs) in enumerate(stages, start=1):
     print(f"\n[{number}/{len(stages)}] {name}", flush=True)
     start = time.time()
+    fingerprint = {"settings": settings, "inputs": _fingerprint(inputs)}
+    previous = state.get(name, {})
+    recorded = previous.get("report") or {}
+    version_dir = recorded.get("version_dir") if isinstance(recorded, dict) else None
+    if (previous.get("fingerprint") == fingerprint and
+        all(pathlib.Path(o).exists() for o in outputs + ([version_dir] if version_dir else []))):
+      report[name] = recorded
+      print(f"[{number}/{len(stages)}] {name}: unchanged since the last run, skipped")
+      continue
     try:
       report[name] = stage()
     except (Exception, SystemExit) as error:  # name the stage, then stop
       raise SystemExit(f"stage {name!r} failed: {error}") from error
+    state[name] = {"fingerprint": fingerprint, "report": report[name]}
+    state_path.write_text(json.dumps(state, indent=1, default=str))
     print(f"[{number}/{len(stages)}] {name} done in {time.time() - start:.1f} s", flush=True)
   (work / "main_job.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
   print(f"\nmain job finished; report in {work / 'main_job.json'}")

@@ -1,0 +1,83 @@
+"""Main-job stage: start the DEVELOPMENT server on the exported model, score one real user's
+test candidates over gRPC three ways, stop the server.
+
+  serving_default     the GSU inside the model (exact top-100)
+  ClientSideGsu exact the key cache + exact retrieval + the esu signature
+  ClientSideGsu scann the key cache + ScaNN + the esu signature
+The user is the one with the most clusters; candidates are their test impressions. Prints one
+JSON line: user, candidates, AUC of each way on those impressions, largest score differences.
+
+  python -m serving.score_user --base work_dir/serving --examples work_dir/examples \
+      --key_cache work_dir/key_cache --reference_time T
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from serving.client import TwinClient
+from serving.dev_server import DevServer
+from serving.gsu import ClientSideGsu
+from twin_tf import features, metrics, schema
+from twin_tf.export import CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.input_pipeline import load_example_data
+
+
+def score_user(base: str, examples: str, key_cache_dir: str, reference_time: int,
+               max_candidates: int = 100) -> dict:
+  data = load_example_data(examples, features.ItemVocabulary(np.zeros(0, np.int64)))
+  row = int(np.argmax(data.cluster_len))
+  imp = data.impressions["test"]
+  picked = np.flatnonzero(imp["user_row"] == row)[:max_candidates]
+  candidates = {f: imp[f][picked] for f in CANDIDATE_RAW}
+  end = data.num_pre_cutoff[row]
+  short = {f: data.history[f][row, max(0, end - 50):end] for f in SEQUENCE_RAW}
+  length = data.cluster_len[row]
+  request = {"request_time": np.array([reference_time], np.int64),
+             "long_size": data.clusters[schema.CLUSTER_SIZE][row:row + 1, :length].astype(
+                 np.float32),
+             "long_length": np.array([length], np.int32),
+             "short_size": np.ones((1, len(short[schema.ITEM_ID])), np.float32),
+             "short_length": np.array([len(short[schema.ITEM_ID])], np.int32)}
+  for f in SEQUENCE_RAW:
+    request[f"long_{f}"] = data.clusters[f][row:row + 1, :length]
+    request[f"short_{f}"] = short[f][None]
+  for f in CANDIDATE_RAW:
+    request[f"candidate_{f}"] = candidates[f][None]
+
+  server = DevServer(base, "twin")
+  port, _ = server.start()
+  client = TwinClient(f"127.0.0.1:{port}")
+  try:
+    in_model = client.predict(request)[0]
+    gsu = ClientSideGsu(client, key_cache_dir)
+    user_id = int(data.user_ids[row])
+    by_way = {"serving_default": in_model,
+              "client_gsu_exact": gsu.score(user_id, candidates, short, reference_time),
+              "client_gsu_scann": gsu.score(user_id, candidates, short, reference_time,
+                                            "scann")}
+  finally:
+    client.close()
+    server.stop()
+  labels = imp[schema.LABEL][picked]
+  return {"user_id": user_id, "clusters": int(length), "candidates": int(len(picked)),
+          "auc": {k: metrics.auc(labels, v) for k, v in by_way.items()},
+          "max_abs_diff_vs_serving_default": {
+              k: float(np.abs(v - in_model).max()) for k, v in by_way.items()}}
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--base", required=True)
+  parser.add_argument("--examples", required=True)
+  parser.add_argument("--key_cache", required=True)
+  parser.add_argument("--reference_time", type=int, required=True)
+  args = parser.parse_args(argv)
+  print(json.dumps(score_user(args.base, args.examples, args.key_cache, args.reference_time)))
+
+
+if __name__ == "__main__":
+  main()

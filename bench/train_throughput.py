@@ -1,0 +1,104 @@
+"""Benchmark: training throughput of TwinV2 over L clusters against Twin over the raw
+behaviors those clusters cover (equal life-cycle coverage N = L x mean cluster size 10).
+
+Batches are SYNTHETIC (random ids and features, cluster sizes 1..19 with mean 10) and built in
+numpy, so the script runs on any Keras backend: TensorFlow on CPU here, JAX on the GPU machine
+(which has no TensorFlow; bench/gpu/run.sh). Each point: a few warm-up steps (compilation),
+then timed `train_on_batch` steps.
+
+  python bench/train_throughput.py [--coverage 1000 10000 100000] [--batch 32] [--steps 5]
+
+Last line: {"backend", "device", "runs": [{"model", "coverage", "length", "batch",
+"samples_per_s"}, ...]}
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+MEAN_CLUSTER_SIZE = 10
+ITEM_VOCAB = 50_000
+
+
+def synthetic_batch(batch: int, length: int, clustered: bool, seed: int = 0):
+  """SYNTHETIC model inputs: (inputs, labels); clustered sequences get sizes 1..19."""
+  from twin_tf import features
+  rng = np.random.default_rng(seed)
+  inputs = {"target_item": rng.integers(2, ITEM_VOCAB, batch),
+            "target_category": rng.integers(1, 20, batch),
+            "target_year": rng.integers(1, 30, batch),
+            "target_hour": rng.integers(1, 25, batch),
+            "target_weekday": rng.integers(1, 8, batch)}
+  for prefix, width in (("long", length), ("short", features.SHORT_LENGTH)):
+    inputs[f"{prefix}_item"] = rng.integers(2, ITEM_VOCAB, (batch, width))
+    inputs[f"{prefix}_category"] = rng.integers(1, 20, (batch, width))
+    inputs[f"{prefix}_year"] = rng.integers(1, 30, (batch, width))
+    highs = [features.CROSS_VOCAB[f] for f in features.CROSS_FEATURES]
+    inputs[f"{prefix}_cross"] = np.stack([rng.integers(1, h, (batch, width)) for h in highs],
+                                         axis=-1)
+    sizes = rng.integers(1, 2 * MEAN_CLUSTER_SIZE, (batch, width)) if (
+        clustered and prefix == "long") else np.ones((batch, width))
+    inputs[f"{prefix}_size"] = sizes.astype(np.float32)
+    inputs[f"{prefix}_mask"] = np.ones((batch, width), bool)
+  inputs = {k: (v.astype(np.int32) if v.dtype == np.int64 else v) for k, v in inputs.items()}
+  return inputs, rng.integers(0, 2, batch).astype(np.float32)
+
+
+def samples_per_second(model_name: str, length: int, batch: int, steps: int) -> float:
+  import keras
+  from twin_tf.models import build_model
+  model = build_model(model_name, ITEM_VOCAB)
+  inputs, labels = synthetic_batch(batch, length, clustered=model_name == "TwinV2")
+  model(inputs)
+  model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy",
+                jit_compile=keras.backend.backend() == "jax")
+  for _ in range(2):  # compile / warm up
+    model.train_on_batch(inputs, labels)
+  start = time.perf_counter()
+  for _ in range(steps):
+    loss = model.train_on_batch(inputs, labels)
+  float(loss)  # wait for the device
+  return batch * steps / (time.perf_counter() - start)
+
+
+def device_name() -> str:
+  import keras
+  if keras.backend.backend() == "jax":
+    import jax
+    return str(jax.devices()[0].device_kind)
+  return "cpu"
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--coverage", type=int, nargs="+", default=[1_000, 10_000, 100_000])
+  parser.add_argument("--batch", type=int, default=32)
+  parser.add_argument("--steps", type=int, default=5)
+  parser.add_argument("--twin-max-length", type=int, default=10 ** 6,
+                      help="skip Twin above this raw length (memory)")
+  args = parser.parse_args()
+  import keras
+  runs = []
+  for coverage in args.coverage:
+    for model_name, length in (("TwinV2", coverage // MEAN_CLUSTER_SIZE), ("Twin", coverage)):
+      if model_name == "Twin" and length > args.twin_max_length:
+        continue
+      rate = samples_per_second(model_name, length, args.batch, args.steps)
+      runs.append({"model": model_name, "coverage": coverage, "length": length,
+                   "batch": args.batch, "samples_per_s": round(rate, 1)})
+      print(f"SYNTHETIC batches, {model_name:6s} coverage {coverage:>8,} behaviors, length "
+            f"{length:>8,}, batch {args.batch}: {rate:,.1f} samples/s", flush=True)
+  print(json.dumps({"backend": keras.backend.backend(), "device": device_name(),
+                    "batches": "SYNTHETIC", "runs": runs}))
+
+
+if __name__ == "__main__":
+  sys.path.insert(0, str(REPO))
+  main()

@@ -21,8 +21,8 @@ import numpy as np
 from serving.client import TwinClient
 from serving.dev_server import DevServer
 from serving.gsu import ClientSideGsu
-from twin_tf import features, metrics, schema
-from twin_tf.export import CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf import features, metrics, requests, schema
+from twin_tf.export import CANDIDATE_RAW
 from twin_tf.input_pipeline import load_example_data
 
 
@@ -33,20 +33,8 @@ def score_user(base: str, examples: str, key_cache_dir: str, reference_time: int
   imp = data.impressions["test"]
   picked = np.flatnonzero(imp["user_row"] == row)[:max_candidates]
   candidates = {f: imp[f][picked] for f in CANDIDATE_RAW}
-  end = data.num_pre_cutoff[row]
-  short = {f: data.history[f][row, max(0, end - 50):end] for f in SEQUENCE_RAW}
-  length = data.cluster_len[row]
-  request = {"request_time": np.array([reference_time], np.int64),
-             "long_size": data.clusters[schema.CLUSTER_SIZE][row:row + 1, :length].astype(
-                 np.float32),
-             "long_length": np.array([length], np.int32),
-             "short_size": np.ones((1, len(short[schema.ITEM_ID])), np.float32),
-             "short_length": np.array([len(short[schema.ITEM_ID])], np.int32)}
-  for f in SEQUENCE_RAW:
-    request[f"long_{f}"] = data.clusters[f][row:row + 1, :length]
-    request[f"short_{f}"] = short[f][None]
-  for f in CANDIDATE_RAW:
-    request[f"candidate_{f}"] = candidates[f][None]
+  request, short = requests.user_request(data, row, candidates, reference_time,
+                                         data.num_pre_cutoff[row])
 
   server = DevServer(base, "twin")
   port, _ = server.start()
@@ -63,7 +51,7 @@ def score_user(base: str, examples: str, key_cache_dir: str, reference_time: int
     client.close()
     server.stop()
   labels = imp[schema.LABEL][picked]
-  return {"user_id": user_id, "clusters": int(length), "candidates": int(len(picked)),
+  return {"user_id": user_id, "clusters": int(data.cluster_len[row]), "candidates": int(len(picked)),
           "auc": {k: metrics.auc(labels, v) for k, v in by_way.items()},
           "max_abs_diff_vs_serving_default": {
               k: float(np.abs(v - in_model).max()) for k, v in by_way.items()}}

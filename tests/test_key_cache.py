@@ -10,7 +10,7 @@ from beam_pipelines import cache_keys
 from serving import dev_server
 from serving.client import TwinClient
 from serving.gsu import ClientSideGsu, VersionMismatchError
-from twin_tf import export, key_cache, schema, tfexample
+from twin_tf import export, key_cache, requests, schema, tfexample
 from twin_tf.input_pipeline import load_example_data
 from twin_tf.training import TrainConfig, train
 
@@ -54,26 +54,6 @@ def test_counters_and_records(cache):
   assert counters["searchers"] == sum(1 for r in records if r[key_cache.SEARCHER])
 
 
-def _request_for(data, row, candidates):
-  """The serving_default request of a user row with its candidates, at REFERENCE_TIME."""
-  length = data.cluster_len[row]
-  arrays = {"request_time": np.array([REFERENCE_TIME], np.int64)}
-  for f in export.SEQUENCE_RAW:
-    arrays[f"long_{f}"] = data.clusters[f][row:row + 1, :length]
-  arrays["long_size"] = data.clusters[schema.CLUSTER_SIZE][row:row + 1, :length].astype(
-      np.float32)
-  arrays["long_length"] = np.array([length], np.int32)
-  end = data.num_pre_cutoff[row]
-  short = {f: data.history[f][row, max(0, end - 50):end] for f in export.SEQUENCE_RAW}
-  for f in export.SEQUENCE_RAW:
-    arrays[f"short_{f}"] = short[f][None]
-  arrays["short_size"] = np.ones((1, len(short[schema.ITEM_ID])), np.float32)
-  arrays["short_length"] = np.array([len(short[schema.ITEM_ID])], np.int32)
-  for f in export.CANDIDATE_RAW:
-    arrays[f"candidate_{f}"] = candidates[f][None]
-  return arrays, short
-
-
 @pytest.mark.parametrize("retriever", ["exact", "scann"])
 def test_client_side_gsu_equals_serving_default(cache, retriever):
   """The user with the most clusters (> 100, so the GSU really selects): retrieving from the
@@ -84,7 +64,8 @@ def test_client_side_gsu_equals_serving_default(cache, retriever):
   imp = data.impressions["test"]
   picked = np.flatnonzero(imp["user_row"] == row)[:12]
   candidates = {f: imp[f][picked] for f in export.CANDIDATE_RAW}
-  arrays, short = _request_for(data, row, candidates)
+  arrays, short = requests.user_request(data, row, candidates, REFERENCE_TIME,
+                                        data.num_pre_cutoff[row])
   expected = client.predict(arrays)[0]
   gsu = ClientSideGsu(client, cache["out"])
   got = gsu.score(int(data.user_ids[row]), candidates, short, REFERENCE_TIME, retriever)

@@ -51,8 +51,9 @@ class ExampleData:
   vocabulary: features.ItemVocabulary
 
 
-def _pad(rows: list[np.ndarray]) -> np.ndarray:
-  out = np.zeros((len(rows), max([len(r) for r in rows] + [1])), dtype=np.int64)
+def _pad(rows: list[np.ndarray], fill: int = 0) -> np.ndarray:
+  """Rows of different lengths -> (len(rows), longest) int64, `fill` after each row."""
+  out = np.full((len(rows), max([len(r) for r in rows] + [1])), fill, dtype=np.int64)
   for i, row in enumerate(rows):
     out[i, :len(row)] = row
   return out
@@ -101,12 +102,8 @@ def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed:
     starts = data.num_pre_cutoff - lengths  # the most recent max_raw
   elif source == "uniform":
     rng = np.random.default_rng(seed)
-    rows = [np.sort(rng.choice(n, size=min(c, n), replace=False))
-            for n, c in zip(data.num_pre_cutoff, data.cluster_len)]
-    index = np.full((len(rows), max([len(r) for r in rows] + [1])), -1, dtype=np.int64)
-    for i, row in enumerate(rows):
-      index[i, :len(row)] = row
-    return index
+    return _pad([np.sort(rng.choice(n, size=min(c, n), replace=False))
+                 for n, c in zip(data.num_pre_cutoff, data.cluster_len)], fill=-1)
   else:
     raise ValueError(f"unknown long-term source {source!r}; expected one of {LONG_SOURCES}")
   width = max(int(lengths.max(initial=0)), 1)
@@ -129,9 +126,8 @@ class DatasetBuilder:
     self._tf, self.data, self.source, self.buckets = tf, data, source, tuple(buckets)
     vocab = data.vocabulary
     index = long_term_index(data, source, max_raw, seed)  # (U, L)
-    self.long_len = (index >= 0).sum(axis=1)
-    if index.shape[1] > self.buckets[-1]:  # keep the most recent positions
-      index = np.stack([np.pad(row[row >= 0][-self.buckets[-1]:], (0, self.buckets[-1]), constant_values=-1)[:self.buckets[-1]] for row in index])
+    if index.shape[1] > self.buckets[-1]:  # keep the most recent positions of each user
+      index = _pad([row[row >= 0][-self.buckets[-1]:] for row in index], fill=-1)
     self.long_len = (index >= 0).sum(axis=1)
     width = int(bucket_length(np.array([index.shape[1]]), self.buckets)[0])
     index = np.pad(index, ((0, 0), (0, width - index.shape[1])), constant_values=-1)

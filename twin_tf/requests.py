@@ -45,3 +45,27 @@ def predict_request(arrays: dict, model_name: str, signature: str = "serving_def
   for name, value in arrays.items():
     request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
   return request
+
+
+def user_request(data: ExampleData, row: int, candidates: dict, request_time: int,
+                 history_end: int) -> tuple[dict, dict]:
+  """One user's serving_default arrays (B = 1) scoring C candidates.
+
+  Long: the user's clusters; short: the SHORT_LENGTH behaviors before `history_end`.
+  Returns (arrays, short {f: (S,)} as ClientSideGsu takes it).
+  """
+  length = data.cluster_len[row]
+  short = {f: data.history[f][row, max(0, history_end - features.SHORT_LENGTH):history_end]
+           for f in SEQUENCE_RAW}
+  request = {"request_time": np.array([request_time], np.int64),
+             "long_size": data.clusters[schema.CLUSTER_SIZE][row:row + 1, :length].astype(
+                 np.float32),
+             "long_length": np.array([length], np.int32),
+             "short_size": np.ones((1, len(short[schema.ITEM_ID])), np.float32),
+             "short_length": np.array([len(short[schema.ITEM_ID])], np.int32)}
+  for f in SEQUENCE_RAW:
+    request[f"long_{f}"] = data.clusters[f][row:row + 1, :length]
+    request[f"short_{f}"] = short[f][None]
+  for f in CANDIDATE_RAW:
+    request[f"candidate_{f}"] = np.asarray(candidates[f])[None]
+  return request, short

@@ -17,7 +17,6 @@ import json
 import pathlib
 import time
 
-
 from twin_tf import config as config_lib
 from twin_tf import features, metrics, schema
 from twin_tf.input_pipeline import DatasetBuilder, ExampleData, load_example_data

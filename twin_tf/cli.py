@@ -19,6 +19,7 @@ Run `twin-tf COMMAND --help` for each command's options.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -67,16 +68,21 @@ def _embeddings(args) -> dict:
   return {"items": len(table), "dim": table.dim}
 
 
-def _run_pipeline(module: str, flags: dict, beam_args: list[str]) -> dict:
-  """Runs a beam_pipelines module as its own process (twin_tf never imports beam_pipelines);
-  returns the counters it prints as its last line."""
-  command = [sys.executable, "-m", f"beam_pipelines.{module}"]
+def _run_module(module: str, flags: dict, extra: list[str] = ()) -> dict:
+  """Runs `python -m module --flag=value ...` as its own process (twin_tf never imports
+  beam_pipelines or serving); returns the JSON object it prints as its last line."""
+  command = [sys.executable, "-m", module]
   command += [f"--{k}={v}" for k, v in flags.items() if v is not None]
-  completed = subprocess.run(command + beam_args, stdout=subprocess.PIPE, text=True,
+  completed = subprocess.run(command + list(extra), stdout=subprocess.PIPE, text=True,
                              check=False)
   if completed.returncode:
-    raise SystemExit(f"{module} pipeline failed (exit {completed.returncode})")
-  counters = json.loads(completed.stdout.strip().splitlines()[-1])
+    raise SystemExit(f"{module} failed (exit {completed.returncode})")
+  return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def _run_pipeline(module: str, flags: dict, beam_args: list[str]) -> dict:
+  """Runs a beam_pipelines module; returns and prints its counters."""
+  counters = _run_module(f"beam_pipelines.{module}", flags, beam_args)
   print(f"{module} counters: " + ", ".join(f"{k} {v:,}" for k, v in counters.items()))
   return counters
 
@@ -172,13 +178,9 @@ def _fingerprint(paths) -> list:
 
 
 def _score_user(work: pathlib.Path, examples: pathlib.Path, reference_time: int) -> dict:
-  completed = subprocess.run(
-      [sys.executable, "-m", "serving.score_user", f"--base={work / 'serving'}",
-       f"--examples={examples}", f"--key_cache={work / 'key_cache'}",
-       f"--reference_time={reference_time}"], stdout=subprocess.PIPE, text=True, check=False)
-  if completed.returncode:
-    raise SystemExit(f"serving.score_user failed (exit {completed.returncode})")
-  result = json.loads(completed.stdout.strip().splitlines()[-1])
+  result = _run_module("serving.score_user", {
+      "base": work / "serving", "examples": examples, "key_cache": work / "key_cache",
+      "reference_time": reference_time})
   print(f"user {result['user_id']} ({result['clusters']} clusters), {result['candidates']} "
         "test candidates over gRPC (DEVELOPMENT server): " + ", ".join(
             f"{k} AUC {v:.4f}" for k, v in result["auc"].items()))
@@ -210,6 +212,7 @@ def _main_job(args, beam_args: list[str]) -> dict:
   def exported_version() -> str:
     return report["export"]["version_dir"]
 
+  @functools.lru_cache(maxsize=None)  # read the log once, for both stages that need it
   def reference_time() -> int:
     from twin_tf import logs  # pylint: disable=import-outside-toplevel
     return int(logs.read_behavior_log(log)[0]["timestamp"].max())

@@ -88,10 +88,10 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
               | "ReadClusters" >> beam.io.ReadFromTFRecord(options.clusters)
               | "KeyClusters" >> beam.Map(
                   lambda s: (cluster_records.decode(s)[schema.USER_ID], s)))
-  outputs = ({"behaviors": behaviors, "clusters": clusters}
-             | "JoinByUser" >> beam.CoGroupByKey()
-             | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config)).with_outputs(
-                 common.DEAD_LETTER, *SPLITS, main="users"))
+  joined = {"behaviors": behaviors, "clusters": clusters} | "JoinByUser" >> beam.CoGroupByKey()
+  outputs = joined | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config)).with_outputs(
+      common.DEAD_LETTER, *SPLITS, main="users")
+  _ = outputs.users | "Progress" >> common.ReportProgress("users with examples", joined)
   output = log.output.rstrip("/")
   _ = outputs.users | "WriteUsers" >> beam.io.WriteToTFRecord(
       f"{output}/users", file_name_suffix=".tfrecord")

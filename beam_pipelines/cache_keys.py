@@ -129,6 +129,7 @@ def build(pipeline: beam.Pipeline, options: CacheKeysOptions, reference_time: in
       UserKeysDoFn(options.model_dir, reference_time, options.scann_min_clusters,
                    f"{output}/searchers"),
       beam.pvalue.AsDict(items)).with_outputs(common.DEAD_LETTER, main="users")
+  _ = outputs.users | "Progress" >> common.ReportProgress("users with cached keys", users)
   _ = outputs.users | "WriteUserKeys" >> beam.io.WriteToTFRecord(
       f"{output}/user_keys", file_name_suffix=".tfrecord")
   _ = (outputs[common.DEAD_LETTER]

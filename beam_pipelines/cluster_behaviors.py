@@ -7,7 +7,8 @@ Outputs under --output:
   clusters-*.tfrecord      one tf.train.Example per user (layout: twin_tf.clustering.records)
   dead_letters-*.jsonl     one JSON object per malformed row: source, field, reason, record
 Counters (namespace cluster_behaviors): behaviors_read, dead_letters, users, behaviors
-(clustered, i.e. before the cutoff), clusters.
+(clustered, i.e. before the cutoff), clusters, clustering_ms (time spent in cluster_user).
+Progress (users clustered out of all users) goes to stderr.
 
 Locally (default runner FnApiRunner, no download):
   python -m beam_pipelines.cluster_behaviors --input logs.parquet \
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -36,7 +38,8 @@ from twin_tf.config import ClusteringConfig
 from twin_tf.embeddings import ItemEmbeddingTable
 
 NAMESPACE = "cluster_behaviors"
-COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters")
+COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters",
+            "clustering_ms")
 
 
 class ClusterBehaviorsOptions(PipelineOptions):
@@ -68,6 +71,7 @@ class ClusterUserDoFn(beam.DoFn):
     self._users = beam.metrics.Metrics.counter(NAMESPACE, "users")
     self._behaviors = beam.metrics.Metrics.counter(NAMESPACE, "behaviors")
     self._clusters = beam.metrics.Metrics.counter(NAMESPACE, "clusters")
+    self._clustering_ms = beam.metrics.Metrics.counter(NAMESPACE, "clustering_ms")
     self._compression = beam.metrics.Metrics.distribution(NAMESPACE, "compression_x100")
     self._table = None
 
@@ -77,7 +81,9 @@ class ClusterUserDoFn(beam.DoFn):
 
   def process(self, element):
     _, rows = element
+    start = time.perf_counter()
     user = cluster_user(logs.tuples_to_columns(rows), self._table, self._config)
+    self._clustering_ms.inc(int(1000 * (time.perf_counter() - start)))
     self._users.inc()
     self._behaviors.inc(user.num_behaviors)
     self._clusters.inc(user.num_clusters)
@@ -95,10 +101,13 @@ class ClusterUsers(beam.PTransform):
 
   def expand(self, rows):
     user_index = schema.FIELD_NAMES.index(schema.USER_ID)
-    return (rows
-            | "KeyByUser" >> beam.Map(lambda row: (row[user_index], row))
-            | "GroupByUser" >> beam.GroupByKey()
-            | "Cluster" >> beam.ParDo(ClusterUserDoFn(self._embeddings_path, self._config)))
+    users = (rows
+             | "KeyByUser" >> beam.Map(lambda row: (row[user_index], row))
+             | "GroupByUser" >> beam.GroupByKey())
+    clustered = users | "Cluster" >> beam.ParDo(
+        ClusterUserDoFn(self._embeddings_path, self._config))
+    _ = clustered | "Progress" >> common.ReportProgress("users clustered", users)
+    return clustered
 
 
 def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: ClusteringConfig):

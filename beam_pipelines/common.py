@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
+import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -116,6 +118,42 @@ def _csv_record(header: list[str], line: str) -> dict:
   if len(values) > len(header):
     record[None] = values[len(header):]
   return record
+
+
+class _ProgressDoFn(beam.DoFn):
+  """Counts elements; prints "<label>: done/total (pct), rate" to stderr every few seconds."""
+
+  def __init__(self, label: str, every_s: float):
+    self._label, self._every_s = label, every_s
+    self._done, self._start, self._last = 0, 0.0, 0.0
+
+  def setup(self):
+    self._start = self._last = time.time()
+
+  def process(self, element, total):
+    del element
+    self._done += 1
+    now = time.time()
+    if now - self._last >= self._every_s or self._done == total:
+      self._last = now
+      rate = self._done / max(now - self._start, 1e-9)
+      print(f"  {self._label}: {self._done:,}/{total:,} ({100 * self._done / max(total, 1):.0f}%)"
+            f", {rate:,.0f}/s", file=sys.stderr, flush=True)
+    return []
+
+
+class ReportProgress(beam.PTransform):
+  """A side branch that shows how many elements of `done` are through out of those in
+  `total` (on a distributed runner each worker reports its own count). Outputs nothing."""
+
+  def __init__(self, label: str, total: beam.PCollection, every_s: float = 5.0):
+    super().__init__()
+    self._label, self._total, self._every_s = label, total, every_s
+
+  def expand(self, done):
+    count = self._total | "CountTotal" >> beam.combiners.Count.Globally()
+    return done | "Report" >> beam.ParDo(_ProgressDoFn(self._label, self._every_s),
+                                         total=beam.pvalue.AsSingleton(count))
 
 
 def run_to_completion(options: PipelineOptions, build, namespace: str,

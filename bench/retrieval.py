@@ -22,36 +22,9 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
-import time  # noqa: E402
 
-import numpy as np  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-
-
-def synthetic_keys(num_keys: int, candidates: int, dim: int = 64, topics: int = 300,
-                   seed: int = 0):
-  """SYNTHETIC (keys (L, dim + 1), queries (C, dim + 1)) from a mixture of topics."""
-  from twin_tf.retrieval import gsu_key_vectors, gsu_query_vectors
-  rng = np.random.default_rng(seed)
-  centers = rng.standard_normal((topics, dim)).astype(np.float32)
-  keys = centers[rng.integers(0, topics, num_keys)] + 0.6 * rng.standard_normal(
-      (num_keys, dim)).astype(np.float32)
-  bias = np.log(rng.integers(1, 21, (num_keys, 1))) + 0.3 * rng.standard_normal((num_keys, 1))
-  queries = centers[rng.integers(0, topics, candidates)] + 0.6 * rng.standard_normal(
-      (candidates, dim)).astype(np.float32)
-  return (gsu_key_vectors(keys.reshape(num_keys, 4, dim // 4), bias),
-          gsu_query_vectors(queries.reshape(candidates, 4, dim // 4)))
-
-
-def median_ms(call, repeats: int = 7) -> float:
-  call()
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    call()
-    times.append(time.perf_counter() - start)
-  return float(np.median(times) * 1000)
 
 
 def main() -> None:
@@ -60,26 +33,15 @@ def main() -> None:
   parser.add_argument("--candidates", type=int, default=200)
   args = parser.parse_args()
   os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-  from twin_tf.retrieval import ExactRetriever, ScannRetriever, recall_at_k
+  from twin_tf.retrieval_study import compare, synthetic_keys
   runs = []
   for num_keys in args.clusters:
-    keys, queries = synthetic_keys(num_keys, args.candidates)
-    exact = ExactRetriever(keys)
-    start = time.perf_counter()
-    scann = ScannRetriever(keys, k=100)
-    build_s = time.perf_counter() - start
-    recall = recall_at_k(scann.search(queries), exact.search(queries))
-    exact_ms = median_ms(lambda: exact.search(queries))
-    scann_ms = median_ms(lambda: scann.search(queries))
-    run = {"clusters": num_keys, "candidates": args.candidates,
-           "recall_at_100": round(recall, 4), "exact_ms": round(exact_ms, 2),
-           "scann_ms": round(scann_ms, 2), "speedup": round(exact_ms / scann_ms, 2),
-           "scann_mode": scann.config.mode, "build_s": round(build_s, 2)}
+    run = compare(*synthetic_keys(num_keys, args.candidates))
     runs.append(run)
     print(f"SYNTHETIC keys, {num_keys:>7,} clusters x {args.candidates} candidates: "
-          f"recall@100 {recall:.4f}, exact {exact_ms:.1f} ms, ScaNN ({scann.config.mode}) "
-          f"{scann_ms:.1f} ms, {exact_ms / scann_ms:.1f}x faster (index build {build_s:.1f} s)",
-          flush=True)
+          f"recall@100 {run['recall_at_100']:.4f}, exact {run['exact_ms']:.1f} ms, ScaNN "
+          f"({run['scann_mode']}) {run['scann_ms']:.1f} ms, {run['speedup']:.1f}x faster "
+          f"(index build {run['build_s']:.1f} s)", flush=True)
   print(json.dumps({"keys": "SYNTHETIC topic mixture", "runs": runs}))
 
 

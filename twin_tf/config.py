@@ -66,6 +66,31 @@ class EmbeddingConfig:
   seed: int = 0
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """Attributes:
+    examples: folder written by beam_pipelines.build_examples.
+    output_dir: the run directory.
+    model: a preset of twin_tf.models.PRESETS.
+    epochs, batch_size, learning_rate: Adam on binary cross-entropy.
+    patience: epochs without a better validation AUC before stopping (best weights kept).
+    seed: weights, shuffling and the uniform-sampling ablation.
+    max_raw: raw behaviors kept for the Twin / SIM long-term sequence (most recent).
+    backup_every: batches between BackupAndRestore saves (0: once per epoch).
+  """
+
+  examples: str = "work_dir/examples"
+  output_dir: str = "work_dir/runs/TwinV2-seed0"
+  model: str = "TwinV2"
+  epochs: int = 3
+  batch_size: int = 256
+  learning_rate: float = 1e-3
+  patience: int = 1
+  seed: int = 0
+  max_raw: int = 10_000
+  backup_every: int = 50
+
+
 C = TypeVar("C")
 
 

@@ -16,7 +16,7 @@ def compression_summary(user_records: list[dict]) -> dict:
   Returns:
     {"users", "behaviors", "clusters", "overall_ratio", "max_cluster_size",
      "ratio_percentiles": {p: ratio}, "by_history_length": [{"min_behaviors", "users",
-     "median_ratio"}]}
+     "median_ratio"}], "user_ratios": [ratio per user, ascending]}
   """
   behaviors = np.array([r[records.NUM_BEHAVIORS] for r in user_records], dtype=np.int64)
   clusters = np.array([len(r[schema.CLUSTER_SIZE]) for r in user_records], dtype=np.int64)
@@ -39,6 +39,7 @@ def compression_summary(user_records: list[dict]) -> dict:
                             zip(PERCENTILES, np.percentile(ratio, PERCENTILES))}
       if len(ratio) else {},
       "by_history_length": by_length,
+      "user_ratios": np.round(np.sort(ratio), 2).tolist(),
   }
 
 

@@ -12,40 +12,17 @@ A run directory holds:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import pathlib
 import time
 
+import numpy as np
+
 from twin_tf import config as config_lib
-from twin_tf import features, metrics, schema
+from twin_tf import diversity, features, metrics, schema
+from twin_tf.config import TrainConfig  # noqa: F401  (also imported from here)
 from twin_tf.input_pipeline import DatasetBuilder, ExampleData, load_example_data
 from twin_tf.models import PRESETS, build_model
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-  """Attributes:
-    examples: folder written by beam_pipelines.build_examples.
-    output_dir: the run directory.
-    model: a preset of twin_tf.models.PRESETS.
-    epochs, batch_size, learning_rate: Adam on binary cross-entropy.
-    patience: epochs without a better validation AUC before stopping (best weights kept).
-    seed: weights, shuffling and the uniform-sampling ablation.
-    max_raw: raw behaviors kept for the Twin / SIM long-term sequence (most recent).
-    backup_every: batches between BackupAndRestore saves (0: once per epoch).
-  """
-
-  examples: str = "work_dir/examples"
-  output_dir: str = "work_dir/runs/TwinV2-seed0"
-  model: str = "TwinV2"
-  epochs: int = 3
-  batch_size: int = 256
-  learning_rate: float = 1e-3
-  patience: int = 1
-  seed: int = 0
-  max_raw: int = 10_000
-  backup_every: int = 50
 
 
 def _builder(config: TrainConfig, data: ExampleData) -> DatasetBuilder:
@@ -126,21 +103,25 @@ def load_trained(config: TrainConfig, data: ExampleData):
   return model, _builder(config, data)
 
 
-def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None = None
-             ) -> dict:
-  """AUC, GAUC, logloss and GAUC per life-cycle-length quartile of a trained run."""
+def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None = None,
+             verbose: int = 0) -> dict:
+  """AUC, GAUC, logloss, GAUC per life-cycle-length quartile and the diversity of each
+  user's top-10 (twin_tf.diversity) of a trained run. Writes metrics_<split>.json and the
+  scores, predictions_<split>.npz (impression index, score)."""
   out = pathlib.Path(config.output_dir)
   data = data or load_example_data(config.examples,
                                    features.ItemVocabulary.load(out / "vocabulary.npy"))
   model, builder = load_trained(config, data)
   dataset, order = builder.dataset(split, config.batch_size * 4)
-  scores = model.predict(dataset, verbose=0).reshape(-1)
+  scores = model.predict(dataset, verbose=verbose).reshape(-1)
   impressions = data.impressions[split]
   labels = impressions[schema.LABEL][order]
   users = impressions[schema.USER_ID][order]
   activity = data.num_pre_cutoff[impressions["user_row"][order]]
   result = {"model": config.model, "seed": config.seed, "split": split,
-            "impressions": int(len(labels)), **metrics.all_metrics(labels, scores, users,
-                                                                   activity)}
+            "impressions": int(len(labels)),
+            **metrics.all_metrics(labels, scores, users, activity),
+            "diversity": diversity.diversity(scores, users, impressions[schema.CATEGORY][order])}
   (out / f"metrics_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+  np.savez(out / f"predictions_{split}.npz", impression=order, score=scores)
   return result

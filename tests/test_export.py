@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from twin_tf import export, requests
 from twin_tf.input_pipeline import DatasetBuilder, load_example_data
-from twin_tf.training import TrainConfig, restore_model, train
+from twin_tf.training import TrainConfig, evaluate, restore_model, train
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +108,27 @@ def test_versions_are_numbered_and_written_atomically(exported, run):
   with pytest.raises(FileExistsError):
     export.export_saved_model(config.output_dir, base, version=1)
   assert [p.name for p in base.iterdir()] == ["1"]
+
+
+def test_jax_trained_run_exports_with_identical_predictions(real_examples, tmp_path):
+  """`twin-tf train --backend jax` (CPU) -> weights in the Keras format -> the same test
+  predictions on JAX and on TensorFlow -> a SavedModel that serves those predictions."""
+  examples, run_dir = str(real_examples[0]), tmp_path / "jax-run"
+  flags = [f"--examples={examples}", f"--output-dir={run_dir}", "--epochs=1",
+           "--batch-size=64", "--backend=jax"]
+  for command in ("train", "evaluate"):
+    completed = subprocess.run([sys.executable, "-m", "twin_tf.cli", command, *flags],
+                               capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+  on_jax = dict(np.load(run_dir / "predictions_test.npz"))
+  data = load_example_data(examples)
+  config = TrainConfig(examples=examples, output_dir=str(run_dir), epochs=1, batch_size=64)
+  evaluate(config, "test", data)  # now on TensorFlow, same weights file
+  on_tf = dict(np.load(run_dir / "predictions_test.npz"))
+  np.testing.assert_array_equal(on_tf["impression"], on_jax["impression"])
+  np.testing.assert_allclose(on_tf["score"], on_jax["score"], rtol=1e-5, atol=1e-6)
+  version = export.export_saved_model(run_dir, tmp_path / "serving" / "twin")
+  impressions = on_tf["impression"][:16]
+  request, _ = requests.impression_requests(data, impressions)
+  served = _run_in_session(version, "serving_default", request)
+  np.testing.assert_allclose(served[:, 0], on_tf["score"][:16], rtol=1e-5, atol=1e-6)

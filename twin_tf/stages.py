@@ -76,10 +76,9 @@ class StageRunner:
     except (Exception, SystemExit) as error:  # name the stage, then stop
       raise SystemExit(f"stage {stage.name!r} failed: {type(error).__name__}: {error}"
                        ) from error
-    seconds = time.time() - start
+    seconds = round(time.time() - start, 1)
     self.results[stage.name], self.seconds[stage.name] = result, seconds
-    self._state[stage.name] = {"fingerprint": key, "report": result,
-                               "seconds": round(seconds, 1)}
+    self._state[stage.name] = {"fingerprint": key, "report": result, "seconds": seconds}
     self._state_path.write_text(json.dumps(self._state, indent=1, default=str))
     print(f"{tag} done in {seconds:.1f} s", flush=True)
     return result

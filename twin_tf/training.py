@@ -55,7 +55,9 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
                 loss="binary_crossentropy",
                 metrics=[keras.metrics.AUC(name="auc")],
-                jit_compile=False)  # bucketed shapes: XLA would recompile per bucket
+                # JAX: one jit-compiled step per padded length (a handful of buckets);
+                # TensorFlow: graph mode, since XLA would recompile for every bucket
+                jit_compile=keras.backend.backend() == "jax")
   (out / "checkpoints").mkdir(exist_ok=True)
   callbacks = [
       keras.callbacks.BackupAndRestore(str(out / "backup"),

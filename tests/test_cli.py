@@ -102,3 +102,13 @@ def test_failing_stage_is_named(tmp_path):
        f"--workdir={tmp_path / 'w'}"], capture_output=True, text=True, check=False)
   assert completed.returncode != 0
   assert "stage 'convert-movielens' failed" in completed.stderr
+
+
+@pytest.mark.parametrize("models, message", [
+    (["Foo"], "unknown ['Foo']"),
+    (["DIN", "TwinV2"], "DIN does not attend over clusters")])
+def test_main_job_refuses_models_it_cannot_serve(tmp_path, models, message):
+  completed = subprocess.run(
+      [sys.executable, "-m", "twin_tf.cli", "main", f"--workdir={tmp_path}", "--models",
+       *models], capture_output=True, text=True, check=False)
+  assert completed.returncode != 0 and message in completed.stderr

@@ -29,6 +29,13 @@ def main_job(args: argparse.Namespace, beam_args: list[str]) -> dict:
   clusters, examples = work / "clusters", work / "examples"
   runs_dir, base, key_cache_dir = work / "runs", work / "serving" / "twin", work / "key_cache"
   models, seeds = list(args.models), list(args.seeds)
+  from twin_tf.models import PRESETS  # pylint: disable=import-outside-toplevel
+  unknown = [m for m in models if m not in PRESETS]
+  served = PRESETS.get(models[0])
+  if unknown or served.long_term_source != "clusters" or served.long_term == "none":
+    raise SystemExit(f"--models: unknown {unknown}; presets: {sorted(PRESETS)}" if unknown else
+                     f"--models: the first model is exported and served over the clusters; "
+                     f"{models[0]} does not attend over clusters (put TwinV2 first)")
   overrides = {"epochs": args.epochs} if args.epochs else {}
   weights = [experiment.run_dir(runs_dir, m, s) / "model.weights.h5"
              for m in models for s in seeds]

@@ -1,7 +1,7 @@
 """What each `twin-tf` command does, callable from the CLI and the main job.
 
-Every function takes the command's parsed arguments (an argparse.Namespace) and returns the
-figures it printed, as a dict. Heavy imports happen inside, so `twin-tf --help` stays fast.
+Each command function takes its parsed arguments (an argparse.Namespace; score_user takes
+the main job's folders) and returns the figures it printed, as a dict. Heavy imports happen inside, so `twin-tf --help` stays fast.
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ import pathlib
 import time
 
 from twin_tf import commands, experiment
-from twin_tf.training import TrainConfig, evaluate
+from twin_tf.input_pipeline import load_example_data
 
 
 def sweep_point(gamma: int, clusters: dict, summary: dict, pipeline_s: float,
@@ -57,12 +57,11 @@ def run_sweep(gammas, workdir, log, embeddings, cutoff_quantile: float, beam_arg
     commands.build_examples(argparse.Namespace(
         input=log, clusters=folder / "clusters", output=folder / "examples"), beam_args)
     print(f"{tag}: training {model}", flush=True)
-    experiment.train_runs(folder / "examples", folder / "runs", [model], [seed],
+    data = load_example_data(folder / "examples")
+    experiment.train_runs(folder / "examples", folder / "runs", [model], [seed], data,
                           **train_overrides)
-    config = TrainConfig(examples=str(folder / "examples"), model=model, seed=seed,
-                         output_dir=str(experiment.run_dir(folder / "runs", model, seed)),
-                         **train_overrides)
-    metrics = evaluate(config, "test")
+    metrics = experiment.evaluate_runs(folder / "examples", folder / "runs", [model], [seed],
+                                       data=data, **train_overrides)["models"][model]["runs"][0]
     points.append(sweep_point(gamma, clusters, summary, pipeline_s, metrics))
     print(f"{tag}: {points[-1]['clusters']:,} clusters ({points[-1]['compression']}x), "
           f"clustering {points[-1]['clustering_s']} s, test AUC {metrics['auc']:.4f}",

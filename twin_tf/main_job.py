@@ -41,9 +41,6 @@ def main_job(args: argparse.Namespace, beam_args: list[str]) -> dict:
              for m in models for s in seeds]
   served_run = experiment.run_dir(runs_dir, models[0], seeds[0])
   training = {"models": models, "seeds": seeds, **overrides}
-  runner = stages.StageRunner(work, total=13)
-  results = runner.results
-
   @functools.lru_cache(maxsize=None)  # read the log once, for both stages that need it
   def reference_time() -> int:
     from twin_tf import logs  # pylint: disable=import-outside-toplevel
@@ -109,6 +106,8 @@ def main_job(args: argparse.Namespace, beam_args: list[str]) -> dict:
       stages.Stage("retrieval", retrieval, [key_cache_dir], [],
                    {"synthetic_sizes": args.scann_sizes}),
   ]
+  runner = stages.StageRunner(work, total=len(plan) + 1)  # + the report, planned last
+  results = runner.results  # the stages above read their predecessors' figures from here
   for stage in plan:
     runner.run(stage)
   digest = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode())

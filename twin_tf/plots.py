@@ -3,6 +3,8 @@ and returns a matplotlib Figure, or None when the figures it needs were not prod
 
 from __future__ import annotations
 
+import operator
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -12,9 +14,13 @@ import numpy as np  # noqa: E402
 ABLATIONS = ("TwinV2", "TwinV2-no-ln-n", "TwinV2-uniform")
 
 
-def _seed_points(ax, names, runs_of, metric: str, title: str) -> None:
+def _per_seed(models: dict, names, value) -> list[np.ndarray]:
+  """[(seeds,) array of value(run) for each model name]."""
+  return [np.array([value(r) for r in models[n]["runs"]]) for n in names]
+
+
+def _seed_points(ax, names, values: list[np.ndarray], title: str) -> None:
   """Per model: the seeds' mean (diamond) with their std (whiskers), each seed a dot."""
-  values = [np.array([r[metric] for r in runs_of[n]]) for n in names]
   x = np.arange(len(names))
   ax.errorbar(x, [v.mean() for v in values], yerr=[v.std() for v in values], fmt="D",
               color="#3182bd", capsize=5, markersize=7)
@@ -29,13 +35,12 @@ def _seed_points(ax, names, runs_of, metric: str, title: str) -> None:
 
 def quality(summary: dict):
   """AUC / GAUC / logloss per model: mean over seeds, std, each seed."""
-  runs_of = {n: m["runs"] for n, m in summary["models"].items()}
-  names = list(runs_of)
+  names = list(summary["models"])
   fig, axes = plt.subplots(1, 3, figsize=(13, 4))
   for ax, metric, title in zip(axes, ("auc", "gauc", "logloss"),
                                ("AUC (higher is better)", "GAUC (higher is better)",
                                 "logloss (lower is better)")):
-    _seed_points(ax, names, runs_of, metric, title)
+    _seed_points(ax, names, _per_seed(summary["models"], names, operator.itemgetter(metric)), title)
   fig.tight_layout()
   return fig
 
@@ -44,10 +49,10 @@ def ablations(summary: dict):
   present = [n for n in ABLATIONS if n in summary["models"]]
   if len(present) < 2:
     return None
-  runs_of = {n: summary["models"][n]["runs"] for n in present}
   fig, axes = plt.subplots(1, 2, figsize=(9, 4))
   for ax, metric in zip(axes, ("auc", "gauc")):
-    _seed_points(ax, present, runs_of, metric, metric.upper())
+    _seed_points(ax, present, _per_seed(summary["models"], present, operator.itemgetter(metric)),
+                 metric.upper())
   fig.tight_layout()
   return fig
 
@@ -123,10 +128,10 @@ def diversity(summary: dict, pair=("TwinV2", "Twin")):
   random = summary["random_diversity"]
   names = list(models)
   fig, axes = plt.subplots(1, 2, figsize=(13, 4))
-  _seed_points(axes[0], names, {n: [{"d": r["diversity"]["mean_distinct"]} for r in
-                                  models[n]["runs"]] for n in names}, "d",
-             f"distinct categories in each user's top-{random['k']} "
-             f"({random['users']} users)")
+  _seed_points(axes[0], names,
+               _per_seed(models, names, lambda r: r["diversity"]["mean_distinct"]),
+               f"distinct categories in each user's top-{random['k']} "
+               f"({random['users']} users)")
   axes[0].axhline(random["mean_distinct"], color="#de2d26", linestyle="--",
                   label=f"random ranking {random['mean_distinct']:.2f}")
   axes[0].legend(fontsize=8)

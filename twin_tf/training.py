@@ -105,8 +105,8 @@ def load_trained(config: TrainConfig, data: ExampleData):
   return model, _builder(config, data)
 
 
-def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None = None,
-             verbose: int = 0) -> dict:
+def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None = None
+             ) -> dict:
   """AUC, GAUC, logloss, GAUC per life-cycle-length quartile and the diversity of each
   user's top-10 (twin_tf.diversity) of a trained run. Writes metrics_<split>.json and the
   scores, predictions_<split>.npz (impression index, score)."""
@@ -115,7 +115,7 @@ def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None 
                                    features.ItemVocabulary.load(out / "vocabulary.npy"))
   model, builder = load_trained(config, data)
   dataset, order = builder.dataset(split, config.batch_size * 4)
-  scores = model.predict(dataset, verbose=verbose).reshape(-1)
+  scores = model.predict(dataset, verbose=0).reshape(-1)
   impressions = data.impressions[split]
   labels = impressions[schema.LABEL][order]
   users = impressions[schema.USER_ID][order]

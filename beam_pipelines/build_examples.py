@@ -1,11 +1,11 @@
 """Beam pipeline: training examples from behavior logs and per-user clusters.
 
   logs -> validate -> key by user ─┐
-                                   ├─ CoGroupByKey -> twin_tf.examples.user_examples
+                                   ├─ CoGroupByKey -> twin_tf.training.examples.user_examples
   cluster records -> key by user ──┘      -> users-*.tfrecord       (one record per user)
                                           -> impressions_{train,validation,test}-*.tfrecord
 
-Layouts: twin_tf/examples.py. A user's long sequences are written once, in the user record;
+Layouts: twin_tf/training/examples.py. A user's long sequences are written once, in the user record;
 impression records carry the target and `history_end`, and the input pipeline joins them.
 Users without a cluster record (or without behaviors) go to dead_letters-*.jsonl, as do
 malformed log rows. Counters (namespace build_examples): behaviors_read, dead_letters, users,
@@ -24,9 +24,9 @@ import apache_beam as beam
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import common
-from twin_tf import logs, schema, tfexample
 from twin_tf.clustering import records as cluster_records
-from twin_tf.examples import SPLITS, ExampleConfig, user_examples
+from twin_tf.data import logs, schema, tfexample
+from twin_tf.training.examples import SPLITS, ExampleConfig, user_examples
 
 NAMESPACE = "build_examples"
 COUNTERS = ("behaviors_read", "dead_letters", "users") + tuple(f"impressions_{s}"

@@ -3,7 +3,7 @@
   users-*.tfrecord (build_examples) -> distinct cluster items -> batches -> item_keys
       signature -> item_keys-*.tfrecord (per item: keys, queries, known, model_version)
   users + item keys (side input) + cluster_bias signature -> user_keys-*.tfrecord
-      (layout: twin_tf/key_cache.py); users with more than --scann_min_clusters clusters also
+      (layout: twin_tf/export/key_cache.py); users with more than --scann_min_clusters clusters also
       get a serialized ScaNN searcher under searchers/<user_id>/
 Users whose clusters reference items outside the model's vocabulary go to
 dead_letters-*.jsonl. Counters (namespace cache_keys): items, users, searchers, dead_letters.
@@ -23,8 +23,9 @@ import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import common
-from twin_tf import key_cache, schema, tfexample
-from twin_tf.retrieval import ScannRetriever
+from twin_tf.data import schema, tfexample
+from twin_tf.export import key_cache
+from twin_tf.export.retrieval import ScannRetriever
 
 NAMESPACE = "cache_keys"
 COUNTERS = ("items", "users", "searchers", "dead_letters")

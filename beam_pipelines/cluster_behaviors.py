@@ -32,10 +32,10 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import common
 from twin_tf import config as config_lib
-from twin_tf import logs, schema
 from twin_tf.clustering import cluster_user, records
+from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.config import ClusteringConfig
-from twin_tf.embeddings import ItemEmbeddingTable
+from twin_tf.data import logs, schema
 
 NAMESPACE = "cluster_behaviors"
 COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters",
@@ -125,10 +125,11 @@ def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: Clu
   return clusters, read.dead_letter
 
 
-def run(argv=None) -> dict[str, int]:
-  """Runs the pipeline to completion; returns its counters."""
+def run(argv=None, config: ClusteringConfig | None = None) -> dict[str, int]:
+  """Runs the pipeline to completion; returns its counters. An in-process caller may pass
+  `config` instead of --clustering_config and its overrides."""
   options = common.pipeline_options(argv, ClusterBehaviorsOptions, ("embeddings",))
-  config = clustering_config(options)
+  config = config or clustering_config(options)
   logging.info("%s", config_lib.describe(config))
   return common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
                                   COUNTERS)

@@ -11,7 +11,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from twin_tf import logs
+from twin_tf.data import logs
 
 DEAD_LETTER = "dead_letter"
 # Beam's default DirectRunner first downloads the Prism binary; this machine has no internet.

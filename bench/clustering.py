@@ -28,8 +28,9 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def synthetic_user(num_behaviors: int, dim: int = 64, topics: int = 200, seed: int = 0):
   """SYNTHETIC: a user whose items come from a mixture of `topics` Gaussian topics."""
   import numpy as np
-  from twin_tf import schema
-  from twin_tf.embeddings import ItemEmbeddingTable
+
+  from twin_tf.clustering.embeddings import ItemEmbeddingTable
+  from twin_tf.data import schema
   rng = np.random.default_rng(seed)
   num_items = max(1000, num_behaviors // 5)
   centers = rng.standard_normal((topics, dim)).astype(np.float32)
@@ -50,7 +51,9 @@ def measure_one(num_behaviors: int) -> dict:
   """Runs in the child process: cluster one synthetic user, report time and memory."""
   import resource
   import time
+
   import numpy as np
+
   from twin_tf.clustering import cluster_user
   columns, table = synthetic_user(num_behaviors)
   start = time.perf_counter()
@@ -68,11 +71,12 @@ def measure_one(num_behaviors: int) -> dict:
 def movielens_compression(data_dir: str) -> dict:
   """Compression per real user (all behaviors, gamma 20, bootstrap embeddings)."""
   import numpy as np
-  from twin_tf import schema
+
   from twin_tf.clustering import cluster_user, records
+  from twin_tf.clustering.embeddings import bootstrap_embeddings
+  from twin_tf.clustering.summary import compression_summary
+  from twin_tf.data import schema
   from twin_tf.data.movielens import load_movielens
-  from twin_tf.embeddings import bootstrap_embeddings
-  from twin_tf.summary import compression_summary
   columns, _, _ = load_movielens(data_dir)
   table = bootstrap_embeddings(columns)
   order = np.argsort(columns[schema.USER_ID], kind="stable")
@@ -107,7 +111,7 @@ def main() -> None:
           f"{run['peak_rss_mb']:7.1f} MB, {run['clusters']:,} clusters "
           f"(compression {run['compression']}x), max cluster size {run['max_cluster_size']}",
           flush=True)
-  from twin_tf.summary import format_summary
+  from twin_tf.clustering.summary import format_summary
   real = movielens_compression(args.data)
   print("Real MovieLens (all behaviors per user, gamma 20, bootstrap embeddings):")
   print(format_summary(real))

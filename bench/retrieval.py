@@ -23,7 +23,6 @@ import json  # noqa: E402
 import pathlib  # noqa: E402
 import sys  # noqa: E402
 
-
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
@@ -33,7 +32,7 @@ def main() -> None:
   parser.add_argument("--candidates", type=int, default=200)
   args = parser.parse_args()
   os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-  from twin_tf.retrieval_study import compare, synthetic_keys
+  from twin_tf.experiments.retrieval_study import compare, synthetic_keys
   runs = []
   for num_keys in args.clusters:
     run = compare(*synthetic_keys(num_keys, args.candidates))

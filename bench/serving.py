@@ -28,8 +28,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 def synthetic_request(item_ids: np.ndarray, clusters: int, candidates: int, seed: int = 0):
   """SYNTHETIC serving_default arrays for one user (B = 1)."""
-  from twin_tf import schema
-  from twin_tf.export import CANDIDATE_RAW, SEQUENCE_RAW
+  from twin_tf.data import schema
+  from twin_tf.export.saved_model import CANDIDATE_RAW, SEQUENCE_RAW
   rng = np.random.default_rng(seed)
   now = 1_600_000_000
   arrays = {"request_time": np.array([now], np.int64)}
@@ -78,12 +78,13 @@ def main() -> None:
   tf.config.threading.set_inter_op_parallelism_threads(1)
   from serving.client import TwinClient
   from serving.dev_server import DevServer
-  from twin_tf import export, features
+  from twin_tf.export import saved_model
+  from twin_tf.model import features
 
   vocabulary = features.ItemVocabulary.load(pathlib.Path(args.run_dir) / "vocabulary.npy")
   arrays = synthetic_request(vocabulary.item_ids, args.clusters, args.candidates)
   with tempfile.TemporaryDirectory() as base:
-    version = export.export_saved_model(args.run_dir, pathlib.Path(base) / "twin")
+    version = saved_model.export_saved_model(args.run_dir, pathlib.Path(base) / "twin")
     signature = tf.saved_model.load(str(version)).signatures["serving_default"]
     tensors = {k: tf.constant(v) for k, v in arrays.items()}
     in_process = timings(lambda: signature(**tensors)["scores"].numpy(), args.requests)

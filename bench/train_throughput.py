@@ -29,7 +29,7 @@ ITEM_VOCAB = 50_000
 
 def synthetic_batch(batch: int, length: int, clustered: bool, seed: int = 0):
   """SYNTHETIC model inputs: (inputs, labels); clustered sequences get sizes 1..19."""
-  from twin_tf import features
+  from twin_tf.model import features
   rng = np.random.default_rng(seed)
   inputs = {"target_item": rng.integers(2, ITEM_VOCAB, batch),
             "target_category": rng.integers(1, 20, batch),
@@ -53,7 +53,8 @@ def synthetic_batch(batch: int, length: int, clustered: bool, seed: int = 0):
 
 def samples_per_second(model_name: str, length: int, batch: int, steps: int) -> float:
   import keras
-  from twin_tf.models import build_model
+
+  from twin_tf.model.ctr_model import build_model
   model = build_model(model_name, ITEM_VOCAB)
   inputs, labels = synthetic_batch(batch, length, clustered=model_name == "TwinV2")
   model(inputs)

@@ -4,10 +4,10 @@
   scores = client.predict(request_arrays)             # (B, C) click probabilities
   client.metadata()                                    # the signatures TF Serving reports
 
-`request_arrays` is the serving_default layout of twin_tf/export.py; `pad_request` builds it
-from per-user lists of different lengths. UNAVAILABLE is retried a bounded number of times
-with backoff; INVALID_ARGUMENT, FAILED_PRECONDITION and NOT_FOUND raise at once, with the
-server's message.
+`request_arrays` is the serving_default layout of twin_tf/export/saved_model.py;
+`pad_request` builds it from per-user lists of different lengths. UNAVAILABLE is retried a
+bounded number of times with backoff; INVALID_ARGUMENT, FAILED_PRECONDITION and NOT_FOUND
+raise at once, with the server's message.
 """
 
 from __future__ import annotations
@@ -20,12 +20,16 @@ import urllib.request
 import grpc
 import numpy as np
 import tensorflow as tf
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+  get_model_metadata_pb2,
+  get_model_status_pb2,
+  model_service_pb2_grpc,
+  predict_pb2,
+  prediction_service_pb2_grpc,
+)
 
-from twin_tf import schema
-from twin_tf.export import CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.data import schema
+from twin_tf.export.saved_model import CANDIDATE_RAW, SEQUENCE_RAW
 
 
 class ServingError(Exception):
@@ -57,8 +61,8 @@ def pad_request(users: list[dict], request_times) -> dict[str, np.ndarray]:
 
   Args:
     users: one dict per request row with "long" and "short" ({field: list} for every field of
-      twin_tf.export.SEQUENCE_RAW plus "size" for long) and "candidates" ({field: list} for
-      CANDIDATE_RAW). All rows need the same number of candidates.
+      twin_tf.export.saved_model.SEQUENCE_RAW plus "size" for long) and "candidates"
+      ({field: list} for CANDIDATE_RAW). All rows need the same number of candidates.
     request_times: unix seconds per row.
   """
   arrays = {"request_time": np.asarray(request_times, np.int64)}

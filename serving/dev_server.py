@@ -13,7 +13,8 @@ real model server cannot be installed:
     oversized requests), each message naming the input;
   - listens on 127.0.0.1 by default.
 
-  python -m serving.dev_server --base work_dir/serving --model_name twin --port 8500 --rest_port 8501
+  python -m serving.dev_server --base work_dir/serving --model_name twin --port 8500 \
+      --rest_port 8501
 """
 
 from __future__ import annotations
@@ -26,16 +27,20 @@ import json
 import logging
 import pathlib
 import re
+import signal
 import threading
-import time
 
 import grpc
 import numpy as np
 import tensorflow as tf
 from tensorflow.core.protobuf import saved_model_pb2
-from tensorflow_serving.apis import (get_model_metadata_pb2, get_model_status_pb2,
-                                     model_service_pb2_grpc, predict_pb2,
-                                     prediction_service_pb2_grpc)
+from tensorflow_serving.apis import (
+  get_model_metadata_pb2,
+  get_model_status_pb2,
+  model_service_pb2_grpc,
+  predict_pb2,
+  prediction_service_pb2_grpc,
+)
 
 MAX_REQUEST_ELEMENTS = 20_000_000  # per input; bigger requests are refused, not attempted
 LOG = logging.getLogger("twin_tf.dev_server")
@@ -309,6 +314,19 @@ class DevServer:
     self._grpc.stop(grace=1).wait()
 
 
+def serve_until_signal(server: DevServer) -> None:
+  """Starts `server`, prints where it listens, and stops it cleanly on SIGINT or SIGTERM."""
+  stop = threading.Event()
+  for signum in (signal.SIGINT, signal.SIGTERM):
+    signal.signal(signum, lambda *_: stop.set())
+  grpc_port, rest_port = server.start()
+  print(f"twin-tf DEVELOPMENT server (not TF Serving): gRPC {server.host}:{grpc_port}, "
+        f"REST http://{server.host}:{rest_port}; stop with Ctrl-C or SIGTERM", flush=True)
+  stop.wait()
+  server.stop()
+  print("twin-tf DEVELOPMENT server stopped", flush=True)
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description="twin-tf DEVELOPMENT server (not TF Serving)")
   parser.add_argument("--base", required=True, help="folder holding <model_name>/<version>/")
@@ -319,16 +337,8 @@ def main(argv=None) -> None:
   parser.add_argument("--poll_seconds", type=float, default=2.0)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO)
-  server = DevServer(args.base, args.model_name, args.host, args.port, args.rest_port,
-                     args.poll_seconds)
-  grpc_port, rest_port = server.start()
-  print(f"twin-tf DEVELOPMENT server (not TF Serving): gRPC {args.host}:{grpc_port}, "
-        f"REST http://{args.host}:{rest_port}", flush=True)
-  try:
-    while True:
-      time.sleep(3600)
-  except KeyboardInterrupt:
-    server.stop()
+  serve_until_signal(DevServer(args.base, args.model_name, args.host, args.port,
+                               args.rest_port, args.poll_seconds))
 
 
 if __name__ == "__main__":

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin_tf import key_cache, schema, tfexample
-from twin_tf.export import CANDIDATE_RAW, SEQUENCE_RAW
-from twin_tf.retrieval import ExactRetriever, ScannRetriever, gsu_query_vectors
+from twin_tf.data import schema, tfexample
+from twin_tf.export import key_cache
+from twin_tf.export.retrieval import ExactRetriever, ScannRetriever, gsu_query_vectors
+from twin_tf.export.saved_model import CANDIDATE_RAW, SEQUENCE_RAW
 
 
 class VersionMismatchError(Exception):

@@ -31,7 +31,7 @@ def movielens(movielens_dir):
 
 @pytest.fixture(scope="session")
 def movielens_embeddings(movielens):
-  from twin_tf.embeddings import bootstrap_embeddings
+  from twin_tf.clustering.embeddings import bootstrap_embeddings
   return bootstrap_embeddings(movielens[0])
 
 
@@ -41,8 +41,8 @@ def synthetic_user(num_behaviors: int, dim: int = 16, topics: int = 12, seed: in
 
   Returns (columns, ItemEmbeddingTable).
   """
-  from twin_tf import schema
-  from twin_tf.embeddings import ItemEmbeddingTable
+  from twin_tf.clustering.embeddings import ItemEmbeddingTable
+  from twin_tf.data import schema
   rng = np.random.default_rng(seed)
   centers = rng.standard_normal((topics, dim)).astype(np.float32)
   item_topic = rng.integers(0, topics, num_items)
@@ -65,7 +65,7 @@ def synthetic_user(num_behaviors: int, dim: int = 16, topics: int = 12, seed: in
 
 def forty_real_users(columns):
   """The behaviors of 40 real users: the first 39 ids and the longest history."""
-  from twin_tf import schema
+  from twin_tf.data import schema
   users, counts = np.unique(columns["user_id"], return_counts=True)
   chosen = np.union1d(users[:39], users[np.argmax(counts)])
   return schema.take(columns, np.isin(columns["user_id"], chosen))
@@ -76,8 +76,8 @@ def real_examples(movielens, tmp_path_factory):
   """Clusters and training examples of 40 real users (the longest history among them), made
   by the two Beam pipelines under FnApiRunner: (examples folder, behavior columns)."""
   from beam_pipelines import build_examples, cluster_behaviors
-  from twin_tf import logs
-  from twin_tf.embeddings import bootstrap_embeddings
+  from twin_tf.clustering.embeddings import bootstrap_embeddings
+  from twin_tf.data import logs
   columns = movielens[0]
   subset = forty_real_users(columns)
   folder = tmp_path_factory.mktemp("examples")

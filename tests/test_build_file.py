@@ -20,14 +20,25 @@ def _targets():
 
 def test_libraries_cover_every_module():
   targets = _targets()
-  for package in ("twin_tf", "beam_pipelines", "serving"):
+  twin_tf = targets["twin_tf"] | targets["twin_tf_app"] | targets["twin_tf_cli"]
+  assert sum(map(len, (targets["twin_tf"], targets["twin_tf_app"], targets["twin_tf_cli"]))
+             ) == len(twin_tf), "a module is listed in two twin_tf targets"
+  for package, listed in (("twin_tf", twin_tf), ("beam_pipelines", targets["beam_pipelines"]),
+                          ("serving", targets["serving"])):
     on_disk = {str(p.relative_to(REPO)) for p in (REPO / package).rglob("*.py")}
-    assert targets[package] == on_disk, f"BUILD {package} srcs differ from the files on disk"
+    assert listed == on_disk, f"BUILD {package} srcs differ from the files on disk"
+
+
+def test_library_target_holds_no_application_code():
+  library = _targets()["twin_tf"]
+  assert not {s for s in library if s.startswith(("twin_tf/experiments/",
+                                                  "twin_tf/commands.py", "twin_tf/cli.py"))}
 
 
 def test_one_py_test_per_test_file():
   text = (REPO / "BUILD").read_text()
-  declared = set(re.findall(r'"(test_[a-z_]+)"', re.search(r"TESTS = \[(.*?)\]", text,
-                                                               re.S).group(1)))
-  assert declared == {p.stem for p in (REPO / "tests").glob("test_*.py")}
+  declared = set(re.findall(r'"([a-z_/]*test_[a-z_]+)"', re.search(r"TESTS = \[(.*?)\]", text,
+                                                                     re.S).group(1)))
+  tests = REPO / "tests"
+  assert declared == {str(p.relative_to(tests).with_suffix("")) for p in tests.rglob("test_*.py")}
   assert "for name in TESTS]" in text

@@ -20,12 +20,64 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
+import pathlib
 import sys
 
-from twin_tf import commands, main_job
+from twin_tf import commands
+from twin_tf import config as config_lib
+from twin_tf.config import ClusteringConfig, EmbeddingConfig, TrainConfig
+from twin_tf.experiments import main_job
 
 DEFAULT_DATA = os.environ.get("TWIN_TF_DATA", "../shared/data/ml-latest-small")
+PIPELINE_COMMANDS = ("main", "cluster", "build-examples", "cache-keys")  # extra flags: Beam
+
+
+def add_main_job_arguments(parser: argparse.ArgumentParser) -> None:
+  defaults = main_job.MainJobConfig()
+  parser.add_argument("--data", default=DEFAULT_DATA,
+                      help="MovieLens folder (default %(default)s; env TWIN_TF_DATA)")
+  parser.add_argument("--workdir", default=defaults.workdir,
+                      help="outputs (default %(default)s)")
+  parser.add_argument("--max-users", dest="max_users", type=int, default=None,
+                      help="only the first N users")
+  parser.add_argument("--gamma", type=int, default=defaults.gamma,
+                      help="largest cluster (default %(default)s)")
+  parser.add_argument("--cutoff-quantile", dest="cutoff_quantile", type=float,
+                      default=defaults.cutoff_quantile,
+                      help="cluster each user's first fraction of behaviors; the rest are "
+                      "impressions (default %(default)s)")
+  parser.add_argument("--models", nargs="+", default=list(defaults.models),
+                      help="presets to train; the first is exported and served "
+                      "(default: all six)")
+  parser.add_argument("--seeds", type=int, nargs="+", default=list(defaults.seeds),
+                      help="default %(default)s")
+  parser.add_argument("--epochs", type=int, default=defaults.epochs,
+                      help="epochs per run (default %(default)s: the models overfit after it)")
+  parser.add_argument("--gammas", type=int, nargs="+", default=list(defaults.gammas),
+                      help="gamma sweep (default %(default)s)")
+  parser.add_argument("--scann-sizes", dest="scann_sizes", type=int, nargs="*",
+                      default=list(defaults.scann_sizes),
+                      help="SYNTHETIC key counts for ScaNN against exact (default %(default)s)")
+
+
+def main_job_config(args: argparse.Namespace) -> main_job.MainJobConfig:
+  return main_job.MainJobConfig(
+      data=args.data, workdir=args.workdir, max_users=args.max_users, gamma=args.gamma,
+      cutoff_quantile=args.cutoff_quantile, models=tuple(args.models),
+      seeds=tuple(args.seeds), epochs=args.epochs, gammas=tuple(args.gammas),
+      scann_sizes=tuple(args.scann_sizes))
+
+
+def _with_overrides(cls, path: str | None, args: argparse.Namespace, names: tuple[str, ...]):
+  """A config from its JSON/YAML file (or the defaults), then the flags that were given."""
+  values = config_lib.to_dict(config_lib.load(cls, path)) if path else {}
+  values.update({n: getattr(args, n) for n in names if getattr(args, n, None) is not None})
+  return config_lib.from_dict(cls, values)
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+  return _with_overrides(TrainConfig, args.config, args,
+                         ("examples", "output_dir", "model", "epochs", "seed", "batch_size"))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
 
   main = sub.add_parser("main", help="the main job, end to end on the real data; extra "
                        "--flags go to Beam")
-  main_job.add_arguments(main, DEFAULT_DATA)
+  add_main_job_arguments(main)
 
   convert = sub.add_parser("convert-movielens", help="MovieLens -> behavior log")
   convert.add_argument("--data", default=DEFAULT_DATA)
@@ -119,29 +171,44 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
   args, extra = build_parser().parse_known_args(argv)
-  if extra and args.command not in ("cluster", "build-examples", "cache-keys", "main"):
+  if extra and args.command not in PIPELINE_COMMANDS:
     build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
   if getattr(args, "backend", None):  # before anything imports keras
     os.environ["KERAS_BACKEND"] = args.backend
   handlers = {
-      "main": lambda: main_job.main_job(args, extra),
-      "convert-movielens": lambda: commands.convert_movielens(args),
-      "embeddings": lambda: commands.embeddings(args),
-      "cluster": lambda: commands.cluster(args, extra),
-      "cluster-summary": lambda: commands.cluster_summary(args),
-      "build-examples": lambda: commands.build_examples(args, extra),
-      "cache-keys": lambda: commands.cache_keys(args, extra),
-      "train": lambda: commands.train(args),
-      "evaluate": lambda: commands.evaluate(args),
-      "experiment": lambda: commands.experiment(args),
-      "export": lambda: commands.export(args),
-      "serve": lambda: subprocess.run(  # serving/ imports twin_tf, never the reverse
-          [sys.executable, "-m", "serving.dev_server", f"--base={args.base}",
-           f"--model_name={args.model_name}", f"--host={args.host}", f"--port={args.port}",
-           f"--rest_port={args.rest_port}"], check=True),
+      "main": lambda: main_job.main_job(main_job_config(args), extra),
+      "convert-movielens": lambda: commands.convert_movielens(args.data, args.out,
+                                                              args.max_users),
+      "embeddings": lambda: commands.embeddings(args.input, args.out, EmbeddingConfig(
+          dim=args.dim, window=args.window, min_count=args.min_count, seed=args.seed)),
+      "cluster": lambda: commands.cluster(
+          args.input, args.embeddings, args.output,
+          _with_overrides(ClusteringConfig, args.config, args, ("gamma", "cutoff_quantile")),
+          extra),
+      "cluster-summary": lambda: commands.cluster_summary(args.clusters),
+      "build-examples": lambda: commands.build_examples(args.input, args.clusters,
+                                                        args.output, extra),
+      "cache-keys": lambda: commands.cache_keys(args.model_dir, args.examples, args.output,
+                                                args.reference_time,
+                                                args.scann_min_clusters, extra),
+      "train": lambda: commands.train(train_config(args)),
+      "evaluate": lambda: commands.evaluate(train_config(args), args.split),
+      "experiment": lambda: experiment(args),
+      "export": lambda: commands.export(args.run_dir, args.base, args.version,
+                                        args.examples, args.warmup, args.model_name),
+      "serve": lambda: commands.serve(args.base, args.model_name, args.host, args.port,
+                                      args.rest_port),
   }
   handlers[args.command]()
   return 0
+
+
+def experiment(args: argparse.Namespace) -> dict:
+  from twin_tf.experiments.quality import run_experiment  # pylint: disable=import-outside-toplevel
+  summary = run_experiment(args.examples, args.runs_dir, args.out, args.models, args.seeds,
+                           dataset=args.dataset, epochs=args.epochs)
+  print((pathlib.Path(args.out) / "quality.md").read_text())
+  return summary
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ class TrainConfig:
   """Attributes:
     examples: folder written by beam_pipelines.build_examples.
     output_dir: the run directory.
-    model: a preset of twin_tf.models.PRESETS.
+    model: a preset of twin_tf.model.ctr_model.PRESETS.
     epochs, batch_size, learning_rate: Adam on binary cross-entropy.
     patience: epochs without a better validation AUC before stopping (best weights kept).
     seed: weights, shuffling and the uniform-sampling ablation.

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin_tf import schema, tfexample
 from twin_tf.clustering.user import UserClusters
+from twin_tf.data import schema, tfexample
 
 CUTOFF = "cutoff"
 NUM_BEHAVIORS = "num_behaviors"

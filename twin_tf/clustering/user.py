@@ -7,12 +7,12 @@ from typing import Optional
 
 import numpy as np
 
-from twin_tf import schema
+from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.clustering.grouping import completion_groups, completion_ratio
 from twin_tf.clustering.hierarchical import hierarchical_clusters
 from twin_tf.clustering.virtual_items import representatives, virtual_items
 from twin_tf.config import ClusteringConfig
-from twin_tf.embeddings import ItemEmbeddingTable
+from twin_tf.data import schema
 
 
 @dataclasses.dataclass

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin_tf import schema
 from twin_tf.clustering.kmeans import cluster_sums
+from twin_tf.data import schema
 
 
 def representatives(embeddings: np.ndarray, has_embedding: np.ndarray,

@@ -25,7 +25,7 @@ import re
 
 import numpy as np
 
-from twin_tf import logs, schema
+from twin_tf.data import logs, schema
 
 RATING_SCALE = 5.0
 CLICK_THRESHOLD = 4.0

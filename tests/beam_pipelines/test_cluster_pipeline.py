@@ -1,0 +1,112 @@
+"""beam_pipelines.cluster_behaviors under FnApiRunner, on the real fixture."""
+
+import json
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from conftest import forty_real_users
+
+from beam_pipelines import cluster_behaviors, common
+from twin_tf.clustering import cluster_user, records
+from twin_tf.config import ClusteringConfig
+from twin_tf.data import logs, schema
+
+CONFIG = ClusteringConfig(cutoff_quantile=0.8)
+
+
+@pytest.fixture(scope="module")
+def real_subset(movielens, movielens_embeddings, tmp_path_factory):
+  """40 real users (including the longest history) as a Parquet log + embeddings file."""
+  subset = forty_real_users(movielens[0])
+  folder = tmp_path_factory.mktemp("real")
+  logs.write_behavior_log(subset, folder / "behaviors.parquet")
+  movielens_embeddings.save(folder / "emb.npz")
+  return subset, folder
+
+
+def _expected_records(subset, table):
+  out = {}
+  for u in np.unique(subset["user_id"]):
+    out[int(u)] = cluster_user(schema.take(subset, subset["user_id"] == u), table, CONFIG)
+  return out
+
+
+def _options(folder, input_name, output):
+  return common.pipeline_options(
+      [f"--input={folder / input_name}", f"--embeddings={folder / 'emb.npz'}",
+       f"--output={output}", "--cutoff_quantile=0.8"],
+      cluster_behaviors.ClusterBehaviorsOptions, ("embeddings",))
+
+
+def test_pipeline_matches_library_on_real_users(real_subset, movielens_embeddings, tmp_path):
+  subset, folder = real_subset
+  expected = _expected_records(subset, movielens_embeddings)
+  options = _options(folder, "behaviors.parquet", tmp_path)
+  assert options.view_as(beam.options.pipeline_options.StandardOptions).runner == "FnApiRunner"
+
+  def summarize(serialized):
+    r = records.decode(serialized)
+    sizes = r["cluster_size"]
+    assert sizes.max() <= CONFIG.gamma and sizes.sum() == r["num_behaviors"]
+    return (r["user_id"], r["num_behaviors"], len(sizes), int(r["item_id"].sum()))
+
+  with TestPipeline(runner="FnApiRunner", options=options) as p:
+    clusters, dead = cluster_behaviors.build(p, options, CONFIG)
+    assert_that(clusters | beam.Map(summarize), equal_to([
+        (u, e.num_behaviors, e.num_clusters, int(e.clusters["item_id"].sum()))
+        for u, e in expected.items()]), label="ClustersMatchLibrary")
+    assert_that(dead, equal_to([]), label="NoDeadLetters")
+
+  written = records.read(str(tmp_path / "clusters-*"))
+  assert sorted(r["user_id"] for r in written) == sorted(expected)
+
+
+def _write_csv_with_malformed_rows(subset, path):
+  logs.write_behavior_log(subset, path)
+  with open(path, "a") as f:
+    f.write("1,50,1000,nan,5.0,1,0,0,0\n")  # NaN play time
+    f.write(",50,1000,3.0,5.0,1,0,0,0\n")  # missing user id
+    f.write("1,50,soon,3.0,5.0,1,0,0,0\n")  # unparsable timestamp
+    f.write("1,50,1000,3.0,-5.0,1,0,0,0\n")  # negative duration
+    f.write("1,fifty,1000,3.0,5.0,1,0,0,0\n")  # wrong type
+
+
+def test_malformed_rows_go_to_dead_letters_with_counts(real_subset, tmp_path):
+  subset, folder = real_subset
+  _write_csv_with_malformed_rows(subset, folder / "dirty.csv")
+  out = tmp_path / "out"
+  counters = cluster_behaviors.run(
+      [f"--input={folder / 'dirty.csv'}", f"--embeddings={folder / 'emb.npz'}",
+       f"--output={out}", "--cutoff_quantile=0.8"])
+  assert counters["dead_letters"] == 5
+  assert counters["behaviors_read"] == len(subset["user_id"])
+  assert counters["users"] == len(np.unique(subset["user_id"]))
+  letters = [json.loads(line) for f in sorted(out.glob("dead_letters-*"))
+             for line in f.read_text().splitlines()]
+  assert sorted(d["field"] for d in letters) == sorted(
+      ["play_time", "user_id", "timestamp", "duration", "item_id"])
+  assert all(d["source"].endswith("dirty.csv") for d in letters)
+  assert json.loads(next(d for d in letters if d["field"] == "timestamp")["record"])[
+      "timestamp"] == "soon"
+  clustered = records.read(str(out / "clusters-*"))
+  assert sum(r["num_behaviors"] for r in clustered) == counters["behaviors"]
+  assert sum(len(r["cluster_size"]) for r in clustered) == counters["clusters"]
+
+
+def test_tfrecord_input_gives_same_clusters_as_parquet(real_subset, tmp_path):
+  subset, folder = real_subset
+  few = schema.take(subset, np.isin(subset["user_id"], np.unique(subset["user_id"])[:5]))
+  logs.write_behavior_log(few, tmp_path / "few.tfrecord")
+  logs.write_behavior_log(few, tmp_path / "few.parquet")
+  for name in ("few.tfrecord", "few.parquet"):
+    cluster_behaviors.run([f"--input={tmp_path / name}", f"--embeddings={folder / 'emb.npz'}",
+                           f"--output={tmp_path / name}.out", "--cutoff_quantile=0.8"])
+  a = {r["user_id"]: r for r in records.read(str(tmp_path / "few.tfrecord.out" / "clusters-*"))}
+  b = {r["user_id"]: r for r in records.read(str(tmp_path / "few.parquet.out" / "clusters-*"))}
+  assert a.keys() == b.keys() and len(a) == 5
+  for u in a:
+    np.testing.assert_array_equal(a[u]["cluster_size"], b[u]["cluster_size"])
+    np.testing.assert_array_equal(a[u]["item_id"], b[u]["item_id"])

@@ -1,0 +1,136 @@
+"""Validation of behavior records and the three log formats, with dead letters."""
+
+import json
+import math
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from twin_tf.data import logs, schema
+
+GOOD = {"user_id": "1", "item_id": "31", "timestamp": "964982703", "play_time": "2.5",
+        "duration": "5", "label": "0", "category": "3", "year_bucket": "20", "tagged": "0"}
+
+
+def test_valid_record_gets_schema_types():
+  row = logs.validate_record(GOOD)
+  assert row == {"user_id": 1, "item_id": 31, "timestamp": 964982703, "play_time": 2.5,
+                 "duration": 5.0, "label": 0, "category": 3, "year_bucket": 20, "tagged": 0}
+
+
+def test_optional_fields_default_to_unknown():
+  record = {k: v for k, v in GOOD.items() if k not in ("category", "year_bucket", "tagged")}
+  row = logs.validate_record(record)
+  assert (row["category"], row["year_bucket"], row["tagged"]) == (0, 0, 0)
+
+
+def test_iso_timestamp_is_parsed_as_utc():
+  row = logs.validate_record(dict(GOOD, timestamp="2000-07-30T18:45:03Z"))
+  assert row["timestamp"] == 964982703
+
+
+@pytest.mark.parametrize("field,value,reason", [
+    ("user_id", "", "missing"),
+    ("user_id", None, "missing"),
+    ("item_id", "abc", "not an integer"),
+    ("item_id", "-4", "negative"),
+    ("item_id", "3.5", "not an integer"),
+    ("timestamp", "yesterday", "unparsable"),
+    ("play_time", "-1", "negative"),
+    ("play_time", "nan", "not a finite number"),
+    ("duration", float("nan"), "not a finite number"),
+    ("duration", "inf", "not a finite number"),
+    ("duration", "x", "not a number"),
+    ("label", "2", "must be 0 or 1"),
+    ("tagged", "5", "must be 0 or 1"),
+    ("label", True, "wrong type"),
+])
+def test_malformed_field_is_named(field, value, reason):
+  with pytest.raises(logs.MalformedRecord) as error:
+    logs.validate_record(dict(GOOD, **{field: value}))
+  assert error.value.field == field
+  assert reason in error.value.reason
+
+
+def test_csv_row_with_extra_values_is_malformed():
+  with pytest.raises(logs.MalformedRecord) as error:
+    logs.validate_record({**GOOD, None: ["x", "y"]})
+  assert error.value.field == "row"
+
+
+def test_dead_letter_carries_source_field_reason_and_row():
+  record = dict(GOOD, play_time=float("nan"))
+  try:
+    logs.validate_record(record)
+  except logs.MalformedRecord as error:
+    letter = logs.dead_letter(record, error, "logs.csv:7")
+  assert letter["source"] == "logs.csv:7"
+  assert letter["field"] == "play_time"
+  assert json.loads(letter["record"])["play_time"] == "nan"
+
+
+def _columns(n=5):
+  columns = schema.empty_columns(n)
+  columns["user_id"][:] = [1, 1, 2, 2, 3][:n]
+  columns["item_id"][:] = np.arange(10, 10 + n)
+  columns["timestamp"][:] = 1_000_000 + np.arange(n)
+  columns["play_time"][:] = np.linspace(0, 4, n)
+  columns["duration"][:] = 5
+  columns["label"][:] = [0, 1, 0, 1, 1][:n]
+  return columns
+
+
+@pytest.mark.parametrize("suffix", ["parquet", "csv", "tfrecord"])
+def test_round_trip_every_format(tmp_path, suffix):
+  columns = _columns()
+  path = tmp_path / f"log.{suffix}"
+  logs.write_behavior_log(columns, path)
+  read, dead = logs.read_behavior_log(path)
+  assert dead == []
+  for name in schema.FIELD_NAMES:
+    np.testing.assert_array_equal(read[name], columns[name], err_msg=name)
+    assert read[name].dtype == columns[name].dtype
+
+
+def test_csv_malformed_rows_become_dead_letters(tmp_path):
+  path = tmp_path / "log.csv"
+  logs.write_behavior_log(_columns(), path)
+  with open(path, "a") as f:
+    f.write(",10,1000,1.0,5.0,0,0,0,0\n")  # missing user id
+    f.write("4,11,1000,-1.0,5.0,0,0,0,0\n")  # negative play time
+    f.write("4,12,never,1.0,5.0,0,0,0,0\n")  # unparsable timestamp
+    f.write("4,13,1000,1.0,5.0,0,0,0,0,extra\n")  # too many values
+  read, dead = logs.read_behavior_log(path)
+  assert len(read["user_id"]) == 5
+  assert [d["field"] for d in dead] == ["user_id", "play_time", "timestamp", "row"]
+  assert [d["source"] for d in dead] == [f"{path}:{i}" for i in (6, 7, 8, 9)]
+
+
+def test_parquet_nan_and_negative_become_dead_letters(tmp_path):
+  columns = _columns()
+  table = pa.table({n: columns[n] for n in schema.FIELD_NAMES})
+  bad = pa.table({n: pa.array(columns[n][:2]) for n in schema.FIELD_NAMES})
+  bad = bad.set_column(schema.FIELD_NAMES.index("duration"), "duration",
+                       pa.array([math.nan, -3.0], type=pa.float32()))
+  path = tmp_path / "log.parquet"
+  pq.write_table(pa.concat_tables([table, bad]), path)
+  read, dead = logs.read_behavior_log(path)
+  assert len(read["user_id"]) == 5
+  assert [(d["field"], d["reason"].split(":")[0]) for d in dead] == [
+      ("duration", "not a finite number"), ("duration", "negative")]
+
+
+def test_tfrecord_malformed_example_becomes_dead_letter(tmp_path):
+  import tensorflow as tf
+  path = tmp_path / "log.tfrecord"
+  columns = _columns(2)
+  rows = list(logs.columns_to_rows(columns))
+  missing_item = {k: v for k, v in rows[1].items() if k != "item_id"}
+  with tf.io.TFRecordWriter(str(path)) as writer:
+    writer.write(logs.example_from_row(rows[0]))
+    writer.write(logs.example_from_row(missing_item))
+  read, dead = logs.read_behavior_log(path)
+  assert len(read["user_id"]) == 1
+  assert dead[0]["field"] == "item_id" and dead[0]["reason"] == "missing"

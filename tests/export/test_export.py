@@ -1,0 +1,134 @@
+"""The exported SavedModel as TF Serving runs it: signatures, session loader, warmup."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from twin_tf.export import requests, saved_model
+from twin_tf.training.input_pipeline import DatasetBuilder, load_example_data
+from twin_tf.training.trainer import TrainConfig, evaluate, restore_model, train
+
+
+@pytest.fixture(scope="module")
+def run(real_examples, tmp_path_factory):
+  data = load_example_data(real_examples[0])
+  config = TrainConfig(examples=str(real_examples[0]), epochs=1, batch_size=64,
+                       output_dir=str(tmp_path_factory.mktemp("run")))
+  train(config, data, verbose=0)
+  return config, data
+
+
+@pytest.fixture(scope="module")
+def exported(run, tmp_path_factory):
+  config, data = run
+  base = tmp_path_factory.mktemp("serving") / "twin"
+  request = requests.impression_requests(data, np.arange(3))[0]
+  version = saved_model.export_saved_model(config.output_dir, base,
+                                      warmup_requests=[requests.predict_request(request, "twin")])
+  return version, config, data
+
+
+def _run_in_session(version, signature, arrays):
+  """Runs a signature the way TF Serving does: TF1 session on the signature's tensor names."""
+  with tf.Graph().as_default(), tf.compat.v1.Session() as session:
+    meta = tf.compat.v1.saved_model.loader.load(session, ["serve"], str(version))
+    sig = meta.signature_def[signature]
+    feed = {sig.inputs[k].name: v for k, v in arrays.items()}
+    return session.run(sig.outputs["scores"].name, feed_dict=feed)
+
+
+def test_saved_model_cli_lists_the_signatures(exported):
+  version, _, _ = exported
+  shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli",
+                          "show", "--dir", str(version), "--tag_set", "serve"],
+                         capture_output=True, text=True, check=True).stdout
+  for name in ("serving_default", "esu", "item_keys"):
+    assert name in shown
+
+
+def test_session_loader_agrees_with_keras_model(exported):
+  """Impressions scored through the SavedModel equal the Keras model on the training input
+  pipeline's batches of the same impressions, to 1e-5."""
+  version, config, data = exported
+  model, _, _ = restore_model(config.output_dir)
+  dataset, order = DatasetBuilder(data, "clusters").dataset("test", 16)
+  inputs, _ = next(iter(dataset))
+  impressions = order[:16]
+  expected = model(inputs).numpy()
+  request, _ = requests.impression_requests(data, impressions)
+  served = _run_in_session(version, "serving_default", request)
+  assert served.shape == (16, 1)
+  np.testing.assert_allclose(served[:, 0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_esu_with_every_cluster_selected_equals_serving_default(exported):
+  version, _, data = exported
+  request, _ = requests.impression_requests(data, np.arange(4))
+  assert request["long_length"].max() <= 100  # so the GSU keeps every cluster
+  per_candidate = dict(request)
+  for key in [k for k in request if k.startswith("long_")]:
+    per_candidate[key] = request[key][:, None]  # (B, 1, K) / (B, 1)
+  np.testing.assert_allclose(_run_in_session(version, "esu", per_candidate),
+                             _run_in_session(version, "serving_default", request),
+                             rtol=1e-5, atol=1e-6)
+
+
+def test_item_keys_signature(exported):
+  version, config, data = exported
+  model, vocabulary, _ = restore_model(config.output_dir)
+  loaded = tf.saved_model.load(str(version))
+  items = np.array([data.vocabulary.item_ids[0], 999_999_999], np.int64)  # known and unknown
+  out = loaded.signatures["item_keys"](item_id=tf.constant(items),
+                                       category=tf.constant([3, 0], tf.int64),
+                                       year_bucket=tf.constant([20, 0], tf.int64))["keys"]
+  expected = model.item_keys(vocabulary.lookup(items), np.array([3, 0]), np.array([20, 0]))
+  assert out.shape == (2, model.config.num_heads, model.config.key_dim)
+  np.testing.assert_allclose(out.numpy(), np.asarray(expected), rtol=1e-5, atol=1e-6)
+
+
+def test_warmup_records_parse_as_prediction_logs(exported):
+  from tensorflow_serving.apis import prediction_log_pb2
+  version, _, _ = exported
+  path = version / "assets.extra" / saved_model.WARMUP_FILE
+  logs = [prediction_log_pb2.PredictionLog.FromString(r)
+          for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
+  assert len(logs) == 1
+  assert logs[0].predict_log.request.model_spec.signature_name == "serving_default"
+  assert "long_item_id" in logs[0].predict_log.request.inputs
+
+
+def test_versions_are_numbered_and_written_atomically(exported, run):
+  version, config, _ = exported
+  base = version.parent
+  assert version.name == "1" and saved_model.next_version(base) == 2
+  assert [p.name for p in base.iterdir()] == ["1"]  # no staging folder left behind
+  with pytest.raises(FileExistsError):
+    saved_model.export_saved_model(config.output_dir, base, version=1)
+  assert [p.name for p in base.iterdir()] == ["1"]
+
+
+def test_jax_trained_run_exports_with_identical_predictions(real_examples, tmp_path):
+  """`twin-tf train --backend jax` (CPU) -> weights in the Keras format -> the same test
+  predictions on JAX and on TensorFlow -> a SavedModel that serves those predictions."""
+  examples, run_dir = str(real_examples[0]), tmp_path / "jax-run"
+  flags = [f"--examples={examples}", f"--output-dir={run_dir}", "--epochs=1",
+           "--batch-size=64", "--backend=jax"]
+  for command in ("train", "evaluate"):
+    completed = subprocess.run([sys.executable, "-m", "twin_tf.cli", command, *flags],
+                               capture_output=True, text=True, check=False)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+  on_jax = dict(np.load(run_dir / "predictions_test.npz"))
+  data = load_example_data(examples)
+  config = TrainConfig(examples=examples, output_dir=str(run_dir), epochs=1, batch_size=64)
+  evaluate(config, "test", data)  # now on TensorFlow, same weights file
+  on_tf = dict(np.load(run_dir / "predictions_test.npz"))
+  np.testing.assert_array_equal(on_tf["impression"], on_jax["impression"])
+  np.testing.assert_allclose(on_tf["score"], on_jax["score"], rtol=1e-5, atol=1e-6)
+  version = saved_model.export_saved_model(run_dir, tmp_path / "serving" / "twin")
+  impressions = on_tf["impression"][:16]
+  request, _ = requests.impression_requests(data, impressions)
+  served = _run_in_session(version, "serving_default", request)
+  np.testing.assert_allclose(served[:, 0], on_tf["score"][:16], rtol=1e-5, atol=1e-6)

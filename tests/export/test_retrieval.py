@@ -1,0 +1,80 @@
+"""GSU retrieval: exact against numpy, the augmented-vector trick against alpha', ScaNN."""
+
+import numpy as np
+import pytest
+
+from twin_tf.export.retrieval import (
+  ExactRetriever,
+  ScannConfig,
+  ScannRetriever,
+  gsu_key_vectors,
+  gsu_query_vectors,
+  recall_at_k,
+  scann_config,
+)
+from twin_tf.model.layers import ClusterAwareTargetAttention
+
+RNG = np.random.default_rng(0)
+
+
+def test_exact_matches_numpy_argsort_with_ties_to_the_lower_index():
+  keys = RNG.integers(-2, 3, (300, 5)).astype(np.float32)  # many ties
+  queries = RNG.integers(-2, 3, (7, 5)).astype(np.float32)
+  got = ExactRetriever(keys).search(queries, k=20)
+  scores = queries @ keys.T
+  expected = np.argsort(-scores, axis=1, kind="stable")[:, :20]
+  np.testing.assert_array_equal(got, expected)
+
+
+def test_fewer_keys_than_k():
+  got = ExactRetriever(np.eye(3, dtype=np.float32)).search(np.ones((2, 3), np.float32), k=100)
+  assert got.shape == (2, 3)
+
+
+def test_augmented_vectors_rank_as_alpha_summed_over_heads():
+  """[keys, sum_h bias] . [q, 1] = sum_h alpha'_h, so MIPS returns the GSU's top-k."""
+  layer = ClusterAwareTargetAttention(num_heads=4, key_dim=8)
+  length, candidates = 500, 6
+  inherent = RNG.standard_normal((1, length, 12)).astype(np.float32)
+  cross = RNG.standard_normal((1, length, 5, 8)).astype(np.float32)
+  size = RNG.integers(1, 21, (1, length)).astype(np.float32)
+  valid = np.ones((1, length), bool)
+  target = RNG.standard_normal((1, candidates, 12)).astype(np.float32)
+  alpha = np.asarray(layer(inherent, cross, size, valid, target))[0]  # (C, L, H)
+  keys = gsu_key_vectors(np.asarray(layer.item_keys(inherent))[0],
+                         np.asarray(layer.bias(cross, size))[0])
+  queries = gsu_query_vectors(np.asarray(layer.query_projection(target))[0])
+  np.testing.assert_allclose(queries @ keys.T, alpha.sum(-1), rtol=1e-4, atol=1e-4)
+  found = ExactRetriever(keys).search(queries, k=100)
+  expected = np.argsort(-alpha.sum(-1), axis=1, kind="stable")[:, :100]
+  assert recall_at_k(found, expected) >= 0.99  # float rounding may swap near-ties at the edge
+
+
+def _mixture(num_keys, num_queries=20, dim=32):
+  centers = RNG.standard_normal((50, dim)).astype(np.float32)
+  keys = centers[RNG.integers(0, 50, num_keys)] + 0.5 * RNG.standard_normal((num_keys, dim))
+  queries = centers[RNG.integers(0, 50, num_queries)] + 0.5 * RNG.standard_normal(
+      (num_queries, dim))
+  return keys.astype(np.float32), queries.astype(np.float32)
+
+
+def test_config_by_size():
+  assert scann_config(1_000).mode == "brute_force"
+  assert scann_config(30_000).mode == "ah"
+  tree = scann_config(100_000)
+  assert tree.mode == "tree_ah" and tree.num_leaves == 316 and tree.reorder >= 100
+
+
+@pytest.mark.parametrize("config", [ScannConfig("brute_force"),
+                                    ScannConfig("tree_ah", num_leaves=60, leaves_to_search=12,
+                                                reorder=400)])
+def test_scann_recall_and_serialized_searcher(config, tmp_path):
+  keys, queries = _mixture(6_000)
+  retriever = ScannRetriever(keys, k=100, config=config)
+  found = retriever.search(queries)
+  assert found.shape == (20, 100)
+  assert recall_at_k(found, ExactRetriever(keys).search(queries)) >= 0.95
+  retriever.serialize(tmp_path / "searcher")
+  reloaded = ScannRetriever.load(tmp_path / "searcher")
+  np.testing.assert_array_equal(reloaded.search(queries), found)
+  assert reloaded.config == config

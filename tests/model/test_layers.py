@@ -1,0 +1,293 @@
+"""Each layer against a few lines of numpy written here (tolerance 1e-5 relative / 1e-5 abs),
+properties of alpha' (ln n, padding, every term can change the ranking), serialization."""
+
+import keras
+import numpy as np
+import pytest
+
+from twin_tf.model.layers import (
+  MASK_VALUE,
+  ClusterAwareTargetAttention,
+  CrossFeatureBias,
+  CrossFeatureEmbedding,
+  DinAttention,
+  Esu,
+  GsuTopK,
+  InherentProjection,
+  ShortTermAttention,
+  gather_selected,
+)
+
+TOL = dict(rtol=1e-5, atol=1e-5)
+RNG = np.random.default_rng(0)
+B, C, L, H, DK, J, DH = 2, 3, 12, 4, 8, 5, 10
+
+
+def _inputs(length=L, seed=0):
+  rng = np.random.default_rng(seed)
+  return dict(
+      seq_inherent=rng.standard_normal((B, length, DH)).astype("float32"),
+      seq_cross=rng.standard_normal((B, length, J, 8)).astype("float32"),
+      size=rng.integers(1, 20, (B, length)).astype("float32"),
+      valid=np.ones((B, length), bool),
+      target_inherent=rng.standard_normal((B, C, DH)).astype("float32"))
+
+
+def _attention(use_log_size=True):
+  layer = ClusterAwareTargetAttention(H, DK, use_log_size)
+  layer(**_inputs())
+  # non-trivial beta so that the cross term is not just a sum
+  layer.cross_bias.beta.assign(RNG.standard_normal((H, J)).astype("float32"))
+  return layer
+
+
+def _alpha_reference(layer, x):
+  """alpha'[b,c,l,h] = K_h W_h . q W_q / sqrt(dk) + sum_j beta_hj e_blj . w_hj + ln n."""
+  wh = np.asarray(layer.key_projection.kernel)  # (DH, H, DK)
+  wq = np.asarray(layer.query_projection.kernel)
+  w, beta = np.asarray(layer.cross_bias.w), np.asarray(layer.cross_bias.beta)
+  out = np.zeros((B, C, x["seq_inherent"].shape[1], H))
+  for b in range(B):
+    for c in range(C):
+      for l in range(x["seq_inherent"].shape[1]):
+        for h in range(H):
+          key = x["seq_inherent"][b, l] @ wh[:, h]
+          query = x["target_inherent"][b, c] @ wq[:, h]
+          cross = sum(beta[h, j] * (x["seq_cross"][b, l, j] @ w[h, j]) for j in range(J))
+          out[b, c, l, h] = key @ query / np.sqrt(DK) + cross + (
+              np.log(x["size"][b, l]) if layer.use_log_size else 0)
+  return np.where(x["valid"][:, None, :, None], out, MASK_VALUE)
+
+
+@pytest.mark.parametrize("use_log_size", [True, False])
+def test_alpha_matches_numpy(use_log_size):
+  layer = _attention(use_log_size)
+  x = _inputs(seed=1)
+  x["valid"][1, 9:] = False
+  np.testing.assert_allclose(np.asarray(layer(**x)), _alpha_reference(layer, x), **TOL)
+
+
+def test_inherent_projection_and_cross_bias_match_numpy():
+  x = RNG.standard_normal((2, 7, DH)).astype("float32")
+  proj = InherentProjection(H, DK)
+  out = np.asarray(proj(x))
+  np.testing.assert_allclose(out, np.einsum("bld,dhk->blhk", x, np.asarray(proj.kernel)), **TOL)
+  e = RNG.standard_normal((2, 7, J, 8)).astype("float32")
+  bias = CrossFeatureBias(H)
+  got = np.asarray(bias(e))
+  w, beta = np.asarray(bias.w), np.asarray(bias.beta)
+  np.testing.assert_allclose(got, np.einsum("bljd,hjd,hj->blh", e, w, beta), **TOL)
+
+
+def test_cross_embedding_uses_a_table_per_feature():
+  layer = CrossFeatureEmbedding([3, 4], dim=2)
+  ids = np.array([[[1, 1]]])
+  out = np.asarray(layer(ids))[0, 0]
+  table = np.asarray(layer.table)
+  np.testing.assert_allclose(out, table[[1, 3 + 1]], **TOL)
+
+
+def test_gsu_selects_numpy_top_k_of_summed_heads():
+  layer = _attention()
+  x = _inputs(seed=2)
+  x["valid"][0, 10:] = False
+  alpha = layer(**x)
+  indices, valid = GsuTopK(top_k=5)(alpha, x["valid"])
+  expected = np.argsort(-np.asarray(alpha).sum(-1), axis=-1, kind="stable")[..., :5]
+  np.testing.assert_array_equal(np.sort(np.asarray(indices), -1), np.sort(expected, -1))
+  assert np.asarray(valid).all()
+
+
+def test_gsu_never_picks_padding_before_real_positions():
+  alpha = np.full((1, 1, 6, 2), MASK_VALUE, "float32")
+  alpha[0, 0, :3] = -50.0  # real but very low scores
+  mask = np.array([[True, True, True, False, False, False]])
+  indices, valid = GsuTopK(top_k=4)(alpha, mask)
+  indices, valid = np.asarray(indices)[0, 0], np.asarray(valid)[0, 0]
+  assert set(indices) >= {0, 1, 2}  # every real position is taken before any padding
+  assert set(indices[valid]) == {0, 1, 2} and valid.sum() == 3
+
+
+def _round_robin_reference(alpha, k):
+  """TWIN's merge, written plainly: per-head rankings interleaved, repeats skipped."""
+  rankings = [list(np.argsort(-alpha[:, h], kind="stable")) for h in range(alpha.shape[1])]
+  chosen = []
+  for rank in range(alpha.shape[0]):
+    for ranking in rankings:
+      if ranking[rank] not in chosen and len(chosen) < k:
+        chosen.append(ranking[rank])
+  return chosen
+
+
+def test_round_robin_merge_matches_reference():
+  alpha = RNG.standard_normal((1, 1, 30, H)).astype("float32")
+  mask = np.ones((1, 30), bool)
+  indices, valid = GsuTopK(top_k=10, merge="round_robin")(alpha, mask)
+  assert list(np.asarray(indices)[0, 0]) == _round_robin_reference(alpha[0, 0], 10)
+  assert np.asarray(valid).all()
+
+
+def test_round_robin_short_list_marks_repeats_invalid():
+  alpha = RNG.standard_normal((1, 1, 3, H)).astype("float32")
+  indices, valid = GsuTopK(top_k=5, merge="round_robin")(alpha, np.ones((1, 3), bool))
+  got = np.asarray(indices)[0, 0][np.asarray(valid)[0, 0]]
+  assert sorted(got) == [0, 1, 2]
+
+
+def _esu_reference(esu, alpha, values, valid):
+  wv, wo = np.asarray(esu.value_kernel), np.asarray(esu.output_kernel)
+  out = np.zeros(alpha.shape[:2] + (wo.shape[1],))
+  for b in range(alpha.shape[0]):
+    for c in range(alpha.shape[1]):
+      heads = []
+      for h in range(alpha.shape[3]):
+        a = np.where(valid[b, c], alpha[b, c, :, h], -np.inf)
+        weights = np.exp(a - a.max()) / np.exp(a - a.max()).sum()
+        heads.append(weights @ (values[b, c] @ wv[:, h]))
+      out[b, c] = np.concatenate(heads) @ wo
+  return out
+
+
+def test_esu_matches_numpy():
+  alpha = RNG.standard_normal((B, C, 6, H)).astype("float32")
+  values = RNG.standard_normal((B, C, 6, 9)).astype("float32")
+  valid = np.ones((B, C, 6), bool)
+  valid[0, 1, 4:] = False
+  esu = Esu(value_dim=5, output_dim=7)
+  np.testing.assert_allclose(np.asarray(esu(alpha, values, valid)),
+                             _esu_reference(esu, alpha, values, valid), **TOL)
+
+
+def test_esu_with_nothing_valid_is_zero():
+  esu = Esu(4, 3)
+  out = esu(np.zeros((1, 1, 5, H), "float32"), np.ones((1, 1, 5, 6), "float32"),
+            np.zeros((1, 1, 5), bool))
+  np.testing.assert_array_equal(np.asarray(out), 0)
+
+
+def test_cluster_of_n_identical_members_equals_n_raw_copies():
+  """The meaning of + ln n: softmax(alpha + ln n) weighs a cluster as n raw behaviors."""
+  layer, esu = _attention(), Esu(4, 6)
+  x = _inputs(length=3, seed=3)
+  x["size"] = np.array([[4, 1, 2], [3, 2, 1]], "float32")
+  esu.build((B, C, 3, H), (B, C, 3, DH))
+
+  def esu_output(inputs):
+    alpha = layer(**inputs)
+    length = inputs["seq_inherent"].shape[1]
+    idx = np.broadcast_to(np.arange(length), (B, C, length)).astype("int32")
+    values = gather_selected(inputs["seq_inherent"], idx)
+    return np.asarray(esu(alpha, values, np.broadcast_to(inputs["valid"][:, None], (B, C, length))))
+
+  expanded = []
+  for b in range(B):  # cluster i repeated n_i times with n = 1
+    rows = np.repeat(np.arange(3), x["size"][b].astype(int))
+    expanded.append(rows[:7] if len(rows) >= 7 else np.pad(rows, (0, 7 - len(rows)),
+                                                              constant_values=-1))
+  expanded = np.array(expanded)
+  raw = {k: v for k, v in x.items()}
+  take = np.maximum(expanded, 0)
+  raw["seq_inherent"] = np.take_along_axis(x["seq_inherent"], take[..., None], 1)
+  raw["seq_cross"] = np.take_along_axis(x["seq_cross"], take[..., None, None], 1)
+  raw["size"] = np.ones_like(take, "float32")
+  raw["valid"] = expanded >= 0
+  np.testing.assert_allclose(esu_output(x), esu_output(raw), **TOL)
+
+
+def test_appending_padding_changes_nothing():
+  layer = _attention()
+  x = _inputs(seed=4)
+  padded = {k: v for k, v in x.items()}
+  for key, fill in (("seq_inherent", 7.0), ("seq_cross", 7.0), ("size", 5.0)):
+    extra = np.full(x[key].shape[:1] + (6,) + x[key].shape[2:], fill, "float32")
+    padded[key] = np.concatenate([x[key], extra], axis=1)
+  padded["valid"] = np.concatenate([x["valid"], np.zeros((B, 6), bool)], axis=1)
+  a, b = layer(**x), layer(**padded)
+  ia, _ = GsuTopK(5)(a, x["valid"])
+  ib, _ = GsuTopK(5)(b, padded["valid"])
+  np.testing.assert_array_equal(np.asarray(ia), np.asarray(ib))
+  np.testing.assert_allclose(np.asarray(b)[:, :, :L], np.asarray(a), **TOL)
+  assert np.all(np.asarray(b)[:, :, L:] == MASK_VALUE)
+
+
+@pytest.mark.parametrize("term", ["size", "seq_cross", "seq_inherent"])
+def test_every_term_of_alpha_can_change_the_ranking(term):
+  """Guards against a bias that is constant per sample (changes neither top-k nor softmax)."""
+  layer = _attention()
+  x = _inputs(seed=5)
+  before = np.asarray(GsuTopK(3)(layer(**x), x["valid"])[0])
+  changed = {k: v.copy() for k, v in x.items()}
+  loser = np.argsort(np.asarray(layer(**x)).sum(-1)[0, 0])[0]  # the lowest of user 0
+  if term == "size":
+    changed["size"][0, loser] = 1e30
+  elif term == "seq_cross":
+    w, beta = np.asarray(layer.cross_bias.w), np.asarray(layer.cross_bias.beta)
+    direction = np.einsum("hjd,hj->jd", w, beta)  # raises the sum over heads of the bias
+    changed["seq_cross"][0, loser] = 1e3 * direction
+  else:
+    wh, wq = np.asarray(layer.key_projection.kernel), np.asarray(layer.query_projection.kernel)
+    query = np.einsum("d,dhk->hk", x["target_inherent"][0, 0], wq)
+    changed["seq_inherent"][0, loser] = 1e3 * np.einsum("dhk,hk->d", wh, query)
+  after = np.asarray(GsuTopK(3)(layer(**changed), x["valid"])[0])
+  assert loser not in before[0, 0] and loser in after[0, 0]
+
+
+def test_short_term_attention_matches_numpy():
+  layer = ShortTermAttention(2, 4, 3, 5)
+  q = RNG.standard_normal((B, C, 6)).astype("float32")
+  k = RNG.standard_normal((B, 7, 9)).astype("float32")
+  mask = np.ones((B, 7), bool)
+  mask[1, :3] = False
+  got = np.asarray(layer(q, k, mask))
+  wq, wk, wv, wo = (np.asarray(w) for w in (layer.query_kernel, layer.key_kernel,
+                                            layer.value_kernel, layer.output_kernel))
+  for b in range(B):
+    for c in range(C):
+      heads = []
+      for h in range(2):
+        s = (k[b] @ wk[:, h]) @ (q[b, c] @ wq[:, h]) / 2.0
+        s = np.where(mask[b], s, -np.inf)
+        p = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+        heads.append(p @ (k[b] @ wv[:, h]))
+      np.testing.assert_allclose(got[b, c], np.concatenate(heads) @ wo, **TOL)
+
+
+def test_din_attention_ignores_padding():
+  layer = DinAttention((4,))
+  q = RNG.standard_normal((1, 2, 3)).astype("float32")
+  k = RNG.standard_normal((1, 5, 3)).astype("float32")
+  mask = np.array([[True, True, False, False, False]])
+  a = np.asarray(layer(q, k, mask))
+  k2 = k.copy()
+  k2[0, 2:] = 100.0
+  np.testing.assert_allclose(np.asarray(layer(q, k2, mask)), a, **TOL)
+
+
+@pytest.mark.parametrize("layer", [
+    InherentProjection(4, 16), CrossFeatureBias(4), CrossFeatureEmbedding([3, 5], 8),
+    ClusterAwareTargetAttention(4, 16, False), GsuTopK(50, "round_robin"), Esu(8, 32),
+    ShortTermAttention(2, 8, 8, 16), DinAttention((16, 8))])
+def test_config_round_trip(layer):
+  restored = layer.__class__.from_config(layer.get_config())
+  assert restored.get_config() == layer.get_config()
+  again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+  assert again.get_config() == layer.get_config()
+
+
+def test_summed_scores_and_scores_at_equal_the_full_alpha():
+  """The GSU's one-inner-product form (MIPS) and the ESU's gathered scores equal alpha'."""
+  layer = _attention()
+  x = _inputs(seed=6)
+  x["valid"][0, 7:] = False
+  alpha = np.asarray(layer(**x))
+  keys = layer.item_keys(x["seq_inherent"])
+  query = layer.query_projection(x["target_inherent"])
+  bias = layer.bias(x["seq_cross"], x["size"])
+  summed = np.asarray(layer.summed_scores(keys, query, bias, x["valid"]))
+  real = np.broadcast_to(x["valid"][:, None, :], summed.shape)
+  np.testing.assert_allclose(summed[real], alpha.sum(-1)[real], **TOL)
+  assert np.all(summed[~real] == MASK_VALUE)
+  indices = np.asarray(GsuTopK(4)(summed, x["valid"])[0])
+  np.testing.assert_array_equal(indices, np.asarray(GsuTopK(4)(alpha, x["valid"])[0]))
+  np.testing.assert_allclose(np.asarray(layer.scores_at(keys, query, bias, indices)),
+                             np.take_along_axis(alpha, indices[..., None], axis=2), **TOL)

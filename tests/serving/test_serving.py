@@ -1,0 +1,189 @@
+"""End to end: export -> development server (gRPC + REST) -> client, errors, load with a new
+version published mid-run. The server is the development server, not TF Serving."""
+
+import concurrent.futures
+import shutil
+import time
+
+import numpy as np
+import pytest
+
+from serving import dev_server
+from serving.client import InvalidRequestError, ModelNotFoundError, TwinClient, pad_request
+from twin_tf.export import requests, saved_model
+from twin_tf.training.input_pipeline import DatasetBuilder, load_example_data
+from twin_tf.training.trainer import TrainConfig, restore_model, train
+
+
+@pytest.fixture(scope="module")
+def served(real_examples, tmp_path_factory):
+  data = load_example_data(real_examples[0])
+  runs = []
+  for seed in (0, 1):
+    config = TrainConfig(examples=str(real_examples[0]), epochs=1, batch_size=64, seed=seed,
+                         output_dir=str(tmp_path_factory.mktemp(f"run{seed}")))
+    train(config, data, verbose=0)
+    runs.append(config)
+  base = tmp_path_factory.mktemp("serving")
+  saved_model.export_saved_model(runs[0].output_dir, base / "twin")
+  server = dev_server.DevServer(base, "twin", poll_seconds=0.2)
+  grpc_port, rest_port = server.start()
+  client = TwinClient(f"127.0.0.1:{grpc_port}", rest_url=f"http://127.0.0.1:{rest_port}")
+  yield dict(data=data, runs=runs, base=base, server=server, client=client)
+  client.close()
+  server.stop()
+
+
+def _request(data, count=6):
+  return requests.impression_requests(data, np.arange(count))[0]
+
+
+def test_grpc_and_rest_agree_with_the_keras_model(served):
+  data, client = served["data"], served["client"]
+  model, _, _ = restore_model(served["runs"][0].output_dir)
+  dataset, order = DatasetBuilder(data, "clusters").dataset("test", 8)
+  inputs, _ = next(iter(dataset))
+  arrays, _ = requests.impression_requests(data, order[:8])
+  expected = model(inputs).numpy()
+  np.testing.assert_allclose(client.predict(arrays)[:, 0], expected, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(client.predict_rest(arrays)[:, 0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_metadata_and_status(served):
+  version, signatures = served["client"].metadata()
+  assert version == 1
+  assert {"serving_default", "esu", "item_keys"} <= set(signatures.signature_def)
+  status = served["client"].status()
+  assert status.model_version_status[0].state == 30  # AVAILABLE
+
+
+def test_pad_request_builds_the_signature_layout(served):
+  arrays = _request(served["data"], 2)
+  users = []
+  for row in range(2):
+    user = {"long": {}, "short": {}, "candidates": {}}
+    for prefix in ("long", "short"):
+      n = arrays[f"{prefix}_length"][row]
+      for field in saved_model.SEQUENCE_RAW + ("size",):
+        user[prefix][field] = arrays[f"{prefix}_{field}"][row, :n]
+    for field in saved_model.CANDIDATE_RAW:
+      user["candidates"][field] = arrays[f"candidate_{field}"][row]
+    users.append(user)
+  padded = pad_request(users, arrays["request_time"])
+  np.testing.assert_allclose(served["client"].predict(padded), served["client"].predict(arrays),
+                             rtol=1e-6)
+
+
+@pytest.mark.parametrize("mutate,error,words", [
+    (lambda a: a.pop("long_size"), InvalidRequestError, "missing ['long_size']"),
+    (lambda a: a.update(bogus=np.zeros(6, np.int64)), InvalidRequestError, "extra ['bogus']"),
+    (lambda a: a.update(long_size=a["long_size"].astype(np.float64)), InvalidRequestError,
+     "'long_size': dtype float64"),
+    (lambda a: a.update(request_time=a["request_time"][:, None]), InvalidRequestError,
+     "'request_time': rank 2"),
+    (lambda a: a["long_size"].__setitem__((0, 0), np.nan), InvalidRequestError,
+     "'long_size': NaN"),
+    (lambda a: a["candidate_item_id"].__setitem__((0, 0), -5), InvalidRequestError,
+     "'candidate_item_id': negative"),
+    (lambda a: a.update(long_length=a["long_length"] + 10_000), InvalidRequestError,
+     "'long_length': a length exceeds"),
+    (lambda a: [a.update({k: a[k][:, :0]}) for k in list(a) if k.startswith("candidate_")],
+     InvalidRequestError, "no candidates"),
+])
+def test_bad_requests_are_refused_precisely(served, mutate, error, words):
+  arrays = _request(served["data"])
+  mutate(arrays)
+  calls = [served["client"].predict]
+  if "dtype" not in words:  # JSON carries no dtype: REST converts to the signature's, as TF Serving
+    calls.append(served["client"].predict_rest)
+  for call in calls:
+    with pytest.raises(error) as raised:
+      call(arrays)
+    assert words in raised.value.message
+  assert served["client"].predict(_request(served["data"])).shape == (6, 1)  # still serving
+
+
+def test_unknown_signature_model_and_version(served):
+  arrays = _request(served["data"])
+  with pytest.raises(InvalidRequestError) as raised:
+    served["client"].predict(arrays, signature="nope")
+  assert raised.value.code == "FAILED_PRECONDITION"
+  with pytest.raises(ModelNotFoundError):
+    served["client"].predict(arrays, version=99)
+  other = TwinClient(served["client"]._channel._channel.target().decode(), model_name="other")
+  with pytest.raises(ModelNotFoundError):
+    other.predict(arrays)
+  other.close()
+
+
+def test_out_of_vocabulary_ids_are_scored(served):
+  arrays = _request(served["data"])
+  arrays["candidate_item_id"][:] = 987_654_321
+  arrays["long_item_id"][:] = 987_654_321
+  scores = served["client"].predict(arrays)
+  assert np.all((scores > 0) & (scores < 1))
+
+
+def test_oversized_request_is_refused(served, monkeypatch):
+  monkeypatch.setattr(dev_server, "MAX_REQUEST_ELEMENTS", 100)
+  with pytest.raises(InvalidRequestError, match="over the limit"):
+    served["client"].predict(_request(served["data"]))
+
+
+def test_new_version_mid_load_fails_no_request(served):
+  """8 clients x 200 requests; version 2 is published (atomically) in the middle. Every
+  response must equal the scores of the version that says it answered."""
+  client, base = served["client"], served["base"]
+  arrays = _request(served["data"])
+  expected = {1: client.predict(arrays)}
+  publish_at, total = 400, 8 * 200
+  done = []
+
+  def worker(_):
+    out = []
+    for _ in range(200):
+      out.append(client.predict_with_version(arrays))
+      done.append(1)
+      if len(done) == publish_at:
+        saved_model.export_saved_model(served["runs"][1].output_dir, base / "twin", version=2)
+    return out
+
+  with concurrent.futures.ThreadPoolExecutor(8) as pool:
+    results = [r for chunk in pool.map(worker, range(8)) for r in chunk]
+  assert len(results) == total
+  model, _, _ = restore_model(served["runs"][1].output_dir)
+  versions = {v for _, v in results}
+  assert 1 in versions
+  for scores, version in results:
+    if version == 1:
+      np.testing.assert_allclose(scores, expected[1], rtol=1e-6)
+  print("responses by version:", {v: sum(1 for _, w in results if w == v) for v in versions})
+  for _ in range(100):  # the server moves to version 2 (if the run ended before it loaded)
+    if client.predict_with_version(arrays)[1] == 2:
+      break
+    time.sleep(0.1)
+  else:
+    pytest.fail("version 2 was never served")
+  if 2 in versions:
+    second = [s for s, v in results if v == 2]
+    assert all(np.allclose(s, second[0], rtol=1e-6) for s in second)
+    assert not np.allclose(second[0], expected[1], rtol=1e-6)
+  del model
+  shutil.rmtree(base / "twin" / "2")
+
+
+def test_client_retries_unavailable_then_raises():
+  """No server on the port: the bounded retries end in a ServingError with UNAVAILABLE."""
+  import socket
+
+  from serving.client import ServingError
+  with socket.socket() as sock:  # a free loopback port nobody listens on
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+  client = TwinClient(f"127.0.0.1:{port}", timeout=1.0, retries=2, backoff=0.05)
+  start = time.perf_counter()
+  with pytest.raises(ServingError) as raised:
+    client.predict({"request_time": np.zeros(1, np.int64)})
+  assert raised.value.code == "UNAVAILABLE"
+  assert time.perf_counter() - start >= 0.05 + 0.1  # it waited between the attempts
+  client.close()

@@ -1,0 +1,89 @@
+"""build_examples output and the tf.data input pipeline, on 40 real users."""
+
+import numpy as np
+import pytest
+
+from twin_tf.clustering import records
+from twin_tf.model import features
+from twin_tf.training import examples
+from twin_tf.training.input_pipeline import (
+  BUCKETS,
+  DatasetBuilder,
+  load_example_data,
+  long_term_index,
+)
+
+
+@pytest.fixture(scope="module")
+def data(real_examples):
+  return load_example_data(real_examples[0])
+
+
+def test_every_impression_is_after_the_cutoff_and_split_in_time(data, real_examples):
+  _, subset = real_examples
+  total = sum(len(data.impressions[s]["label"]) for s in examples.SPLITS)
+  assert total == np.sum(subset["user_id"] >= 0) - data.num_pre_cutoff.sum()
+  for row, user in enumerate(data.user_ids):
+    times = {}
+    for split in examples.SPLITS:
+      imp = data.impressions[split]
+      mine = imp["user_id"] == user
+      cutoff_time = data.history["timestamp"][row, data.num_pre_cutoff[row]] \
+          if mine.any() else None
+      assert np.all(imp["timestamp"][mine] >= cutoff_time) if mine.any() else True
+      times[split] = imp["timestamp"][mine]
+    if len(times["train"]) and len(times["test"]):
+      assert times["train"].max() <= times["test"].min()
+
+
+def test_history_end_counts_only_strictly_earlier_behaviors(data):
+  imp = data.impressions["train"]
+  for i in range(0, len(imp["label"]), 97):
+    row, end = imp["user_row"][i], imp["history_end"][i]
+    history_time = data.history["timestamp"][row, :data.history_len[row]]
+    assert np.all(history_time[:end] < imp["timestamp"][i])
+    assert np.all(history_time[end:] >= imp["timestamp"][i])
+
+
+def test_clusters_come_only_from_before_the_cutoff(real_examples, data):
+  folder, _ = real_examples
+  for record in records.read(str(folder.parent / "clusters" / "clusters-*")):
+    row = np.searchsorted(data.user_ids, record["user_id"])
+    assert record["num_behaviors"] == data.num_pre_cutoff[row]
+    if len(record["timestamp"]):
+      assert record["timestamp"].max() < record["cutoff"]
+
+
+def test_long_term_sources(data):
+  clusters = long_term_index(data, "clusters")
+  np.testing.assert_array_equal((clusters >= 0).sum(1), data.cluster_len)
+  raw = long_term_index(data, "raw", max_raw=30)
+  np.testing.assert_array_equal((raw >= 0).sum(1), np.minimum(data.num_pre_cutoff, 30))
+  assert np.all(raw.max(1) < np.maximum(data.num_pre_cutoff, 1))  # never past the cutoff
+  uniform = long_term_index(data, "uniform", seed=3)
+  np.testing.assert_array_equal((uniform >= 0).sum(1),
+                                np.minimum(data.cluster_len, data.num_pre_cutoff))
+  np.testing.assert_array_equal(uniform, long_term_index(data, "uniform", seed=3))
+
+
+def test_batches_have_static_bucket_shapes_and_the_right_short_term(data):
+  builder = DatasetBuilder(data, "clusters")
+  dataset, order = builder.dataset("test", 64)
+  imp = data.impressions["test"]
+  seen = 0
+  for inputs, labels in dataset:
+    length = inputs["long_item"].shape[1]
+    assert length in BUCKETS
+    assert inputs["short_item"].shape[1] == features.SHORT_LENGTH
+    batch = order[seen:seen + len(labels)]
+    np.testing.assert_array_equal(labels.numpy(), imp["label"][batch])
+    # short-term: the 50 behaviors just before the impression, oldest first (numpy reference)
+    i, row, end = batch[0], imp["user_row"][batch[0]], imp["history_end"][batch[0]]
+    recent = data.history["item_id"][row, max(0, end - 50):end]
+    got = inputs["short_item"].numpy()[0]
+    np.testing.assert_array_equal(got[50 - len(recent):], data.vocabulary.lookup(recent))
+    assert np.all(got[:50 - len(recent)] == features.PAD)
+    np.testing.assert_array_equal(inputs["long_mask"].numpy()[0].sum(),
+                                  data.cluster_len[imp["user_row"][i]])
+    seen += len(labels)
+  assert seen == len(imp["label"])

@@ -1,0 +1,159 @@
+"""Models train on the real fixture (TensorFlow), resume after a crash, and run on JAX."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from twin_tf.model.ctr_model import PRESETS, build_model
+from twin_tf.training.input_pipeline import DatasetBuilder, load_example_data
+from twin_tf.training.trainer import TrainConfig, evaluate, load_trained, train
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def data(real_examples):
+  return load_example_data(real_examples[0])
+
+
+@pytest.fixture(scope="module")
+def trained(real_examples, data, tmp_path_factory):
+  config = TrainConfig(examples=str(real_examples[0]), epochs=2, batch_size=64,
+                       output_dir=str(tmp_path_factory.mktemp("run")))
+  history = train(config, data, verbose=0)
+  return config, history
+
+
+def test_twinv2_trains_and_evaluates(trained, data):
+  config, history = trained
+  assert len(history["loss"]) >= 1 and all(np.isfinite(history["loss"]))
+  assert history["loss"][-1] < 0.75
+  result = evaluate(config, "test", data)
+  assert 0 <= result["auc"] <= 1 and 0 <= result["gauc"] <= 1 and result["logloss"] > 0
+  assert result["impressions"] == len(data.impressions["test"]["label"])
+  with open(os.path.join(config.output_dir, "metrics_test.json")) as f:
+    assert json.load(f)["auc"] == result["auc"]
+  for name in ("model.weights.h5", "vocabulary.npy", "config.json"):
+    assert os.path.exists(os.path.join(config.output_dir, name))
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_runs_forward_and_backward(name, data):
+  model = build_model(name, len(data.vocabulary))
+  dataset, _ = DatasetBuilder(data, model.config.long_term_source, max_raw=300).dataset(
+      "train", 16)
+  inputs, labels = next(iter(dataset))
+  model.compile(optimizer="adam", loss="binary_crossentropy", jit_compile=False)
+  scores = model(inputs).numpy()
+  before = [w.numpy().copy() for w in model.trainable_weights]
+  assert np.isfinite(model.train_on_batch(inputs, labels))
+  assert scores.shape == labels.shape and np.all((scores > 0) & (scores < 1))
+  changed = [not np.array_equal(b, w.numpy()) for b, w in zip(before, model.trainable_weights)]
+  assert sum(changed) >= len(changed) // 2  # gradients reach most weights
+
+
+def test_candidates_of_one_request_equal_single_scoring(trained, data):
+  """(B, C) candidates share one pass over the user's sequences and score as C singles."""
+  config, _ = trained
+  model, builder = load_trained(config, data)
+  inputs, _ = next(iter(builder.dataset("test", 4)[0]))
+  single = model(inputs).numpy()  # (4,)
+  row = {k: v.numpy() for k, v in inputs.items()}
+  request = {k: (v[:1, None].repeat(4, axis=1) if k.startswith("target") else v[:1])
+             for k, v in row.items()}
+  for key in ("target_item", "target_category", "target_year"):
+    request[key] = row[key][None, :]  # the 4 candidates against user row 0's sequences
+  batched = model(request).numpy()[0]
+  np.testing.assert_allclose(batched[0], single[0], rtol=1e-5, atol=1e-6)
+  assert batched.shape == (4,)
+
+
+class _CrashAfter(keras.callbacks.Callback):
+  def __init__(self, batches):
+    super().__init__()
+    self.batches, self.seen = batches, 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.seen += 1
+    if self.seen == self.batches:
+      raise RuntimeError("simulated crash")
+
+
+class _Count(keras.callbacks.Callback):
+  def __init__(self):
+    super().__init__()
+    self.batches = 0
+
+  def on_train_batch_end(self, batch, logs=None):
+    self.batches += 1
+
+
+def test_killed_run_resumes_from_backup(real_examples, data, tmp_path):
+  """Killed in the middle of epoch 2: the rerun restores the weights saved a few batches
+  before the crash and the epoch counter, so it does not train epoch 1 again."""
+  config = TrainConfig(examples=str(real_examples[0]), model="DIN", epochs=2, batch_size=32,
+                       backup_every=3, patience=5, output_dir=str(tmp_path / "run"))
+  per_epoch = -(-len(data.impressions["train"]["label"]) // 32)
+  with pytest.raises(RuntimeError, match="simulated crash"):
+    train(config, data, verbose=0, extra_callbacks=[_CrashAfter(per_epoch + 4)])
+  assert (tmp_path / "run" / "backup").exists()
+  resumed = _Count()
+  train(config, data, verbose=0, extra_callbacks=[resumed])
+  full = _Count()
+  train(TrainConfig(**{**config.__dict__, "output_dir": str(tmp_path / "fresh")}), data,
+        verbose=0, extra_callbacks=[full])
+  assert 0 < resumed.batches < full.batches  # the resumed run skipped what was done
+
+
+def test_jax_backend_trains_and_loads_tensorflow_weights(trained, data, tmp_path):
+  """Forward + backward on JAX (CPU), and the TF-trained weights give the same scores."""
+  config, _ = trained
+  model, builder = load_trained(config, data)
+  inputs, labels = next(iter(builder.dataset("test", 8)[0]))
+  batch = {k: v.numpy() for k, v in inputs.items()}
+  np.savez(tmp_path / "batch.npz", labels=labels.numpy(), **batch)
+  expected = model(inputs).numpy()
+  script = f"""
+import json, numpy as np, keras
+from twin_tf.model.ctr_model import build_model
+assert keras.backend.backend() == "jax"
+loaded = np.load({str(tmp_path / 'batch.npz')!r})
+batch = {{k: loaded[k] for k in loaded.files if k != "labels"}}
+model = build_model({config.model!r}, {len(data.vocabulary)})
+model(batch)
+model.load_weights({os.path.join(config.output_dir, 'model.weights.h5')!r})
+scores = np.asarray(model(batch))
+model.compile(optimizer="adam", loss="binary_crossentropy")
+loss = float(model.train_on_batch(batch, loaded["labels"]))
+model.save_weights({str(tmp_path / 'jax.weights.h5')!r})
+print(json.dumps({{"scores": scores.tolist(), "loss": loss,
+                   "trained_scores": np.asarray(model(batch)).tolist()}}))
+"""
+  completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env={**os.environ, "KERAS_BACKEND": "jax"}, cwd=REPO, check=False)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  result = json.loads(completed.stdout.strip().splitlines()[-1])
+  np.testing.assert_allclose(result["scores"], expected, rtol=1e-5, atol=1e-6)
+  assert np.isfinite(result["loss"])
+  # ... and weights trained on JAX load on TensorFlow with the same scores
+  model.load_weights(str(tmp_path / "jax.weights.h5"))
+  np.testing.assert_allclose(model(inputs).numpy(), result["trained_scores"], rtol=1e-5,
+                             atol=1e-6)
+  assert not np.allclose(result["trained_scores"], expected)
+
+
+def test_item_keys_are_the_attention_keys(trained, data):
+  """The cacheable keys equal what alpha' uses: K_h W_h / sqrt(d_k) of the item features."""
+  config, _ = trained
+  model, _ = load_trained(config, data)
+  item, category, year = np.array([2, 5, 9]), np.array([1, 3, 0]), np.array([20, 21, 0])
+  keys = np.asarray(model.item_keys(item, category, year))
+  inherent = np.asarray(model.item_embedding(item, category, year))
+  kernel = np.asarray(model.attention.key_projection.kernel)
+  expected = np.einsum("nd,dhk->nhk", inherent, kernel) / np.sqrt(model.config.key_dim)
+  np.testing.assert_allclose(keys, expected, rtol=1e-5, atol=1e-6)

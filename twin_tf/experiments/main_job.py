@@ -1,0 +1,158 @@
+"""The main job (the README's first command), end to end on the real data:
+
+  MovieLens -> behavior log -> bootstrap embeddings -> cluster_behaviors (Beam) -> compression
+  summary -> build_examples (Beam) -> train every model x seed -> evaluate (AUC, GAUC,
+  logloss, GAUC per activity quartile, top-10 diversity) -> export the first model ->
+  key cache (Beam) -> development server: score a real user over gRPC (in-model, exact and
+  ScaNN GSU) -> stop -> gamma sweep -> ScaNN against exact -> report (HTML with plots).
+
+Outputs under `workdir`: main_job.json (every stage's figures and seconds), quality.json/.md,
+report/report.html. Stages that are unchanged since their last success are skipped
+(twin_tf.experiments.stages); a failed stage stops the job and names itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import json
+import pathlib
+from typing import Optional, Sequence
+
+from twin_tf import commands
+from twin_tf.config import ClusteringConfig
+from twin_tf.experiments import quality, stages
+
+DEFAULT_GAMMAS = (5, 10, 20, 50, 100)
+DEFAULT_SCANN_SIZES = (10_000, 100_000)
+
+
+@dataclasses.dataclass(frozen=True)
+class MainJobConfig:
+  """Attributes:
+    data: the MovieLens latest folder.
+    workdir: every output of the job.
+    max_users: only the first N users (None: all).
+    gamma: the largest cluster of the main clustering.
+    cutoff_quantile: each user's first fraction of behaviors is clustered; the rest are
+      impressions.
+    models: presets to train; the first is exported and served.
+    seeds: one run per model and seed.
+    epochs: epochs per run (1: the models overfit after it).
+    gammas: the gamma sweep.
+    scann_sizes: SYNTHETIC key counts for ScaNN against exact.
+  """
+
+  data: str = "../shared/data/ml-latest-small"
+  workdir: str = "work_dir"
+  max_users: Optional[int] = None
+  gamma: int = 20
+  cutoff_quantile: float = 0.5
+  models: tuple[str, ...] = quality.MODELS
+  seeds: tuple[int, ...] = (0, 1, 2)
+  epochs: int = 1
+  gammas: tuple[int, ...] = DEFAULT_GAMMAS
+  scann_sizes: tuple[int, ...] = DEFAULT_SCANN_SIZES
+
+
+def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
+  """Runs every stage; returns {stage: figures} (also written to main_job.json).
+
+  Args:
+    beam_args: extra flags for every Beam pipeline (--runner, --direct_num_workers, ...).
+  """
+  work = pathlib.Path(config.workdir)
+  log, embeddings = work / "behaviors.parquet", work / "item_embeddings.npz"
+  clusters, examples = work / "clusters", work / "examples"
+  runs_dir, base, key_cache_dir = work / "runs", work / "serving" / "twin", work / "key_cache"
+  models, seeds = list(config.models), list(config.seeds)
+  from twin_tf.model.ctr_model import PRESETS  # pylint: disable=import-outside-toplevel
+  unknown = [m for m in models if m not in PRESETS]
+  served = PRESETS.get(models[0])
+  if unknown or served.long_term_source != "clusters" or served.long_term == "none":
+    raise SystemExit(f"--models: unknown {unknown}; presets: {sorted(PRESETS)}" if unknown else
+                     f"--models: the first model is exported and served over the clusters; "
+                     f"{models[0]} does not attend over clusters (put TwinV2 first)")
+  overrides = {"epochs": config.epochs} if config.epochs else {}
+  weights = [quality.run_dir(runs_dir, m, s) / "model.weights.h5"
+             for m in models for s in seeds]
+  served_run = quality.run_dir(runs_dir, models[0], seeds[0])
+  training = {"models": models, "seeds": seeds, **overrides}
+  clustering = ClusteringConfig(gamma=config.gamma, cutoff_quantile=config.cutoff_quantile)
+  @functools.lru_cache(maxsize=None)  # read the log once, for both stages that need it
+  def reference_time() -> int:
+    from twin_tf.data import logs  # pylint: disable=import-outside-toplevel
+    return int(logs.read_behavior_log(log)[0]["timestamp"].max())
+
+  def evaluate_all() -> dict:
+    summary = quality.evaluate_runs(examples, runs_dir, models, seeds,
+                                    f"MovieLens ({config.data})", **overrides)
+    quality.write_summary(summary, work)
+    return summary
+
+  def sweep() -> dict:
+    from twin_tf.experiments.gamma_sweep import run_sweep, sweep_point  # pylint: disable=import-outside-toplevel
+    reuse = {}
+    if "TwinV2" in models:  # the main clustering and its first TwinV2 run are one point
+      first = results["evaluate"]["models"]["TwinV2"]["runs"][0]
+      reuse[config.gamma] = sweep_point(config.gamma, results["cluster"],
+                                      results["cluster-summary"],
+                                      runner.seconds.get("cluster", 0.0), first)
+    return run_sweep(config.gammas, work / "gamma_sweep", log, embeddings, config.cutoff_quantile,
+                     beam_args, seed=seeds[0], reuse=reuse, **overrides)
+
+  def retrieval() -> dict:
+    from twin_tf.experiments.retrieval_study import study  # pylint: disable=import-outside-toplevel
+    return study(key_cache_dir, results["export"]["version_dir"], examples,
+                 synthetic_sizes=config.scann_sizes)
+
+  def serve_and_score() -> dict:
+    from twin_tf.experiments.serve_and_score import serve_and_score as score  # pylint: disable=import-outside-toplevel
+    return score(work, examples, reference_time())
+
+  def report() -> dict:
+    from twin_tf.experiments.report import write_report  # pylint: disable=import-outside-toplevel
+    return write_report(results, runner.seconds, work / "report",
+                        dataclasses.asdict(config))
+
+  plan = [
+      stages.Stage("convert-movielens", lambda: commands.convert_movielens(
+          config.data, log, config.max_users), [config.data], [log],
+          {"max_users": config.max_users}),
+      stages.Stage("embeddings", lambda: commands.embeddings(log, embeddings),
+                   [log], [embeddings]),
+      stages.Stage("cluster", lambda: commands.cluster(log, embeddings, clusters, clustering,
+                                                       beam_args),
+          [log, embeddings], [clusters],
+          {"gamma": config.gamma, "cutoff_quantile": config.cutoff_quantile}),
+      stages.Stage("cluster-summary", lambda: commands.cluster_summary(clusters), [clusters]),
+      stages.Stage("build-examples", lambda: commands.build_examples(
+          log, clusters, examples, beam_args), [log, clusters], [examples]),
+      stages.Stage("train", lambda: quality.train_runs(
+          examples, runs_dir, models, seeds, **overrides), [examples], weights, training),
+      stages.Stage("evaluate", evaluate_all, weights, [work / "quality.json"], training),
+      stages.Stage("export", lambda: commands.export(served_run, base, examples=examples),
+                   [served_run / "model.weights.h5"], recorded_outputs=("version_dir",)),
+      stages.Stage("cache-keys", lambda: commands.cache_keys(
+          results["export"]["version_dir"], examples, key_cache_dir, reference_time(),
+          beam_args=beam_args), [base, examples], [key_cache_dir]),
+      stages.Stage("serve-and-score", serve_and_score, [base, key_cache_dir]),
+      stages.Stage("gamma-sweep", sweep, [log, embeddings, clusters, work / "quality.json"],
+                   [work / "gamma_sweep"], {"gammas": sorted(config.gammas), **training}),
+      stages.Stage("retrieval", retrieval, [key_cache_dir], [],
+                   {"synthetic_sizes": list(config.scann_sizes)}),
+  ]
+  runner = stages.StageRunner(work, total=len(plan) + 1)  # + the report, planned last
+  results = runner.results  # the stages above read their predecessors' figures from here
+  for stage in plan:
+    runner.run(stage)
+  digest = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode())
+  runner.run(stages.Stage("report", report, [], [work / "report" / "report.html"],
+                          {"figures": digest.hexdigest()}))
+  summary = {**results, "stage_seconds": runner.seconds}
+  (work / "main_job.json").write_text(json.dumps(summary, indent=2, sort_keys=True,
+                                                 default=str) + "\n")
+  print(f"\nmain job finished in {sum(runner.seconds.values()) / 60:.1f} min of stage time; "
+        f"report: {work / 'report' / 'report.html'}, figures: {work / 'main_job.json'}")
+  return summary

@@ -1,0 +1,196 @@
+"""SavedModel export for TF Serving: request-shaped signatures over raw, padded features.
+
+`<base>/<version>/` is written to a temporary folder beside it and renamed into place, so TF
+Serving never sees a half-written version. Signatures (method tensorflow/serving/predict):
+
+  serving_default  one row per user request:
+    request_time                         (B,)      int64   unix seconds of the request
+    long_<f>  f in SEQUENCE_RAW          (B, L)    int64   the user's clusters (or behaviors)
+    long_size                            (B, L)    float32 cluster sizes n
+    long_length                          (B,)      int32   valid positions (padding after)
+    short_<f>, short_length              (B, S), (B,)      the recent raw behaviors
+    candidate_<f>  f in CANDIDATE_RAW    (B, C)    int64   the candidates to score
+    -> scores (B, C) float32. The GSU keys of the clusters are projected once per request.
+  esu  the same, but long_* are (B, C, K) clusters already chosen per candidate (by ScaNN or
+    any retriever) and long_length is (B, C).
+  item_keys  item_id, category, year_bucket (N,) int64 -> keys (N, H, d_k), the cacheable
+    K_h W_h / sqrt(d_k); queries (N, H, d_k), q W_q of the same items as candidates; known (N,)
+    bool, whether the item is in the model's vocabulary.
+  cluster_bias  long_* (B, L) fields, long_size, long_length, request_time -> bias (B, L),
+    (K_c W_c) beta + ln n summed over heads (0 at padding): with item_keys, the GSU key vector
+    of each cluster (twin_tf.export.retrieval).
+Item ids map through the model's vocabulary inside the graph (unknown ids -> OOV index).
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import uuid
+
+from twin_tf.data import schema
+from twin_tf.model import features
+
+SEQUENCE_RAW = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET, schema.GROUP,
+                schema.TAGGED, schema.TIMESTAMP)
+CANDIDATE_RAW = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET)
+WARMUP_FILE = "tf_serving_warmup_requests"
+
+
+def _input_specs(tf, sequence_rank: int) -> dict:
+  """TensorSpecs of a request: long sequences of rank `sequence_rank` (2 or 3)."""
+  long_shape = [None] * sequence_rank
+  specs = {"request_time": tf.TensorSpec([None], tf.int64, "request_time")}
+  for prefix, shape in (("long", long_shape), ("short", [None, None])):
+    for field in SEQUENCE_RAW:
+      specs[f"{prefix}_{field}"] = tf.TensorSpec(shape, tf.int64, f"{prefix}_{field}")
+    specs[f"{prefix}_size"] = tf.TensorSpec(shape, tf.float32, f"{prefix}_size")
+    specs[f"{prefix}_length"] = tf.TensorSpec(shape[:-1], tf.int32, f"{prefix}_length")
+  for field in CANDIDATE_RAW:
+    specs[f"candidate_{field}"] = tf.TensorSpec([None, None], tf.int64, f"candidate_{field}")
+  return specs
+
+
+class ServingModule:
+  """Wraps a trained CtrModel (TensorFlow backend) with the serving signatures."""
+
+  def __init__(self, model, vocabulary: features.ItemVocabulary):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    self.tf, self.model = tf, model
+    module = tf.Module()
+    module.model = model
+    # Track the backing tf.Variables explicitly: the session-based loader (what TF Serving
+    # runs) can only restore variables the SavedModel's object graph holds.
+    module.model_variables = [v.value for v in model.variables]
+    keys = tf.constant(vocabulary.item_ids, tf.int64)
+    module.vocabulary = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(keys, tf.range(2, len(keys) + 2, dtype=tf.int64)),
+        default_value=features.OOV)
+    module.serving_default = tf.function(self._serving_default,
+                                         input_signature=[_input_specs(tf, 2)])
+    module.esu = tf.function(self._esu, input_signature=[_input_specs(tf, 3)])
+    module.item_keys = tf.function(self._item_keys, input_signature=[{
+        f: tf.TensorSpec([None], tf.int64, f) for f in CANDIDATE_RAW}])
+    bias_specs = {k: v for k, v in _input_specs(tf, 2).items()
+                  if k.startswith("long_") or k == "request_time"}
+    module.cluster_bias = tf.function(self._cluster_bias, input_signature=[bias_specs])
+    self.module = module
+
+  def _sequence(self, raw, prefix, reference_time):
+    tf = self.tf
+    ids = raw[f"{prefix}_{schema.ITEM_ID}"]
+    valid = tf.range(tf.shape(ids)[-1])[None] < raw[f"{prefix}_length"][..., None]
+    return features.sequence_inputs(
+        tf, prefix, self.module.vocabulary.lookup(ids),
+        *(raw[f"{prefix}_{f}"] for f in SEQUENCE_RAW[1:]), raw[f"{prefix}_size"], valid,
+        reference_time)
+
+  def _targets(self, raw):
+    tf = self.tf
+    shape = tf.shape(raw[f"candidate_{schema.ITEM_ID}"])
+    time = tf.broadcast_to(raw["request_time"][:, None], shape)
+    return features.target_inputs(
+        tf, self.module.vocabulary.lookup(raw[f"candidate_{schema.ITEM_ID}"]),
+        raw[f"candidate_{schema.CATEGORY}"], raw[f"candidate_{schema.YEAR_BUCKET}"], time)
+
+  def _serving_default(self, raw):
+    """One pass over each user's sequences for all of its (B, C) candidates."""
+    time = raw["request_time"][:, None]
+    inputs = self._targets(raw)
+    inputs.update(self._sequence(raw, "long", time))
+    inputs.update(self._sequence(raw, "short", time))
+    return {"scores": self.model(inputs)}
+
+  def _esu(self, raw):
+    """Per-candidate clusters (B, C, K): each candidate becomes its own row of K clusters."""
+    tf = self.tf
+    shape = tf.shape(raw[f"candidate_{schema.ITEM_ID}"])  # (B, C)
+    rows = shape[0] * shape[1]
+    time = raw["request_time"][:, None, None]
+    long = self._sequence(raw, "long", time)  # (B, C, K, ...)
+    inputs = {k: tf.reshape(v, tf.concat([[rows], tf.shape(v)[2:]], 0)) for k, v in long.items()}
+    short = self._sequence(raw, "short", raw["request_time"][:, None])  # (B, S)
+    inputs.update({k: tf.repeat(v, shape[1], axis=0) for k, v in short.items()})
+    inputs.update({k: tf.reshape(v, [rows]) for k, v in self._targets(raw).items()})
+    return {"scores": tf.reshape(self.model(inputs), shape)}
+
+  def _item_keys(self, raw):
+    index = self.module.vocabulary.lookup(raw[schema.ITEM_ID])
+    inputs = features.target_inputs(self.tf, index, raw[schema.CATEGORY],
+                                    raw[schema.YEAR_BUCKET], self.tf.zeros_like(index))
+    inherent = self.model.item_embedding(inputs["target_item"], inputs["target_category"],
+                                         inputs["target_year"])
+    return {"keys": self.model.attention.item_keys(inherent),
+            "queries": self.model.attention.query_projection(inherent),
+            "known": index != features.OOV}
+
+  def _cluster_bias(self, raw):
+    seq = self._sequence(raw, "long", raw["request_time"][:, None])
+    bias = self.model.attention.bias(self.model.cross_embedding(seq["long_cross"]),
+                                     seq["long_size"])
+    return {"bias": self.tf.where(seq["long_mask"], self.tf.reduce_sum(bias, -1), 0.0)}
+
+
+def next_version(base: str | pathlib.Path) -> int:
+  """1 + the highest numeric version folder under `base` (1 when there is none)."""
+  base = pathlib.Path(base)
+  versions = [int(p.name) for p in base.iterdir() if p.name.isdigit()] if base.exists() else []
+  return max(versions, default=0) + 1
+
+
+def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
+                       version: int | None = None, warmup_requests=None) -> pathlib.Path:
+  """Exports a trained run as `<base>/<version>/`, atomically; returns the version folder.
+
+  Args:
+    run_dir: a finished `twin-tf train` run (weights trained on TensorFlow or JAX).
+    base: the model base path TF Serving watches.
+    version: default next_version(base).
+    warmup_requests: PredictRequests written to assets.extra (at most 1000).
+  """
+  import keras  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+
+  from twin_tf.training.trainer import restore_model  # pylint: disable=import-outside-toplevel
+  if keras.backend.backend() != "tensorflow":
+    raise RuntimeError("export needs KERAS_BACKEND=tensorflow (weights from JAX runs load fine)")
+  model, vocabulary, _ = restore_model(run_dir)
+  serving = ServingModule(model, vocabulary)
+  base = pathlib.Path(base)
+  base.mkdir(parents=True, exist_ok=True)
+  version = version or next_version(base)
+  final = base / str(version)
+  if final.exists():
+    raise FileExistsError(f"version {version} already exists under {base}")
+  staging = base / f".tmp-{version}-{uuid.uuid4().hex}"  # not numeric: TF Serving ignores it
+  signatures = {"serving_default": serving.module.serving_default,
+                "esu": serving.module.esu, "item_keys": serving.module.item_keys,
+                "cluster_bias": serving.module.cluster_bias}
+  if model.config.long_term == "none":  # no attention, hence no esu and no GSU keys
+    signatures = {"serving_default": serving.module.serving_default}
+  try:
+    tf.saved_model.save(serving.module, str(staging), signatures=signatures)
+    if warmup_requests:
+      write_warmup(staging, warmup_requests)
+    os.rename(staging, final)
+  finally:
+    if staging.exists():
+      shutil.rmtree(staging)
+  return final
+
+
+def write_warmup(version_dir: str | pathlib.Path, requests) -> None:
+  """assets.extra/tf_serving_warmup_requests: TFRecord of PredictionLog (at most 1000)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+  requests = list(requests)
+  if len(requests) > 1000:
+    raise ValueError(f"TF Serving reads at most 1000 warmup records, got {len(requests)}")
+  folder = pathlib.Path(version_dir) / "assets.extra"
+  folder.mkdir(parents=True, exist_ok=True)
+  with tf.io.TFRecordWriter(str(folder / WARMUP_FILE)) as writer:
+    for request in requests:
+      log = prediction_log_pb2.PredictionLog(
+          predict_log=prediction_log_pb2.PredictLog(request=request))
+      writer.write(log.SerializeToString())

@@ -1,0 +1,207 @@
+"""TWIN-V2 and its baselines as one configurable Keras model over one data path.
+
+  TwinV2    GSU top-100 + ESU over the user's clusters, alpha' with + ln n.
+  Twin      the same GSU/ESU over raw behaviors before the cutoff (n = 1, no clustering).
+  SimHard   behaviors of the target's category (the 100 most recent), then the ESU.
+  DIN       DIN attention over the 50 most recent behaviors only.
+Ablations: TwinV2-no-ln-n (use_log_size False) and TwinV2-uniform (uniformly sampled raw
+behaviors instead of clusters). Every model also has the short-term module (DIN's is its
+activation unit) and the same top MLP: concat -> ReLU -> ReLU -> sigmoid.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+from keras import ops
+
+from twin_tf.model import features
+from twin_tf.model.layers import (
+  ClusterAwareTargetAttention,
+  CrossFeatureEmbedding,
+  DinAttention,
+  Esu,
+  GsuTopK,
+  ItemEmbedding,
+  ShortTermAttention,
+  gather_selected,
+)
+
+LONG_TERM = ("gsu", "category", "none")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Attributes:
+    name: label of the model in reports.
+    long_term: "gsu" (TWIN / TWIN-V2), "category" (SIM-hard search), "none" (DIN).
+    long_term_source: what the long-term module reads: "clusters", "raw" or "uniform"
+      (twin_tf.training.input_pipeline.LONG_SOURCES).
+    use_log_size: the + ln n term of alpha'.
+    gsu_top_k, gsu_merge: K and the head merge ("sum" or "round_robin").
+    short_term: "attention" (multi-head target attention) or "din" (DIN's activation unit).
+  """
+
+  name: str = "TwinV2"
+  long_term: str = "gsu"
+  long_term_source: str = "clusters"
+  use_log_size: bool = True
+  gsu_top_k: int = 100
+  gsu_merge: str = "sum"
+  short_term: str = "attention"
+  num_heads: int = 4
+  key_dim: int = 16
+  value_dim: int = 16
+  interest_dim: int = 64
+  item_dim: int = 32
+  feature_dim: int = 8
+  cross_dim: int = 8
+  hidden_units: tuple = (200, 80)
+
+
+PRESETS = {
+    "TwinV2": ModelConfig(),
+    "Twin": ModelConfig(name="Twin", long_term_source="raw", use_log_size=False),
+    "SimHard": ModelConfig(name="SimHard", long_term="category", long_term_source="raw",
+                           use_log_size=False),
+    "DIN": ModelConfig(name="DIN", long_term="none", short_term="din"),
+    "TwinV2-no-ln-n": ModelConfig(name="TwinV2-no-ln-n", use_log_size=False),
+    "TwinV2-uniform": ModelConfig(name="TwinV2-uniform", long_term_source="uniform",
+                                  use_log_size=False),
+}
+
+
+@keras.saving.register_keras_serializable(package="twin_tf")
+class CtrModel(keras.Model):
+  """CTR model over a long-term sequence, the recent behaviors and the target.
+
+  Call:
+    inputs: dict of twin_tf.model.features model inputs. Target features (B,) score one candidate
+      per row -> (B,); target features (B, C) score C candidates of one user per row against
+      the user's sequences, computed once -> (B, C).
+    returns: click probabilities.
+  """
+
+  def __init__(self, config: ModelConfig = ModelConfig(), item_vocab: int = 2, **kwargs):
+    super().__init__(name=kwargs.pop("name", config.name.replace("-", "_")), **kwargs)
+    self.config, self.item_vocab = config, item_vocab
+    self.item_embedding = ItemEmbedding(item_vocab, features.CATEGORY_VOCAB, features.YEAR_VOCAB,
+                                        config.item_dim, config.feature_dim)
+    self.cross_embedding = CrossFeatureEmbedding(
+        [features.CROSS_VOCAB[f] for f in features.CROSS_FEATURES], config.cross_dim)
+    self.hour = keras.layers.Embedding(features.CROSS_VOCAB["hour"], config.feature_dim)
+    self.weekday = keras.layers.Embedding(features.CROSS_VOCAB["weekday"], config.feature_dim)
+    if config.long_term != "none":
+      self.attention = ClusterAwareTargetAttention(config.num_heads, config.key_dim,
+                                                   config.use_log_size)
+      self.gsu = GsuTopK(config.gsu_top_k, config.gsu_merge)
+      self.esu = Esu(config.value_dim, config.interest_dim)
+    if config.short_term == "din":
+      self.short_term = DinAttention()
+    else:
+      self.short_term = ShortTermAttention(config.num_heads, config.key_dim, config.value_dim,
+                                           config.interest_dim)
+    self.top = [keras.layers.Dense(u, activation="relu") for u in config.hidden_units]
+    self.top.append(keras.layers.Dense(1, activation="sigmoid"))
+
+  def _sequence(self, inputs, prefix):
+    """(inherent (B, L, D_h), cross embeddings (B, L, J, 8), values K (B, L, D_h + 8J))."""
+    inherent = self.item_embedding(inputs[f"{prefix}_item"], inputs[f"{prefix}_category"],
+                                   inputs[f"{prefix}_year"])
+    cross = self.cross_embedding(inputs[f"{prefix}_cross"])
+    flat = ops.reshape(cross, ops.shape(cross)[:2] + (cross.shape[-2] * cross.shape[-1],))
+    return inherent, cross, ops.concatenate([inherent, flat], axis=-1)
+
+  def call(self, inputs):
+    single = len(inputs["target_item"].shape) == 1
+    target = {k: (inputs[k][:, None] if single else inputs[k]) for k in features.TARGET_KEYS}
+    query = self.item_embedding(target["target_item"], target["target_category"],
+                                target["target_year"])  # (B, C, D_h)
+    parts = [query, self.hour(target["target_hour"]), self.weekday(target["target_weekday"])]
+
+    if self.config.long_term != "none":
+      parts.append(self.long_term_interest(inputs, query, target["target_category"]))
+
+    short_inherent, _, short_values = self._sequence(inputs, "short")
+    short_mask = inputs["short_mask"]
+    if self.config.short_term == "din":
+      parts.append(self.short_term(query, short_inherent, short_mask))
+    else:
+      parts.append(self.short_term(query, short_values, short_mask))
+
+    x = ops.concatenate(parts, axis=-1)
+    for layer in self.top:
+      x = layer(x)
+    x = x[..., 0]  # (B, C)
+    return x[:, 0] if single else x
+
+  def long_term_interest(self, inputs, query, target_category):
+    """GSU + ESU (or SIM-hard search + ESU): (B, C, interest_dim)."""
+    inputs = _pad_long_to(inputs, self.config.gsu_top_k)
+    inherent, cross, values = self._sequence(inputs, "long")
+    mask = inputs["long_mask"]
+    attention = self.attention
+    if self.config.long_term == "gsu" and self.config.gsu_merge == "round_robin":
+      alpha = attention(inherent, cross, inputs["long_size"], mask, query)  # (B, C, L, H)
+      indices, valid = self.gsu(alpha, mask)
+      selected_alpha = ops.take_along_axis(alpha, indices[..., None], axis=2)
+      return self.esu(selected_alpha, gather_selected(values, indices), valid)
+    keys = attention.item_keys(inherent)  # (B, L, H, d_k), shared by GSU and ESU
+    queries = attention.query_projection(query)  # (B, C, H, d_k)
+    bias = attention.bias(cross, inputs["long_size"])  # (B, L, H)
+    if self.config.long_term == "gsu":
+      indices, valid = self.gsu(attention.summed_scores(keys, queries, bias, mask), mask)
+    else:  # SIM-hard: same category as the target, the most recent first
+      same = ops.logical_and(mask[:, None, :],
+                             inputs["long_category"][:, None, :] == target_category[..., None])
+      recency = ops.cast(ops.arange(ops.shape(mask)[1]), "float32")
+      _, indices = ops.top_k(ops.where(same, recency, -1.0), self.config.gsu_top_k)
+      valid = ops.take_along_axis(same, indices, axis=2)
+      indices = ops.cast(indices, "int32")
+    selected_alpha = attention.scores_at(keys, queries, bias, indices)  # (B, C, K, H)
+    return self.esu(selected_alpha, gather_selected(values, indices), valid)
+
+  def item_keys(self, item, category, year):
+    """Cacheable GSU keys of items, K_h W_h / sqrt(d_k): (N,) ids -> (N, H, d_k).
+
+    They depend on the item alone, so the key cache computes them once per item.
+    """
+    if self.config.long_term == "none":
+      raise ValueError(f"{self.config.name} has no long-term attention, hence no item keys")
+    return self.attention.item_keys(self.item_embedding(item, category, year))
+
+  def get_config(self):
+    return {"config": dataclasses.asdict(self.config), "item_vocab": self.item_vocab}
+
+  @classmethod
+  def from_config(cls, config):
+    values = dict(config["config"])
+    values["hidden_units"] = tuple(values["hidden_units"])
+    return cls(ModelConfig(**values), config["item_vocab"])
+
+
+def _pad_long_to(inputs, k: int):
+  """Pads the long sequence with padding positions so that L >= k (also when L is only known
+  at run time, as in TensorFlow's traced graphs): top-k then always takes k positions."""
+  length = inputs["long_mask"].shape[1]
+  if length is not None and length >= k:
+    return inputs
+  extra = k if length is None else k - length
+  padded = dict(inputs)
+  for key in features.sequence_keys("long"):
+    value = inputs[key]
+    widths = [(0, 0), (0, extra)] + [(0, 0)] * (len(value.shape) - 2)
+    padded[key] = ops.pad(value, widths)
+  return padded
+
+
+def build_model(config: ModelConfig | str, item_vocab: int) -> CtrModel:
+  """A model from a config or a preset name (PRESETS)."""
+  if isinstance(config, str):
+    if config not in PRESETS:
+      raise ValueError(f"unknown model {config!r}; presets: {sorted(PRESETS)}")
+    config = PRESETS[config]
+  if config.long_term not in LONG_TERM:
+    raise ValueError(f"long_term must be one of {LONG_TERM}, got {config.long_term!r}")
+  return CtrModel(config, item_vocab)

@@ -1,0 +1,90 @@
+"""Cluster-aware target attention scores alpha', shared by the GSU and the ESU."""
+
+import math
+
+import keras
+from keras import ops
+
+from twin_tf.model.layers.cross_feature_bias import CrossFeatureBias
+from twin_tf.model.layers.inherent_projection import InherentProjection
+from twin_tf.model.layers.sequence_ops import MASK_VALUE, gather_selected
+
+
+@keras.saving.register_keras_serializable(package="twin_tf")
+class ClusterAwareTargetAttention(keras.layers.Layer):
+  """alpha'_i = (K_h W_h)_i . (q W_q) / sqrt(d_k) + (K_c W_c)_i . beta + ln(n_i), per head.
+
+  n_i is the cluster size (1 for a raw behavior, which reduces TWIN-V2 to TWIN). Adding
+  ln n makes softmax(alpha') weigh a cluster exactly as n identical raw behaviors would.
+
+  Args:
+    num_heads: H; every head has its own W_h, W_q, w and beta.
+    key_dim: d_k.
+    use_log_size: add ln(n) (False: the "without ln n" ablation).
+
+  Call:
+    seq_inherent: (B, L, D_h) inherent features of the clusters / behaviors.
+    seq_cross: (B, L, J, dim) cross-feature embeddings.
+    size: (B, L) cluster sizes n (>= 1 where valid is True).
+    valid: (B, L) bool, False at padding.
+    target_inherent: (B, C, D_h) inherent features of the C candidate items.
+    returns: alpha' (B, C, L, H), MASK_VALUE at padding.
+
+  References:
+    TWIN-V2 (Si et al., CIKM'24) section 3.3, eq. 8.
+  """
+
+  def __init__(self, num_heads: int = 4, key_dim: int = 16, use_log_size: bool = True,
+               **kwargs):
+    super().__init__(**kwargs)
+    self.num_heads, self.key_dim, self.use_log_size = num_heads, key_dim, use_log_size
+    self.key_projection = InherentProjection(num_heads, key_dim, name="key_projection")
+    self.query_projection = InherentProjection(num_heads, key_dim, name="query_projection")
+    self.cross_bias = CrossFeatureBias(num_heads, name="cross_bias")
+
+  def build(self, seq_inherent_shape, seq_cross_shape=None, size_shape=None,
+            valid_shape=None, target_inherent_shape=None):
+    self.key_projection.build(seq_inherent_shape)
+    self.query_projection.build(target_inherent_shape or seq_inherent_shape)
+    self.cross_bias.build(seq_cross_shape)
+
+  def item_keys(self, inherent):
+    """K_h W_h / sqrt(d_k): (..., D_h) -> (..., H, d_k); user-independent, cacheable."""
+    return self.key_projection(inherent) / math.sqrt(self.key_dim)
+
+  def bias(self, seq_cross, size):
+    """(K_c W_c) beta + ln n: (B, L, H), the per-cluster term of alpha'."""
+    bias = self.cross_bias(seq_cross)
+    if self.use_log_size:
+      bias = bias + ops.log(ops.maximum(ops.cast(size, bias.dtype), 1.0))[..., None]
+    return bias
+
+  def call(self, seq_inherent, seq_cross, size, valid, target_inherent):
+    keys = self.item_keys(seq_inherent)  # (B, L, H, d_k)
+    query = self.query_projection(target_inherent)  # (B, C, H, d_k)
+    alpha = ops.einsum("blhk,bchk->bclh", keys, query)  # (B, C, L, H)
+    alpha = alpha + self.bias(seq_cross, size)[:, None, :, :]
+    return ops.where(valid[:, None, :, None], alpha, MASK_VALUE)
+
+  def summed_scores(self, keys, query, bias, valid):
+    """sum_h alpha'_h as ONE inner product over concatenated heads (the MIPS form):
+    [K_h W_h / sqrt(d_k)]_concat . [q W_q]_concat + sum_h bias_h, (B, C, L).
+
+    The GSU ranks by this; it never materializes the (B, C, L, H) per-head scores.
+    keys (B, L, H, d_k), query (B, C, H, d_k), bias (B, L, H), valid (B, L).
+    """
+    flat_keys = ops.reshape(keys, ops.shape(keys)[:2] + (keys.shape[2] * keys.shape[3],))
+    flat_query = ops.reshape(query, ops.shape(query)[:2] + (query.shape[2] * query.shape[3],))
+    scores = ops.einsum("bld,bcd->bcl", flat_keys, flat_query)
+    scores = scores + ops.sum(bias, axis=-1)[:, None, :]
+    return ops.where(valid[:, None, :], scores, MASK_VALUE)
+
+  @staticmethod
+  def scores_at(keys, query, bias, indices):
+    """Per-head alpha' at chosen positions only: indices (B, C, K) -> (B, C, K, H)."""
+    chosen_keys = gather_selected(keys, indices)  # (B, C, K, H, d_k)
+    return ops.einsum("bckhd,bchd->bckh", chosen_keys, query) + gather_selected(bias, indices)
+
+  def get_config(self):
+    return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
+            "use_log_size": self.use_log_size}

@@ -1,0 +1,50 @@
+"""Exact search unit: multi-head softmax(alpha') attention over the selected clusters."""
+
+import keras
+from keras import ops
+
+from twin_tf.model.layers.sequence_ops import MASK_VALUE
+
+
+@keras.saving.register_keras_serializable(package="twin_tf")
+class Esu(keras.layers.Layer):
+  """Per head h: sum_i softmax_i(alpha'_ih) (K_i W_v,h); heads concatenated, then W_o.
+
+  alpha' comes from the same ClusterAwareTargetAttention as the GSU's (shared parameters), so
+  the ESU reuses the GSU's scores at the selected positions.
+
+  Args:
+    value_dim: size of each head's value.
+    output_dim: size after W_o.
+
+  Call:
+    alpha: (B, C, K, H) alpha' of the selected positions.
+    values: (B, C, K, D) features K = [K_h, K_c] of the selected positions.
+    valid: (B, C, K) bool; invalid positions take no weight (all invalid -> zero output).
+    returns: (B, C, output_dim).
+  """
+
+  def __init__(self, value_dim: int = 16, output_dim: int = 64, **kwargs):
+    super().__init__(**kwargs)
+    self.value_dim, self.output_dim = value_dim, output_dim
+
+  def build(self, alpha_shape, values_shape=None, valid_shape=None):
+    heads = alpha_shape[-1]
+    self.value_kernel = self.add_weight(
+        name="value_kernel", shape=(values_shape[-1], heads, self.value_dim),
+        initializer="glorot_uniform")
+    self.output_kernel = self.add_weight(
+        name="output_kernel", shape=(heads * self.value_dim, self.output_dim),
+        initializer="glorot_uniform")
+
+  def call(self, alpha, values, valid):
+    weights = ops.softmax(ops.where(valid[..., None], alpha, MASK_VALUE), axis=2)
+    weights = weights * ops.cast(valid[..., None], weights.dtype)  # (B, C, K, H)
+    projected = ops.einsum("bckd,dhv->bckhv", values, self.value_kernel)
+    heads = ops.einsum("bckh,bckhv->bchv", weights, projected)  # (B, C, H, value_dim)
+    merged = ops.reshape(heads, ops.shape(heads)[:2] + (-1,))
+    return ops.matmul(merged, self.output_kernel)
+
+  def get_config(self):
+    return {**super().get_config(), "value_dim": self.value_dim,
+            "output_dim": self.output_dim}

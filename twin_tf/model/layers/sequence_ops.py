@@ -1,0 +1,18 @@
+"""What every sequence layer shares: the score of padding and the per-candidate gather."""
+
+from keras import ops
+
+# Score of padding: far below any real score, so padding never wins a top-k and its softmax
+# weight underflows to exactly 0 (a real score would need to be ~1e9 to compete).
+MASK_VALUE = -1e9
+
+
+def gather_selected(values, indices):
+  """values (B, L, ...) at per-candidate positions indices (B, C, K) -> (B, C, K, ...).
+
+  One flat gather over (B * L, ...) rows: cheaper than a broadcast take_along_axis.
+  """
+  shape = ops.shape(values)
+  flat = ops.reshape(values, (-1,) + tuple(values.shape[2:]))  # (B * L, ...)
+  offsets = ops.cast(ops.arange(shape[0]), "int32") * ops.cast(shape[1], "int32")
+  return ops.take(flat, ops.cast(indices, "int32") + offsets[:, None, None], axis=0)

@@ -1,0 +1,54 @@
+"""Short-term interest: multi-head target attention over the most recent raw behaviors."""
+
+import math
+
+import keras
+from keras import ops
+
+from twin_tf.model.layers.sequence_ops import MASK_VALUE
+
+
+@keras.saving.register_keras_serializable(package="twin_tf")
+class ShortTermAttention(keras.layers.Layer):
+  """softmax((q W_q)(k W_k)^T / sqrt(d_k)) (k W_v) per head, heads concatenated, then W_o.
+
+  Args:
+    num_heads: H.  key_dim: d_k.  value_dim: per-head value size.  output_dim: after W_o.
+
+  Call:
+    query: (B, C, D_q) target features.
+    keys: (B, S, D) behavior features (S = 50 most recent).
+    valid: (B, S) bool.
+    returns: (B, C, output_dim); zero where the user has no recent behavior.
+  """
+
+  def __init__(self, num_heads: int = 4, key_dim: int = 16, value_dim: int = 16,
+               output_dim: int = 64, **kwargs):
+    super().__init__(**kwargs)
+    self.num_heads, self.key_dim = num_heads, key_dim
+    self.value_dim, self.output_dim = value_dim, output_dim
+
+  def build(self, query_shape, keys_shape=None, valid_shape=None):
+    h = self.num_heads
+    self.query_kernel = self.add_weight(name="query_kernel",
+                                        shape=(query_shape[-1], h, self.key_dim))
+    self.key_kernel = self.add_weight(name="key_kernel", shape=(keys_shape[-1], h, self.key_dim))
+    self.value_kernel = self.add_weight(name="value_kernel",
+                                        shape=(keys_shape[-1], h, self.value_dim))
+    self.output_kernel = self.add_weight(name="output_kernel",
+                                         shape=(h * self.value_dim, self.output_dim))
+
+  def call(self, query, keys, valid):
+    q = ops.einsum("bcd,dhk->bchk", query, self.query_kernel)
+    k = ops.einsum("bsd,dhk->bshk", keys, self.key_kernel)
+    v = ops.einsum("bsd,dhv->bshv", keys, self.value_kernel)
+    scores = ops.einsum("bchk,bshk->bcsh", q, k) / math.sqrt(self.key_dim)  # (B, C, S, H)
+    scores = ops.where(valid[:, None, :, None], scores, MASK_VALUE)
+    weights = ops.softmax(scores, axis=2) * ops.cast(valid[:, None, :, None], scores.dtype)
+    heads = ops.einsum("bcsh,bshv->bchv", weights, v)
+    merged = ops.reshape(heads, ops.shape(heads)[:2] + (-1,))
+    return ops.matmul(merged, self.output_kernel)
+
+  def get_config(self):
+    return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
+            "value_dim": self.value_dim, "output_dim": self.output_dim}

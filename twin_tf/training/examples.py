@@ -1,0 +1,87 @@
+"""Training examples: impressions after the clustering cutoff, joined per user.
+
+A user's long sequences are stored once, in a user record; each impression record carries only
+the target item, its label and `history_end`, the number of the user's behaviors strictly
+before it. The input pipeline joins them (input_pipeline.py), so no sequence is copied into
+every sample.
+
+User record (one per user, tf.train.Example):
+  user_id, cutoff, num_pre_cutoff       int64[1]  behaviors before the cutoff
+  history_<f>  for f in HISTORY_FIELDS  int64[T]  every behavior, sorted by (timestamp,
+                                                  item_id, play_time); features of an
+                                                  impression only read history[:history_end]
+  cluster_<f>  for f in CLUSTER_FIELDS  int64[C]  clusters of the behaviors before the cutoff
+                                                  (cluster_timestamp = members' mean)
+Impression record (one per impression, i.e. behavior at or after the cutoff):
+  user_id, item_id, category, year_bucket, timestamp, label, history_end, split   int64[1]
+
+The split is chronological per user: of a user's impressions in time order, the last
+`test_fraction` are test, the `validation_fraction` before them validation, the rest train.
+Every feature of an impression comes from behaviors strictly before its timestamp.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from twin_tf.clustering import completion_groups
+from twin_tf.clustering import records as cluster_records
+from twin_tf.data import schema
+
+SPLITS = ("train", "validation", "test")
+HISTORY_FIELDS = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET, schema.TIMESTAMP,
+                  schema.GROUP, schema.TAGGED)
+CLUSTER_FIELDS = HISTORY_FIELDS + (schema.CLUSTER_SIZE,)
+IMPRESSION_FIELDS = (schema.USER_ID, schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET,
+                     schema.TIMESTAMP, schema.LABEL, "history_end", "split")
+NUM_PRE_CUTOFF = "num_pre_cutoff"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExampleConfig:
+  """Attributes: per-user fractions of the impressions (in time order) held out."""
+
+  validation_fraction: float = 0.2
+  test_fraction: float = 0.2
+  num_groups: int = 5
+
+
+def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: ExampleConfig
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+  """One user's behaviors and cluster record -> (user record, impressions).
+
+  Args:
+    columns: the user's behavior columns (schema.BEHAVIOR_FIELDS), any order.
+    clusters: the user's decoded cluster record (twin_tf.clustering.records.decode).
+    config: split fractions.
+  Returns:
+    (user record {name: array}, impressions {IMPRESSION_FIELDS: (I,) arrays}).
+  """
+  order = np.lexsort((columns[schema.PLAY_TIME], columns[schema.ITEM_ID],
+                      columns[schema.TIMESTAMP]))
+  history = schema.take(columns, order)
+  history[schema.GROUP] = completion_groups(history[schema.PLAY_TIME],
+                                            history[schema.DURATION], config.num_groups)
+  cutoff = clusters[cluster_records.CUTOFF]
+  timestamps = history[schema.TIMESTAMP]
+  num_pre_cutoff = int(np.sum(timestamps < cutoff)) if cutoff >= 0 else len(timestamps)
+  user = {schema.USER_ID: clusters[schema.USER_ID], cluster_records.CUTOFF: cutoff,
+          NUM_PRE_CUTOFF: num_pre_cutoff}
+  user.update({f"history_{f}": history[f] for f in HISTORY_FIELDS})
+  user.update({f"cluster_{f}": clusters[f] for f in CLUSTER_FIELDS})
+
+  chosen = np.arange(num_pre_cutoff, len(timestamps)) if cutoff >= 0 else np.zeros(0, int)
+  impressions = {f: history[f][chosen] for f in IMPRESSION_FIELDS[:6]}
+  impressions["history_end"] = np.searchsorted(timestamps, timestamps[chosen], side="left")
+  impressions["split"] = split_ids(len(chosen), config)
+  return user, impressions
+
+
+def split_ids(num: int, config: ExampleConfig) -> np.ndarray:
+  """(num,) split index (0 train, 1 validation, 2 test) of impressions in time order."""
+  num_test = int(round(num * config.test_fraction))
+  num_validation = int(round(num * config.validation_fraction))
+  num_train = max(num - num_test - num_validation, 0)
+  return np.repeat(np.arange(3), [num_train, num - num_train - num_test, num_test])

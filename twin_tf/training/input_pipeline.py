@@ -1,0 +1,221 @@
+"""tf.data input pipeline: joins impressions with their user's sequences, bucketed by length.
+
+User records are loaded once into padded in-memory tables (one row per user); each impression
+gathers its user's rows inside the tf.data graph, so a long sequence exists once per user, not
+once per sample. Long sequences are padded to a few fixed lengths (BUCKETS): every batch has a
+static shape, which the JAX backend needs, and short histories do not pay for long ones.
+
+Long-term sources (what the long-term module attends over):
+  clusters  TWIN-V2: the user's clusters (virtual items), size n per cluster.
+  raw       TWIN / SIM: the user's raw behaviors before the cutoff (the most recent
+            `max_raw`), n = 1: the same life-cycle coverage as the clusters.
+  uniform   ablation: as many raw behaviors as the user has clusters, sampled uniformly
+            (seeded) from those before the cutoff, n = 1.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+
+from twin_tf.data import schema, tfexample
+from twin_tf.model import features
+from twin_tf.training import examples
+
+BUCKETS = (32, 128, 512, 1024, 2048, 4096, 10_000)
+LONG_SOURCES = ("clusters", "raw", "uniform")
+_FIELDS = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET, schema.TIMESTAMP,
+           schema.GROUP, schema.TAGGED)
+
+
+@dataclasses.dataclass
+class ExampleData:
+  """Users as padded tables, impressions per split, and the item vocabulary.
+
+  Attributes:
+    user_ids: (U,) sorted.
+    history: {field: (U, T) int64}, behaviors in time order, zero padded; history_len (U,).
+    num_pre_cutoff: (U,) behaviors before the user's cutoff.
+    clusters: {field: (U, C) int64} plus cluster_size; cluster_len (U,).
+    impressions: {split: {IMPRESSION_FIELDS + "user_row": (I,) int64}}.
+    vocabulary: item vocabulary (built from train targets and pre-cutoff behaviors).
+  """
+
+  user_ids: np.ndarray
+  history: dict[str, np.ndarray]
+  history_len: np.ndarray
+  num_pre_cutoff: np.ndarray
+  clusters: dict[str, np.ndarray]
+  cluster_len: np.ndarray
+  impressions: dict[str, dict[str, np.ndarray]]
+  vocabulary: features.ItemVocabulary
+
+
+def _pad(rows: list[np.ndarray], fill: int = 0) -> np.ndarray:
+  """Rows of different lengths -> (len(rows), longest) int64, `fill` after each row."""
+  out = np.full((len(rows), max([len(r) for r in rows] + [1])), fill, dtype=np.int64)
+  for i, row in enumerate(rows):
+    out[i, :len(row)] = row
+  return out
+
+
+def load_example_data(folder: str | pathlib.Path,
+                      vocabulary: features.ItemVocabulary | None = None) -> ExampleData:
+  """Reads users-* and impressions_<split>-* written by beam_pipelines.build_examples."""
+  folder = str(folder).rstrip("/")
+  users = sorted(tfexample.read(f"{folder}/users-*"), key=lambda u: int(u[schema.USER_ID][0]))
+  user_ids = np.array([int(u[schema.USER_ID][0]) for u in users], dtype=np.int64)
+  history = {f: _pad([u[f"history_{f}"] for u in users]) for f in _FIELDS}
+  clusters = {f: _pad([u[f"cluster_{f}"] for u in users])
+              for f in _FIELDS + (schema.CLUSTER_SIZE,)}
+  data = ExampleData(
+      user_ids=user_ids, history=history,
+      history_len=np.array([len(u[f"history_{schema.ITEM_ID}"]) for u in users]),
+      num_pre_cutoff=np.array([int(u[examples.NUM_PRE_CUTOFF][0]) for u in users]),
+      clusters=clusters,
+      cluster_len=np.array([len(u[f"cluster_{schema.CLUSTER_SIZE}"]) for u in users]),
+      impressions={}, vocabulary=vocabulary)
+  for split in examples.SPLITS:
+    records = tfexample.read(f"{folder}/impressions_{split}-*")
+    table = {name: np.array([r[name][0] for r in records], dtype=np.int64)
+             for name in examples.IMPRESSION_FIELDS}
+    table["user_row"] = np.searchsorted(user_ids, table[schema.USER_ID])
+    data.impressions[split] = table
+  if data.vocabulary is None:
+    pre_cutoff = np.arange(history[schema.ITEM_ID].shape[1])[None, :] < \
+        data.num_pre_cutoff[:, None]
+    data.vocabulary = features.ItemVocabulary(np.concatenate([
+        data.impressions["train"][schema.ITEM_ID], history[schema.ITEM_ID][pre_cutoff]]))
+  return data
+
+
+def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed: int = 0
+                    ) -> np.ndarray:
+  """(U, L) positions of each user's long-term sequence, -1 for padding.
+
+  Positions index data.clusters for source "clusters", data.history otherwise.
+  """
+  if source == "clusters":
+    lengths, starts = data.cluster_len, np.zeros_like(data.cluster_len)
+  elif source == "raw":
+    lengths = np.minimum(data.num_pre_cutoff, max_raw)
+    starts = data.num_pre_cutoff - lengths  # the most recent max_raw
+  elif source == "uniform":
+    rng = np.random.default_rng(seed)
+    return _pad([np.sort(rng.choice(n, size=min(c, n), replace=False))
+                 for n, c in zip(data.num_pre_cutoff, data.cluster_len)], fill=-1)
+  else:
+    raise ValueError(f"unknown long-term source {source!r}; expected one of {LONG_SOURCES}")
+  width = max(int(lengths.max(initial=0)), 1)
+  position = np.arange(width)[None, :]
+  return np.where(position < lengths[:, None], starts[:, None] + position, -1)
+
+
+def bucket_length(length: np.ndarray, buckets=BUCKETS) -> np.ndarray:
+  """Smallest bucket >= length (the largest bucket for longer sequences, then truncated)."""
+  chosen = np.searchsorted(np.asarray(buckets), np.maximum(length, 1))
+  return np.asarray(buckets)[np.minimum(chosen, len(buckets) - 1)]
+
+
+class DatasetBuilder:
+  """Builds tf.data datasets of model inputs for one long-term source."""
+
+  def __init__(self, data: ExampleData, source: str, max_raw: int = 10_000, seed: int = 0,
+               buckets=BUCKETS):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
+    self._tf, self.data, self.source, self.buckets = tf, data, source, tuple(buckets)
+    vocab = data.vocabulary
+    index = long_term_index(data, source, max_raw, seed)  # (U, L)
+    if index.shape[1] > self.buckets[-1]:  # keep the most recent positions of each user
+      index = _pad([row[row >= 0][-self.buckets[-1]:] for row in index], fill=-1)
+    self.long_len = (index >= 0).sum(axis=1)
+    width = int(bucket_length(np.array([index.shape[1]]), self.buckets)[0])
+    index = np.pad(index, ((0, 0), (0, width - index.shape[1])), constant_values=-1)
+    table = data.clusters if source == "clusters" else data.history
+    safe = np.maximum(index, 0)
+    gathered = {f: np.take_along_axis(table[f], safe, axis=1) for f in _FIELDS}
+    gathered[schema.ITEM_ID] = vocab.lookup(gathered[schema.ITEM_ID])
+    size = (np.take_along_axis(table[schema.CLUSTER_SIZE], safe, axis=1)
+            if source == "clusters" else np.ones_like(safe))
+    valid = index >= 0
+    self._long = {f: tf.constant(np.where(valid, v, 0)) for f, v in gathered.items()}
+    self._long["size"] = tf.constant(np.where(valid, size, 0).astype(np.float32))
+    self._long["mask"] = tf.constant(valid)
+    history = dict(data.history)
+    history[schema.ITEM_ID] = vocab.lookup(history[schema.ITEM_ID])
+    self._history = {f: tf.constant(v) for f, v in history.items()}
+
+  def example_lengths(self, split: str) -> np.ndarray:
+    return self.long_len[self.data.impressions[split]["user_row"]]
+
+  def dataset(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0):
+    """(dataset of (inputs, label), example order) for one split.
+
+    Batches come bucket by bucket; with shuffle, buckets interleave at random and examples
+    shuffle within a bucket, reshuffled every epoch. Without shuffle, `order` gives the
+    impression index of each example in the order the dataset yields them.
+    """
+    tf = self._tf
+    imp = self._impression_tensors(split)
+    lengths = bucket_length(self.example_lengths(split), self.buckets)
+    per_bucket, order = [], []
+    for length in sorted(set(lengths.tolist())):
+      chosen = np.flatnonzero(lengths == length)
+      order.append(chosen)
+      ds = tf.data.Dataset.from_tensor_slices(chosen)
+      if shuffle:
+        ds = ds.shuffle(len(chosen), seed=seed, reshuffle_each_iteration=True)
+      per_bucket.append(ds.batch(batch_size).map(
+          lambda idx, length=length: self._batch(imp, idx, length),
+          num_parallel_calls=tf.data.AUTOTUNE))
+    if not per_bucket:
+      raise ValueError(f"split {split!r} has no impressions")
+    num_batches = sum(-(-len(o) // batch_size) for o in order)
+    if shuffle and len(per_bucket) > 1:
+      weights = [len(o) for o in order]
+      ds = tf.data.Dataset.sample_from_datasets(
+          per_bucket, weights=[w / sum(weights) for w in weights], seed=seed,
+          stop_on_empty_dataset=False)
+    else:
+      ds = per_bucket[0]
+      for more in per_bucket[1:]:
+        ds = ds.concatenate(more)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(num_batches))  # progress bar total
+    return ds.prefetch(tf.data.AUTOTUNE), np.concatenate(order)
+
+  def _impression_tensors(self, split: str) -> dict:
+    tf = self._tf
+    table = dict(self.data.impressions[split])
+    table[schema.ITEM_ID] = self.data.vocabulary.lookup(table[schema.ITEM_ID])
+    return {k: tf.constant(v) for k, v in table.items()}
+
+  def _batch(self, imp: dict, idx, length: int):
+    tf = self._tf
+    rows = tf.gather(imp["user_row"], idx)
+    target_time = tf.gather(imp[schema.TIMESTAMP], idx)
+    inputs = features.target_inputs(
+        tf, *(tf.gather(imp[f], idx) for f in (schema.ITEM_ID, schema.CATEGORY,
+                                               schema.YEAR_BUCKET)), target_time)
+    long = {f: tf.gather(v, rows)[:, :length] for f, v in self._long.items()}
+    inputs.update(self._sequence("long", long, target_time, length))
+    # Short-term: the SHORT_LENGTH behaviors just before the impression, oldest first.
+    end = tf.gather(imp["history_end"], idx)
+    position = end[:, None] - features.SHORT_LENGTH + tf.range(features.SHORT_LENGTH,
+                                                                  dtype=tf.int64)[None, :]
+    short = {f: tf.gather(tf.gather(v, rows), tf.maximum(position, 0), batch_dims=1)
+             for f, v in self._history.items()}
+    short["mask"] = position >= 0
+    short["size"] = tf.ones_like(position, tf.float32)
+    inputs.update(self._sequence("short", short, target_time, features.SHORT_LENGTH))
+    label = tf.cast(tf.gather(imp[schema.LABEL], idx), tf.float32)
+    return inputs, label
+
+  def _sequence(self, prefix, seq, target_time, length):
+    out = features.sequence_inputs(
+        self._tf, prefix, seq[schema.ITEM_ID], seq[schema.CATEGORY], seq[schema.YEAR_BUCKET],
+        seq[schema.GROUP], seq[schema.TAGGED], seq[schema.TIMESTAMP], seq["size"],
+        seq["mask"], target_time[:, None])
+    return {k: self._tf.ensure_shape(v, [None, length] + (
+        [len(features.CROSS_FEATURES)] if k.endswith("cross") else [])) for k, v in out.items()}

@@ -1,0 +1,133 @@
+"""Training and evaluation with Keras fit/evaluate, checkpoints and crash recovery.
+
+A run directory holds:
+  config.json              the TrainConfig (and the model's ModelConfig)
+  vocabulary.npy           item ids of the item vocabulary (index = position + 2)
+  backup/                  BackupAndRestore state: a killed run resumes mid-epoch from here
+  checkpoints/best.weights.h5   best validation AUC so far (ModelCheckpoint)
+  logs/                    TensorBoard
+  model.weights.h5         final weights (the best epoch), Keras format, either backend
+  metrics_<split>.json     written by evaluate
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import time
+
+import numpy as np
+
+from twin_tf import config as config_lib
+from twin_tf.config import TrainConfig  # noqa: F401  (also imported from here)
+from twin_tf.data import schema
+from twin_tf.model import features
+from twin_tf.model.ctr_model import PRESETS, build_model
+from twin_tf.training import diversity, metrics, ranking
+from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData, load_example_data
+
+
+def _builder(config: TrainConfig, data: ExampleData) -> DatasetBuilder:
+  return DatasetBuilder(data, PRESETS[config.model].long_term_source, config.max_raw,
+                        config.seed)
+
+
+def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1,
+          extra_callbacks=()) -> dict:
+  """Trains one model; resumes from output_dir/backup if a previous run was killed.
+
+  Returns:
+    the Keras history ({metric: [value per epoch]}) of this call.
+  """
+  import keras  # pylint: disable=import-outside-toplevel
+  if config.model not in PRESETS:
+    raise ValueError(f"unknown model {config.model!r}; presets: {sorted(PRESETS)}")
+  out = pathlib.Path(config.output_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  print(config_lib.describe(config), flush=True)
+  config_lib.save(config, out / "config.json")
+  keras.utils.set_random_seed(config.seed)
+  data = data or load_example_data(config.examples)
+  data.vocabulary.save(out / "vocabulary.npy")
+  builder = _builder(config, data)
+  train_ds, _ = builder.dataset("train", config.batch_size, shuffle=True, seed=config.seed)
+  validation_ds, _ = builder.dataset("validation", config.batch_size * 4)
+
+  model = _built_model(config.model, len(data.vocabulary))
+  model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+                loss="binary_crossentropy",
+                metrics=[keras.metrics.AUC(name="auc")],
+                # JAX: one jit-compiled step per padded length (a handful of buckets);
+                # TensorFlow: graph mode, since XLA would recompile for every bucket
+                jit_compile=keras.backend.backend() == "jax")
+  (out / "checkpoints").mkdir(exist_ok=True)
+  callbacks = [
+      keras.callbacks.BackupAndRestore(str(out / "backup"),
+                                       save_freq=config.backup_every or "epoch"),
+      keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best.weights.h5"),
+                                      monitor="val_auc", mode="max", save_best_only=True,
+                                      save_weights_only=True),
+      keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
+                                    restore_best_weights=True),
+      keras.callbacks.TensorBoard(str(out / "logs")),
+      *extra_callbacks,
+  ]
+  start = time.time()
+  history = model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs,
+                      callbacks=callbacks, verbose=verbose)
+  best = out / "checkpoints" / "best.weights.h5"
+  if best.exists():  # EarlyStopping restores only when it stopped early
+    model.load_weights(str(best))
+  model.save_weights(str(out / "model.weights.h5"))
+  print(f"trained {config.model} in {time.time() - start:.0f} s -> {out / 'model.weights.h5'}")
+  return history.history
+
+
+def _built_model(model_name: str, item_vocab: int):
+  """A new model with its variables created (by a call on placeholder inputs)."""
+  model = build_model(model_name, item_vocab)
+  model(features.placeholder_inputs())
+  return model
+
+
+def restore_model(run_dir: str | pathlib.Path):
+  """(model with the run's final weights, item vocabulary, TrainConfig) of a finished run,
+  on the current Keras backend."""
+  run_dir = pathlib.Path(run_dir)
+  config = config_lib.load(TrainConfig, run_dir / "config.json")
+  vocabulary = features.ItemVocabulary.load(run_dir / "vocabulary.npy")
+  model = _built_model(config.model, len(vocabulary))
+  model.load_weights(str(run_dir / "model.weights.h5"))
+  return model, vocabulary, config
+
+
+def load_trained(config: TrainConfig, data: ExampleData):
+  """The model of a finished run and a DatasetBuilder for its long-term source."""
+  model, _, _ = restore_model(config.output_dir)
+  return model, _builder(config, data)
+
+
+def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None = None
+             ) -> dict:
+  """AUC, GAUC, logloss, GAUC per life-cycle-length quartile, the diversity of each user's
+  top-10 (training.diversity) and per-user NDCG@10 / recall@10 (training.ranking) of a
+  trained run. Writes metrics_<split>.json and the
+  scores, predictions_<split>.npz (impression index, score)."""
+  out = pathlib.Path(config.output_dir)
+  data = data or load_example_data(config.examples,
+                                   features.ItemVocabulary.load(out / "vocabulary.npy"))
+  model, builder = load_trained(config, data)
+  dataset, order = builder.dataset(split, config.batch_size * 4)
+  scores = model.predict(dataset, verbose=0).reshape(-1)
+  impressions = data.impressions[split]
+  labels = impressions[schema.LABEL][order]
+  users = impressions[schema.USER_ID][order]
+  activity = data.num_pre_cutoff[impressions["user_row"][order]]
+  result = {"model": config.model, "seed": config.seed, "split": split,
+            "impressions": int(len(labels)),
+            **metrics.all_metrics(labels, scores, users, activity),
+            "diversity": diversity.diversity(scores, users, impressions[schema.CATEGORY][order]),
+            "ranking": ranking.ranking_metrics(scores, users, labels)}
+  (out / f"metrics_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+  np.savez(out / f"predictions_{split}.npz", impression=order, score=scores)
+  return result

@@ -1,12 +1,15 @@
 """Beam pipeline: training examples from behavior logs and per-user clusters.
 
-  logs -> validate -> key by user ─┐
-                                   ├─ CoGroupByKey -> twin_tf.training.examples.user_examples
-  cluster records -> key by user ──┘      -> users-*.tfrecord       (one record per user)
+  logs -> validate -> by item: item statistics -> key by user ─┐
+                                                   ├─ CoGroupByKey -> user_examples
+  cluster records -> key by user ──────────────────┘   (twin_tf.training.examples)
+                                          -> users-*.tfrecord       (one record per user)
                                           -> impressions_{train,validation,test}-*.tfrecord
 
-Layouts: twin_tf/training/examples.py. A user's long sequences are written once, in the user record;
-impression records carry the target and `history_end`, and the input pipeline joins them.
+Layouts: twin_tf/training/examples.py. A user's long sequences are written once, in the user
+record; impression records carry the target, `history_end` and the dense statistics
+(twin_tf/training/statistics.py: the item's come from every user's behaviors, grouped by item
+first, so one item's behaviors must fit a worker's memory), and the input pipeline joins them.
 Users without a cluster record (or without behaviors) go to dead_letters-*.jsonl, as do
 malformed log rows. Counters (namespace build_examples): behaviors_read, dead_letters, users,
 impressions_train, impressions_validation, impressions_test.
@@ -21,11 +24,13 @@ import json
 import logging
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import common
 from twin_tf.clustering import records as cluster_records
 from twin_tf.data import logs, schema, tfexample
+from twin_tf.training import statistics
 from twin_tf.training.examples import SPLITS, ExampleConfig, user_examples
 
 NAMESPACE = "build_examples"
@@ -40,6 +45,21 @@ class BuildExamplesOptions(PipelineOptions):
     parser.add_argument("--clusters", default=None, help="cluster records glob")
     parser.add_argument("--validation_fraction", type=float, default=0.2)
     parser.add_argument("--test_fraction", type=float, default=0.2)
+    parser.add_argument("--num_groups", type=int, default=5,
+                        help="completion groups M of the behaviors' group feature (use the "
+                        "clustering's M)")
+
+
+class ItemStatisticsDoFn(beam.DoFn):
+  """(item_id, behavior tuples) -> (user_id, (behavior tuple, item statistics)) per behavior."""
+
+  def process(self, element):
+    _, rows = element
+    rows = list(rows)
+    stats = statistics.item_statistics(logs.tuples_to_columns(rows))
+    user_index = schema.FIELD_NAMES.index(schema.USER_ID)
+    for row, values in zip(rows, stats.tolist()):
+      yield row[user_index], (row, values)
 
 
 class UserExamplesDoFn(beam.DoFn):
@@ -55,7 +75,10 @@ class UserExamplesDoFn(beam.DoFn):
   def process(self, element):
     user_id, grouped = element
     cluster_list = list(grouped["clusters"])
-    behaviors = logs.tuples_to_columns(grouped["behaviors"])
+    pairs = list(grouped["behaviors"])
+    behaviors = logs.tuples_to_columns([row for row, _ in pairs])
+    item_stats = np.array([values for _, values in pairs], np.float32).reshape(
+        len(pairs), len(statistics.ITEM_FEATURES))
     problem = None
     if len(cluster_list) != 1:
       problem = f"{len(cluster_list)} cluster records for the user (expected 1)"
@@ -68,7 +91,7 @@ class UserExamplesDoFn(beam.DoFn):
           "record": json.dumps({schema.USER_ID: user_id})})
       return
     user, impressions = user_examples(behaviors, cluster_records.decode(cluster_list[0]),
-                                      self._config)
+                                      self._config, item_stats)
     self._users.inc()
     yield tfexample.encode(user)
     for i in range(len(impressions["split"])):
@@ -82,8 +105,11 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
   """Adds the stages; returns the DoOutputsTuple (main: user records; SPLITS; dead letters)."""
   log = options.view_as(common.BehaviorLogOptions)
   read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE)
-  user_index = schema.FIELD_NAMES.index(schema.USER_ID)
-  behaviors = read.rows | "KeyBehaviors" >> beam.Map(lambda row: (row[user_index], row))
+  item_index = schema.FIELD_NAMES.index(schema.ITEM_ID)
+  behaviors = (read.rows
+               | "KeyByItem" >> beam.Map(lambda row: (row[item_index], row))
+               | "GroupByItem" >> beam.GroupByKey()
+               | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn()))
   clusters = (pipeline
               | "ReadClusters" >> beam.io.ReadFromTFRecord(options.clusters)
               | "KeyClusters" >> beam.Map(
@@ -110,7 +136,7 @@ def run(argv=None) -> dict[str, int]:
   """Runs the pipeline to completion; returns its counters."""
   options = common.pipeline_options(argv, BuildExamplesOptions, ("clusters",))
   config = ExampleConfig(validation_fraction=options.validation_fraction,
-                         test_fraction=options.test_fraction)
+                         test_fraction=options.test_fraction, num_groups=options.num_groups)
   return common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
                                   COUNTERS)
 

@@ -29,7 +29,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 def synthetic_request(item_ids: np.ndarray, clusters: int, candidates: int, seed: int = 0):
   """SYNTHETIC serving_default arrays for one user (B = 1)."""
   from twin_tf.data import schema
-  from twin_tf.export.saved_model import CANDIDATE_RAW, SEQUENCE_RAW
+  from twin_tf.export.saved_model import CANDIDATE_DENSE, CANDIDATE_RAW, SEQUENCE_RAW
+  from twin_tf.model import features
   rng = np.random.default_rng(seed)
   now = 1_600_000_000
   arrays = {"request_time": np.array([now], np.int64)}
@@ -46,6 +47,8 @@ def synthetic_request(item_ids: np.ndarray, clusters: int, candidates: int, seed
     values = rng.choice(item_ids, candidates) if high is None else rng.integers(1, high,
                                                                                 candidates)
     arrays[f"candidate_{field}"] = values[None].astype(np.int64)
+  arrays[CANDIDATE_DENSE] = rng.random((1, candidates, len(features.DENSE_FEATURES)),
+                                       np.float32)
   return arrays
 
 

@@ -29,7 +29,8 @@ from tensorflow_serving.apis import (
 )
 
 from twin_tf.data import schema
-from twin_tf.export.saved_model import CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.export.saved_model import CANDIDATE_DENSE, CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.model import features
 
 
 class ServingError(Exception):
@@ -62,7 +63,8 @@ def pad_request(users: list[dict], request_times) -> dict[str, np.ndarray]:
   Args:
     users: one dict per request row with "long" and "short" ({field: list} for every field of
       twin_tf.export.saved_model.SEQUENCE_RAW plus "size" for long) and "candidates"
-      ({field: list} for CANDIDATE_RAW). All rows need the same number of candidates.
+      ({field: list} for CANDIDATE_RAW, and "dense": one list of the D dense features per
+      candidate). All rows need the same number of candidates.
     request_times: unix seconds per row.
   """
   arrays = {"request_time": np.asarray(request_times, np.int64)}
@@ -82,6 +84,8 @@ def pad_request(users: list[dict], request_times) -> dict[str, np.ndarray]:
     raise ValueError(f"every row needs the same number of candidates, got {sorted(counts)}")
   for field in CANDIDATE_RAW:
     arrays[f"candidate_{field}"] = np.asarray([u["candidates"][field] for u in users], np.int64)
+  arrays[CANDIDATE_DENSE] = np.asarray([u["candidates"][features.DENSE] for u in users],
+                                       np.float32).reshape(len(users), counts.pop(), -1)
   return arrays
 
 

@@ -128,6 +128,9 @@ def validate_inputs(signature_def, arrays: dict[str, np.ndarray]) -> None:
   if missing or extra:
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                        f"inputs do not match the signature: missing {missing}, extra {extra}")
+  for name in expected:  # first: JSON cannot carry the trailing sizes of an empty array
+    if name.startswith("candidate_") and arrays[name].ndim > 1 and arrays[name].shape[1] == 0:
+      raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r}: no candidates")
   for name, info in expected.items():
     value = arrays[name]
     want = tf.dtypes.as_dtype(info.dtype).as_numpy_dtype
@@ -156,8 +159,6 @@ def validate_inputs(signature_def, arrays: dict[str, np.ndarray]) -> None:
       if np.any(arrays[name] > width):
         raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                            f"input {name!r}: a length exceeds the padded width {width}")
-    if name.startswith("candidate_") and arrays[name].ndim > 1 and arrays[name].shape[1] == 0:
-      raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r}: no candidates")
 
 
 def predict(store: VersionStore, model_name: str, request_model: str, version: int | None,

@@ -4,10 +4,10 @@ ScaNN), then score with the model's `esu` signature.
   gsu = ClientSideGsu(client, "work_dir/key_cache")
   scores = gsu.score(user_id, candidates, short, request_time, retriever="scann")
 
-candidates: {item_id, category, year_bucket: (C,)}; short: {f: (S,)} for the SEQUENCE_RAW
-fields of the recent behaviors. The candidates' query vectors come from the served model's
-`item_keys` signature, so they always match the served version; a key cache built from another
-version is refused (VersionMismatchError).
+candidates: {item_id, category, year_bucket: (C,), dense: (C, D)}; short: {f: (S,)} for the
+SEQUENCE_RAW fields of the recent behaviors. The candidates' query vectors come from the served
+model's `item_keys` signature, so they always match the served version; a key cache built from
+another version is refused (VersionMismatchError).
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import numpy as np
 from twin_tf.data import schema, tfexample
 from twin_tf.export import key_cache
 from twin_tf.export.retrieval import ExactRetriever, ScannRetriever, gsu_query_vectors
-from twin_tf.export.saved_model import CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.export.saved_model import CANDIDATE_DENSE, CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.model import features
 
 
 class VersionMismatchError(Exception):
@@ -73,5 +74,6 @@ class ClientSideGsu:
     request["short_length"] = np.array([length], np.int32)
     for f in CANDIDATE_RAW:
       request[f"candidate_{f}"] = arrays[f][None]
+    request[CANDIDATE_DENSE] = np.asarray(candidates[features.DENSE], np.float32)[None]
     scores, answered = self.client.predict_outputs(request, "esu", version)
     return scores["scores"][0]

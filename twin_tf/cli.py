@@ -26,10 +26,11 @@ import sys
 from twin_tf import commands
 from twin_tf import config as config_lib
 from twin_tf.config import ClusteringConfig, EmbeddingConfig, TrainConfig
-from twin_tf.experiments import main_job
+from twin_tf.experiments import main_job, quality, sweeps
 
 DEFAULT_DATA = os.environ.get("TWIN_TF_DATA", "../shared/data/ml-latest-small")
-PIPELINE_COMMANDS = ("main", "cluster", "build-examples", "cache-keys")  # extra flags: Beam
+# Commands that run Beam pipelines: their unknown flags go to Beam.
+PIPELINE_COMMANDS = ("main", "cluster", "build-examples", "cache-keys", "experiment")
 
 
 def add_main_job_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,6 +102,10 @@ def build_parser() -> argparse.ArgumentParser:
   emb.add_argument("--window", type=int, default=10)
   emb.add_argument("--min-count", type=int, default=2)
   emb.add_argument("--seed", type=int, default=0)
+  emb.add_argument("--cutoff-quantile", dest="cutoff_quantile", type=float, default=None,
+                   help="use only each user's first fraction of behaviors (the ones the "
+                   "cluster step clusters), so the embeddings never see an impression; "
+                   "default: every behavior")
 
   cluster = sub.add_parser(
       "cluster", help="cluster behaviors per user (Beam); extra --flags go to Beam")
@@ -157,14 +162,29 @@ def build_parser() -> argparse.ArgumentParser:
   serve.add_argument("--port", type=int, default=8500)
   serve.add_argument("--rest-port", dest="rest_port", type=int, default=8501)
 
-  experiment = sub.add_parser("experiment", help="every model x seeds -> quality report")
-  experiment.add_argument("--examples", required=True)
+  experiment = sub.add_parser(
+      "experiment", help="the quality study on the main job's work folder: tuning, every "
+      "model x seeds beside a GBDT, the sequence-budget, groups and clustering-method "
+      "sweeps -> quality.json / .md and quality_report/; extra --flags go to Beam",
+      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  experiment.add_argument("--workdir", default="work_dir",
+                          help="the main job's work folder (behavior log, embeddings, "
+                          "examples); runs go under it")
   experiment.add_argument("--out", default="results", help="quality.json / .md folder")
-  experiment.add_argument("--runs-dir", dest="runs_dir", default="work_dir/experiment")
-  experiment.add_argument("--models", nargs="+", default=["TwinV2", "Twin", "SimHard", "DIN",
-                                                          "TwinV2-no-ln-n", "TwinV2-uniform"])
-  experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-  experiment.add_argument("--epochs", type=int, default=3)
+  experiment.add_argument("--models", nargs="+", default=list(quality.MODELS))
+  experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+  experiment.add_argument("--sweep-seeds", dest="sweep_seeds", type=int, nargs="+",
+                          default=[0, 1, 2, 3, 4], help="seeds of every sweep point")
+  experiment.add_argument("--budgets", type=int, nargs="*", default=[8, 16, 32, 64, 128, 0],
+                          help="sequence budgets L (0: full); none: skip the sweep")
+  experiment.add_argument("--groups", type=int, nargs="*", default=[1, 2, 5, 10],
+                          help="completion groups M; none: skip the sweep")
+  experiment.add_argument("--methods", nargs="*", default=list(sweeps.METHODS),
+                          help="clustering methods; none: skip the sweep")
+  experiment.add_argument("--epochs", type=int, default=2, help="epochs per run (cosine "
+                          "learning-rate decay over them, early stopping on validation AUC)")
+  experiment.add_argument("--no-tuning", dest="tuning", action="store_false",
+                          help="skip the grid (quality.GRID); every model at the defaults")
   experiment.add_argument("--dataset", default="MovieLens ml-latest-small")
   return parser
 
@@ -180,7 +200,9 @@ def main(argv=None) -> int:
       "convert-movielens": lambda: commands.convert_movielens(args.data, args.out,
                                                               args.max_users),
       "embeddings": lambda: commands.embeddings(args.input, args.out, EmbeddingConfig(
-          dim=args.dim, window=args.window, min_count=args.min_count, seed=args.seed)),
+          dim=args.dim, window=args.window, min_count=args.min_count, seed=args.seed),
+          None if args.cutoff_quantile is None else ClusteringConfig(
+              cutoff_quantile=args.cutoff_quantile)),
       "cluster": lambda: commands.cluster(
           args.input, args.embeddings, args.output,
           _with_overrides(ClusteringConfig, args.config, args, ("gamma", "cutoff_quantile")),
@@ -193,7 +215,7 @@ def main(argv=None) -> int:
                                                 args.scann_min_clusters, extra),
       "train": lambda: commands.train(train_config(args)),
       "evaluate": lambda: commands.evaluate(train_config(args), args.split),
-      "experiment": lambda: experiment(args),
+      "experiment": lambda: experiment(args, extra),
       "export": lambda: commands.export(args.run_dir, args.base, args.version,
                                         args.examples, args.warmup, args.model_name),
       "serve": lambda: commands.serve(args.base, args.model_name, args.host, args.port,
@@ -203,10 +225,15 @@ def main(argv=None) -> int:
   return 0
 
 
-def experiment(args: argparse.Namespace) -> dict:
-  from twin_tf.experiments.quality import run_experiment  # pylint: disable=import-outside-toplevel
-  summary = run_experiment(args.examples, args.runs_dir, args.out, args.models, args.seeds,
-                           dataset=args.dataset, epochs=args.epochs)
+def experiment(args: argparse.Namespace, beam_args) -> dict:
+  from twin_tf.experiments.study import run_study  # pylint: disable=import-outside-toplevel
+  work = pathlib.Path(args.workdir)
+  summary = run_study(
+      work / "behaviors.parquet", work / "item_embeddings.npz", work / "examples", work,
+      args.out, tuple(args.models), tuple(args.seeds), tuple(args.sweep_seeds),
+      tuple(b or None for b in args.budgets), tuple(args.groups), tuple(args.methods),
+      quality.GRID if args.tuning else (), dataset=args.dataset, beam_args=beam_args,
+      epochs=args.epochs, cosine_decay=True)
   print((pathlib.Path(args.out) / "quality.md").read_text())
   return summary
 

@@ -39,14 +39,25 @@ def convert_movielens(data: Path, out: Path, max_users: int | None = None) -> di
   return result
 
 
-def embeddings(log: Path, out: Path, config: EmbeddingConfig = EmbeddingConfig()) -> dict:
-  """Behavior log -> bootstrap item embeddings (.npz) and their config beside them."""
+def embeddings(log: Path, out: Path, config: EmbeddingConfig = EmbeddingConfig(),
+               cutoff: ClusteringConfig | None = None) -> dict:
+  """Behavior log -> bootstrap item embeddings (.npz) and their config beside them.
+
+  With `cutoff`, only behaviors before each user's clustering cutoff are used, so nothing
+  the embeddings learned comes from an impression (None: every behavior).
+  """
+  from twin_tf.clustering import before_cutoff  # pylint: disable=import-outside-toplevel
   from twin_tf.clustering.embeddings import bootstrap_embeddings  # pylint: disable=import-outside-toplevel
-  from twin_tf.data import logs  # pylint: disable=import-outside-toplevel
+  from twin_tf.data import logs, schema  # pylint: disable=import-outside-toplevel
   print(config_lib.describe(config))
   columns, dead = logs.read_behavior_log(log)
   if dead:
     print(f"{len(dead)} malformed rows skipped (first: {dead[0]})", file=sys.stderr)
+  if cutoff is not None:
+    kept = before_cutoff(columns, cutoff)
+    print(f"embeddings from the {kept.sum():,} of {len(kept):,} behaviors before each "
+          "user's cutoff")
+    columns = schema.take(columns, kept)
   table = bootstrap_embeddings(columns, config)
   table.save(out)
   config_lib.save(config, pathlib.Path(out).with_suffix(".config.json"))
@@ -82,10 +93,12 @@ def cluster_summary(clusters: Path) -> dict:
 
 
 def build_examples(log: Path, clusters: Path, output: Path,
-                   beam_args: Sequence[str] = ()) -> dict:
-  """The build_examples pipeline over a cluster pipeline's output folder; its counters."""
+                   beam_args: Sequence[str] = (), num_groups: int = 5) -> dict:
+  """The build_examples pipeline over a cluster pipeline's output folder; its counters.
+  `num_groups`: M of the behaviors' completion-group feature (the clustering's M)."""
   from beam_pipelines import build_examples as pipeline  # pylint: disable=import-outside-toplevel
-  argv = _flags({"input": log, "clusters": f"{clusters}/clusters-*", "output": output})
+  argv = _flags({"input": log, "clusters": f"{clusters}/clusters-*", "output": output,
+                 "num_groups": num_groups})
   return _report("build_examples", pipeline.run(argv + list(beam_args)))
 
 

@@ -10,6 +10,8 @@ import json
 import pathlib
 from typing import Any, Optional, TypeVar
 
+CLUSTERING_METHODS = ("hierarchical", "time_chunks")
+
 
 @dataclasses.dataclass(frozen=True)
 class ClusteringConfig:
@@ -27,6 +29,14 @@ class ClusteringConfig:
     cutoff_quantile: per-user alternative: the cutoff is the timestamp at this quantile of
       the user's behaviors (0.8 keeps the first 80% of the life-cycle). Ignored when
       cutoff_timestamp is set; no cutoff when both are None.
+    max_clusters: a sequence budget L: a user with more clusters is clustered again with
+      gamma doubled until at most L clusters remain (every non-empty completion group keeps
+      at least one). Under a budget, behaviors of items without an embedding join the
+      k-means as one identical point (chunked in time order) instead of staying singletons.
+      None: no budget.
+    method: "hierarchical" (TWIN-V2's recursive k-means) or "time_chunks" (each group's
+      behaviors cut into consecutive chunks of gamma in time order: same sizes, no
+      similarity; the control for the clustering method).
   """
 
   num_groups: int = 5
@@ -37,6 +47,8 @@ class ClusteringConfig:
   seed: int = 0
   cutoff_timestamp: Optional[int] = None
   cutoff_quantile: Optional[float] = None
+  max_clusters: Optional[int] = None
+  method: str = "hierarchical"
 
   def __post_init__(self):
     if self.num_groups < 1:
@@ -45,6 +57,10 @@ class ClusteringConfig:
       raise ValueError(f"gamma must be >= 1, got {self.gamma}")
     if not 0 < self.k_exponent < 1:
       raise ValueError(f"k_exponent must be in (0, 1), got {self.k_exponent}")
+    if self.method not in CLUSTERING_METHODS:
+      raise ValueError(f"method must be one of {CLUSTERING_METHODS}, got {self.method!r}")
+    if self.max_clusters is not None and self.max_clusters < 1:
+      raise ValueError(f"max_clusters must be >= 1, got {self.max_clusters}")
     if self.cutoff_quantile is not None and not 0 < self.cutoff_quantile <= 1:
       raise ValueError(f"cutoff_quantile must be in (0, 1], got {self.cutoff_quantile}")
 
@@ -76,7 +92,13 @@ class TrainConfig:
     patience: epochs without a better validation AUC before stopping (best weights kept).
     seed: weights, shuffling and the uniform-sampling ablation.
     max_raw: raw behaviors kept for the Twin / SIM long-term sequence (most recent).
+    budget: the sequence budget L, the long-term length the GSU scores (its cost): Twin /
+      SIM read the most recent L raw behaviors, TwinV2-uniform L sampled ones, and TwinV2's
+      clusters must already fit (examples clustered with ClusteringConfig.max_clusters = L).
+      None: no budget (max_raw raw behaviors; uniform samples as many as the user's clusters).
     backup_every: batches between BackupAndRestore saves (0: once per epoch).
+    item_l2: L2 penalty on the item-id embedding table (0: none).
+    cosine_decay: decay the learning rate along a cosine to 10% over `epochs`.
   """
 
   examples: str = "work_dir/examples"
@@ -88,7 +110,10 @@ class TrainConfig:
   patience: int = 1
   seed: int = 0
   max_raw: int = 10_000
+  budget: Optional[int] = None
   backup_every: int = 50
+  item_l2: float = 0.0
+  cosine_decay: bool = False
 
 
 C = TypeVar("C")

@@ -64,7 +64,7 @@ def test_client_side_gsu_equals_serving_default(cache, retriever):
   assert data.cluster_len[row] > 100
   imp = data.impressions["test"]
   picked = np.flatnonzero(imp["user_row"] == row)[:12]
-  candidates = {f: imp[f][picked] for f in saved_model.CANDIDATE_RAW}
+  candidates = requests.candidates_of(data, picked)
   arrays, short = requests.user_request(data, row, candidates, REFERENCE_TIME,
                                         data.num_pre_cutoff[row])
   expected = client.predict(arrays)[0]
@@ -84,7 +84,7 @@ def test_keys_from_another_version_are_refused(cache):
         break
       time.sleep(0.1)
     row = int(np.argmax(data.cluster_len))
-    candidates = {f: np.array([1]) for f in saved_model.CANDIDATE_RAW}
+    candidates = requests.candidates_of(data, np.array([0]))
     with pytest.raises(VersionMismatchError, match="built from model version 1"):
       gsu.score(int(data.user_ids[row]), candidates,
                 {f: data.history[f][row, :5] for f in saved_model.SEQUENCE_RAW}, REFERENCE_TIME)

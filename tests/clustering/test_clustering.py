@@ -177,3 +177,36 @@ def test_real_users_invariants(movielens, movielens_embeddings):
     assert user.clusters["cluster_size"].sum() == user.num_behaviors
     again = cluster_user(user_columns, movielens_embeddings, config)
     np.testing.assert_array_equal(user.cluster_of_behavior, again.cluster_of_behavior)
+
+
+def test_before_cutoff_agrees_with_user_cutoff_per_user(movielens):
+  from twin_tf.clustering import before_cutoff, user_cutoff
+  columns = movielens[0]
+  config = ClusteringConfig(cutoff_quantile=0.5)
+  mask = before_cutoff(columns, config)
+  for user in np.unique(columns[schema.USER_ID])[::37]:
+    mine = columns[schema.USER_ID] == user
+    cutoff = user_cutoff(columns[schema.TIMESTAMP][mine], config)
+    np.testing.assert_array_equal(mask[mine], columns[schema.TIMESTAMP][mine] < cutoff)
+  assert 0.3 < mask.mean() < 0.6
+
+
+@pytest.mark.parametrize("budget", [8, 32])
+def test_a_cluster_budget_is_met_and_covers_every_behavior(budget):
+  columns, table = synthetic_user(3000)
+  columns[schema.ITEM_ID][::10] += 100_000  # items without an embedding
+  user = cluster_user(columns, table, ClusteringConfig(max_clusters=budget))
+  sizes = user.clusters[schema.CLUSTER_SIZE]
+  assert len(sizes) <= budget
+  assert sizes.sum() == user.num_behaviors == 3000
+  assert len(np.unique(user.cluster_of_behavior)) == len(sizes)
+
+
+def test_time_chunks_cut_each_group_in_time_order():
+  from twin_tf.clustering.hierarchical import time_chunks
+  groups = np.array([0, 1, 0, 0, 1, 0, 0])
+  np.testing.assert_array_equal(time_chunks(groups, 2), [0, 1, 0, 2, 1, 2, 3])
+  columns, table = synthetic_user(500)
+  user = cluster_user(columns, table, ClusteringConfig(method="time_chunks", gamma=20))
+  assert user.clusters[schema.CLUSTER_SIZE].max() == 20
+  assert user.clusters[schema.CLUSTER_SIZE].sum() == 500

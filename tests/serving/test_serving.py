@@ -68,6 +68,7 @@ def test_pad_request_builds_the_signature_layout(served):
         user[prefix][field] = arrays[f"{prefix}_{field}"][row, :n]
     for field in saved_model.CANDIDATE_RAW:
       user["candidates"][field] = arrays[f"candidate_{field}"][row]
+    user["candidates"]["dense"] = arrays[saved_model.CANDIDATE_DENSE][row].tolist()
     users.append(user)
   padded = pad_request(users, arrays["request_time"])
   np.testing.assert_allclose(served["client"].predict(padded), served["client"].predict(arrays),

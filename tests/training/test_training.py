@@ -66,7 +66,7 @@ def test_candidates_of_one_request_equal_single_scoring(trained, data):
   row = {k: v.numpy() for k, v in inputs.items()}
   request = {k: (v[:1, None].repeat(4, axis=1) if k.startswith("target") else v[:1])
              for k, v in row.items()}
-  for key in ("target_item", "target_category", "target_year"):
+  for key in ("target_item", "target_category", "target_year", "dense"):
     request[key] = row[key][None, :]  # the 4 candidates against user row 0's sequences
   batched = model(request).numpy()[0]
   np.testing.assert_allclose(batched[0], single[0], rtol=1e-5, atol=1e-6)

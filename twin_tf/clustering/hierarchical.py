@@ -82,6 +82,18 @@ def hierarchical_clusters(
   return _renumber_by_first_member(cluster)
 
 
+def time_chunks(groups: np.ndarray, gamma: int) -> np.ndarray:
+  """The similarity-free control: each group's behaviors, in input (time) order, cut into
+  consecutive chunks of gamma (the last one shorter). (N,) int64 ids as hierarchical_clusters
+  numbers them."""
+  order = np.argsort(groups, kind="stable")
+  _, starts, counts = np.unique(groups[order], return_index=True, return_counts=True)
+  rank = np.arange(len(order)) - np.repeat(starts, counts)  # position within the group
+  chunk = np.empty(len(order), dtype=np.int64)
+  chunk[order] = np.repeat(np.arange(len(counts)), counts) * len(order) + rank // gamma
+  return _renumber_by_first_member(chunk) if len(order) else chunk
+
+
 def _renumber_by_first_member(cluster: np.ndarray) -> np.ndarray:
   _, first, inverse = np.unique(cluster, return_index=True, return_inverse=True)
   rank = np.empty(len(first), dtype=np.int64)

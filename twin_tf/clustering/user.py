@@ -9,7 +9,7 @@ import numpy as np
 
 from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.clustering.grouping import completion_groups, completion_ratio
-from twin_tf.clustering.hierarchical import hierarchical_clusters
+from twin_tf.clustering.hierarchical import hierarchical_clusters, time_chunks
 from twin_tf.clustering.virtual_items import representatives, virtual_items
 from twin_tf.config import ClusteringConfig
 from twin_tf.data import schema
@@ -54,6 +54,35 @@ def user_cutoff(timestamps: np.ndarray, config: ClusteringConfig) -> Optional[in
   return int(ordered[position]) if position < len(ordered) else int(ordered[-1]) + 1
 
 
+def _cluster_ids(embeddings, found, groups, gamma: int, config: ClusteringConfig):
+  if config.method == "time_chunks":
+    return time_chunks(groups, gamma)
+  return hierarchical_clusters(embeddings, found, groups, gamma, config.k_exponent,
+                               config.max_iter, config.kmeans_tol, config.seed)
+
+
+def before_cutoff(columns: dict[str, np.ndarray], config: ClusteringConfig) -> np.ndarray:
+  """(N,) bool: the behaviors strictly before their own user's cutoff (user_cutoff).
+
+  What may be learned from without seeing any impression: the bootstrap embeddings that
+  clustering uses are built from these behaviors only.
+  """
+  users, times = columns[schema.USER_ID], columns[schema.TIMESTAMP]
+  if config.cutoff_timestamp is not None:
+    return times < config.cutoff_timestamp
+  if config.cutoff_quantile is None:
+    return np.ones(len(times), bool)
+  order = np.lexsort((times, users))
+  _, starts, counts = np.unique(users[order], return_index=True, return_counts=True)
+  position = np.ceil(config.cutoff_quantile * counts).astype(np.int64)
+  sorted_times = times[order]
+  cutoff = np.where(position < counts, sorted_times[starts + np.minimum(position, counts - 1)],
+                    sorted_times[starts + counts - 1] + 1)
+  mask = np.empty(len(times), bool)
+  mask[order] = sorted_times < np.repeat(cutoff, counts)
+  return mask
+
+
 def cluster_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
                  config: ClusteringConfig = ClusteringConfig()) -> UserClusters:
   """Clusters one user's behaviors before the cutoff into virtual items.
@@ -63,7 +92,8 @@ def cluster_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
     table: item embeddings; behaviors of items without one become singleton clusters.
     config: M, gamma, k exponent, seed, cutoff.
   Returns:
-    UserClusters; every cluster has <= gamma behaviors, none mixes completion groups.
+    UserClusters; none mixes completion groups; every cluster has <= gamma behaviors (under
+    a max_clusters budget, <= the gamma that brought the user under it).
   """
   users = np.unique(columns[schema.USER_ID])
   if len(users) > 1:
@@ -75,9 +105,15 @@ def cluster_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
                           columns[schema.TIMESTAMP][kept]))]
   user = schema.take(columns, kept)
   embeddings, found = table.lookup(user[schema.ITEM_ID])
+  if config.max_clusters is not None:  # unknown items: one identical point, not singletons
+    found = np.ones_like(found)
   groups = completion_groups(user[schema.PLAY_TIME], user[schema.DURATION], config.num_groups)
-  cluster = hierarchical_clusters(embeddings, found, groups, config.gamma, config.k_exponent,
-                                  config.max_iter, config.kmeans_tol, config.seed)
+  gamma = config.gamma
+  cluster = _cluster_ids(embeddings, found, groups, gamma, config)
+  while (config.max_clusters is not None and len(kept) and gamma < len(kept) and
+         cluster.max() + 1 > config.max_clusters):
+    gamma *= 2
+    cluster = _cluster_ids(embeddings, found, groups, gamma, config)
   if len(kept):
     rep = representatives(embeddings, found, cluster)
     completion = completion_ratio(user[schema.PLAY_TIME], user[schema.DURATION])

@@ -120,8 +120,9 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
       stages.Stage("convert-movielens", lambda: commands.convert_movielens(
           config.data, log, config.max_users), [config.data], [log],
           {"max_users": config.max_users}),
-      stages.Stage("embeddings", lambda: commands.embeddings(log, embeddings),
-                   [log], [embeddings]),
+      stages.Stage("embeddings", lambda: commands.embeddings(
+          log, embeddings, cutoff=clustering), [log], [embeddings],
+          {"cutoff_quantile": config.cutoff_quantile}),
       stages.Stage("cluster", lambda: commands.cluster(log, embeddings, clusters, clustering,
                                                        beam_args),
           [log, embeddings], [clusters],

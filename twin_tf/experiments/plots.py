@@ -167,3 +167,58 @@ def retrieval(study: dict):
   ax.legend()
   fig.tight_layout()
   return fig
+
+
+def _budget_x(points) -> tuple[np.ndarray, list[str]]:
+  """x positions (log2 L; "full" one step right of the largest L) and their labels."""
+  sized = [p["budget"] for p in points if p["budget"] != "full"]
+  top = np.log2(max(sized)) + 1 if sized else 0.0
+  x = np.array([top if p["budget"] == "full" else np.log2(p["budget"]) for p in points])
+  return x, [str(p["budget"]) for p in points]
+
+
+def budget_sweep(points: list):
+  """AUC and GAUC against the sequence budget L (one line per model, band: the seeds' std),
+  and TwinV2 minus Twin with its 95% paired-bootstrap interval."""
+  if not points:
+    return None
+  x, labels = _budget_x(points)
+  fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+  for ax, metric in zip(axes[:2], ("auc", "gauc")):
+    for model in points[0]["models"]:
+      mean = np.array([p["models"][model][f"{metric}_mean"] for p in points])
+      std = np.array([p["models"][model][f"{metric}_std"] for p in points])
+      ax.plot(x, mean, "o-", label=model)
+      ax.fill_between(x, mean - std, mean + std, alpha=0.2)
+    ax.set_title(f"test {metric.upper()} at sequence budget L")
+  for metric, color in (("auc", "#3182bd"), ("gauc", "#e6550d")):
+    diff = [p["twinv2_minus_twin"][metric] for p in points]
+    axes[2].plot(x, [d["mean"] for d in diff], "o-", color=color, label=metric.upper())
+    axes[2].fill_between(x, [d["ci_low"] for d in diff], [d["ci_high"] for d in diff],
+                         color=color, alpha=0.2)
+  axes[2].axhline(0, color="#666", lw=1)
+  axes[2].set_title("TwinV2 − Twin (95% paired bootstrap over users)")
+  for ax in axes:
+    ax.set_xticks(x, labels)
+    ax.set_xlabel("L (positions the GSU scores)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  fig.tight_layout()
+  return fig
+
+
+def clustering_variants(points: list, title: str):
+  """TwinV2's AUC and GAUC (mean ± std over seeds) per clustering variant."""
+  if not points:
+    return None
+  names = [p["variant"] for p in points]
+  fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+  for ax, metric in zip(axes, ("auc", "gauc")):
+    mean = [p["models"]["TwinV2"][f"{metric}_mean"] for p in points]
+    std = [p["models"]["TwinV2"][f"{metric}_std"] for p in points]
+    ax.errorbar(np.arange(len(names)), mean, yerr=std, fmt="D", capsize=5)
+    ax.set_xticks(np.arange(len(names)), names)
+    ax.set_title(f"TwinV2 test {metric.upper()}: {title}")
+    ax.grid(axis="y", alpha=0.3)
+  fig.tight_layout()
+  return fig

@@ -24,18 +24,24 @@ import numpy as np
 from twin_tf import config as config_lib
 from twin_tf.config import TrainConfig
 from twin_tf.data import schema
-from twin_tf.training import diversity
+from twin_tf.training import diversity, gbdt
 from twin_tf.training.input_pipeline import ExampleData, load_example_data
 
 MODELS = ("TwinV2", "Twin", "SimHard", "DIN", "TwinV2-no-ln-n", "TwinV2-uniform")
+# The tuning budget every model gets: seed 0 at each point, the best validation AUC wins.
+GRID = ({"learning_rate": 1e-3, "item_l2": 0.0}, {"learning_rate": 1e-3, "item_l2": 1e-4})
+TUNED = ("learning_rate", "item_l2")
 
 
-def run_dir(runs_dir: str | pathlib.Path, model: str, seed: int) -> pathlib.Path:
-  return pathlib.Path(runs_dir) / f"{model}-seed{seed}"
+def run_dir(runs_dir: str | pathlib.Path, model: str, seed: int, overrides=None
+            ) -> pathlib.Path:
+  """<runs_dir>/<model>[-<tuned settings>]-seed<seed>."""
+  tag = "".join(f"-{k}{v:g}" for k, v in sorted((overrides or {}).items()) if k in TUNED)
+  return pathlib.Path(runs_dir) / f"{model}{tag}-seed{seed}"
 
 
-def _configs(examples, runs_dir, models, seeds, overrides) -> list[TrainConfig]:
-  return [TrainConfig(examples=str(examples), output_dir=str(run_dir(runs_dir, m, s)),
+def run_configs(examples, runs_dir, models, seeds, overrides) -> list[TrainConfig]:
+  return [TrainConfig(examples=str(examples), output_dir=str(run_dir(runs_dir, m, s, overrides)),
                       model=m, seed=s, **overrides) for m in models for s in seeds]
 
 
@@ -52,7 +58,7 @@ def train_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2),
   "kept"}. Keras progress bars when the output is a terminal, one line per epoch otherwise."""
   from twin_tf.training.trainer import train  # pylint: disable=import-outside-toplevel
   data = data or load_example_data(examples)
-  configs = _configs(examples, runs_dir, models, seeds, overrides)
+  configs = run_configs(examples, runs_dir, models, seeds, overrides)
   verbose = 1 if sys.stdout.isatty() else 2
   done = {}
   for number, config in enumerate(configs, start=1):
@@ -69,11 +75,14 @@ def train_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2),
 
 
 def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: str = "",
-                  data: ExampleData | None = None, **overrides) -> dict:
-  """Evaluates every trained (model, seed) on the test split; returns the summary."""
+                  data: ExampleData | None = None, tuned: dict | None = None,
+                  **overrides) -> dict:
+  """Evaluates every trained (model, seed) on the test split; returns the summary.
+  `tuned`: {model: settings} chosen by `tune`, on top of `overrides`."""
   from twin_tf.training.trainer import evaluate  # pylint: disable=import-outside-toplevel
   data = data or load_example_data(examples)
-  configs = _configs(examples, runs_dir, models, seeds, overrides)
+  configs = [c for m in models for c in run_configs(
+      examples, runs_dir, [m], seeds, {**overrides, **(tuned or {}).get(m, {})})]
   per_model: dict[str, list] = {m: [] for m in models}
   for number, config in enumerate(configs, start=1):
     result = evaluate(config, "test", data)
@@ -84,6 +93,7 @@ def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: s
           f"{result['diversity']['k']} {result['diversity']['mean_distinct']:.2f}", flush=True)
   test = data.impressions["test"]
   return {"dataset": dataset or str(examples), "split": "test", "seeds": list(seeds),
+          "baselines": {gbdt.NAME: summarize([gbdt_run(data, s) for s in seeds])},
           "train_config": {k: v for k, v in dataclasses.asdict(TrainConfig(
               **overrides)).items() if k not in ("examples", "output_dir", "model", "seed")},
           "models": {m: summarize(runs) for m, runs in per_model.items()},
@@ -91,12 +101,55 @@ def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: s
               test[schema.USER_ID], test[schema.CATEGORY])}
 
 
+def gbdt_run(data: ExampleData, seed: int) -> dict:
+  """The GBDT baseline's test metrics for one seed, in a model run's layout."""
+  from twin_tf.training.trainer import split_metrics  # pylint: disable=import-outside-toplevel
+  start = time.time()
+  scores, rounds = gbdt.train_and_score(data, gbdt.GbdtConfig(seed=seed))
+  order = np.arange(len(scores))
+  result = {"model": gbdt.NAME, "seed": seed, "rounds": rounds,
+            **split_metrics(data, "test", scores, order)}
+  print(f"{gbdt.NAME} seed {seed}: {rounds} rounds in {time.time() - start:.0f} s, AUC "
+        f"{result['auc']:.4f} GAUC {result['gauc']:.4f}", flush=True)
+  return result
+
+
+def tune(examples, runs_dir, models=MODELS, grid=GRID, data: ExampleData | None = None,
+         **overrides) -> dict:
+  """Seed 0 of every model at every grid point, scored on the validation split.
+
+  Returns {model: {"chosen": the best point, "grid": [point + "validation_auc"]}}.
+  """
+  from twin_tf.training.trainer import evaluate  # pylint: disable=import-outside-toplevel
+  data = data or load_example_data(examples)
+  out = {}
+  for model in models:
+    scores = []
+    for point in grid:
+      train_runs(examples, runs_dir, [model], [0], data, **overrides, **point)
+      config = run_configs(examples, runs_dir, [model], [0], {**overrides, **point})[0]
+      scores.append(evaluate(config, "validation", data)["auc"])
+    best = int(np.argmax(scores))
+    out[model] = {"chosen": dict(grid[best]),
+                  "grid": [{**p, "validation_auc": s} for p, s in zip(grid, scores)]}
+    print(f"tuning {model}: validation AUC " + ", ".join(
+        f"{p} {s:.4f}" for p, s in zip(grid, scores)) + f"; chosen {grid[best]}", flush=True)
+  return out
+
+
 def run_experiment(examples: str, runs_dir: str, out_dir: str, models=MODELS,
-                   seeds=(0, 1, 2), dataset: str = "", **overrides) -> dict:
-  """Trains and evaluates every (model, seed); writes and returns the summary."""
+                   seeds=(0, 1, 2), dataset: str = "", grid=GRID, **overrides) -> dict:
+  """Tunes every model on `grid` (the same budget for each), trains and evaluates every
+  (model, seed) with its chosen settings plus the GBDT baseline; writes and returns the
+  summary (with a "tuning" entry)."""
   data = load_example_data(examples)
-  train_runs(examples, runs_dir, models, seeds, data, **overrides)
-  summary = evaluate_runs(examples, runs_dir, models, seeds, dataset, data, **overrides)
+  tuning = tune(examples, runs_dir, models, grid, data, **overrides) if grid else {}
+  chosen = {m: t["chosen"] for m, t in tuning.items()}
+  for model in models:
+    train_runs(examples, runs_dir, [model], seeds, data, **overrides, **chosen.get(model, {}))
+  summary = evaluate_runs(examples, runs_dir, models, seeds, dataset, data, chosen,
+                          **overrides)
+  summary["tuning"] = tuning
   write_summary(summary, out_dir)
   return summary
 
@@ -133,7 +186,9 @@ def markdown(summary: dict) -> str:
   lines = [f"# Quality on {summary['dataset']} (test split, seeds {summary['seeds']})", "",
            f"| model | AUC | GAUC | logloss | NDCG@{k} | recall@{k} | distinct categories in "
            f"top-{k} |", "|---|---|---|---|---|---|---|"]
-  for name, r in summary["models"].items():
+  rows = {**summary["models"], **{f"{k} (baseline)": v
+                                  for k, v in summary.get("baselines", {}).items()}}
+  for name, r in rows.items():
     lines.append(f"| {name} | {r['auc_mean']:.4f} ± {r['auc_std']:.4f} | "
                  f"{r['gauc_mean']:.4f} ± {r['gauc_std']:.4f} | "
                  f"{r['logloss_mean']:.4f} ± {r['logloss_std']:.4f} | "
@@ -149,7 +204,7 @@ def markdown(summary: dict) -> str:
             "| model | " + " | ".join(f"{b['min_activity']}-{b['max_activity']}"
                                       for b in first) + " |",
             "|---|" + "---|" * len(first)]
-  for name, r in summary["models"].items():
+  for name, r in rows.items():
     lines.append(f"| {name} | " + " | ".join(f"{b['gauc_mean']:.4f} ± {b['gauc_std']:.4f}"
                                              for b in r["gauc_by_bucket"]) + " |")
   return "\n".join(lines) + "\n"

@@ -35,10 +35,12 @@ def _pm(mean: float, std: float, digits: int = 4) -> str:
 
 
 def _quality_section(q: dict) -> tuple[str, list]:
+  every = {**q["models"], **{f"{n} (baseline)": m for n, m in q.get("baselines", {}).items()}}
   rows = [(n, _pm(m["auc_mean"], m["auc_std"]), _pm(m["gauc_mean"], m["gauc_std"]),
-           _pm(m["logloss_mean"], m["logloss_std"]), _pm(m["diversity_mean"],
-                                                          m["diversity_std"], 3))
-          for n, m in q["models"].items()]
+           _pm(m["logloss_mean"], m["logloss_std"]), _pm(m["ndcg_mean"], m["ndcg_std"]),
+           _pm(m["recall_mean"], m["recall_std"]),
+           _pm(m["diversity_mean"], m["diversity_std"], 3))
+          for n, m in every.items()]
   text = (f"<p>Test split of {html.escape(q['dataset'])}; mean ± std over seeds "
           f"{q['seeds']} (dots: single seeds); training: "
           f"{html.escape(str(q['train_config']))}.</p>")
@@ -49,8 +51,12 @@ def _quality_section(q: dict) -> tuple[str, list]:
     text += (f"<p>TwinV2 − Twin: AUC {d_auc:+.4f}, GAUC {d_gauc:+.4f} (seeds' std: "
              f"TwinV2 {models['TwinV2']['auc_std']:.4f}, Twin {models['Twin']['auc_std']:.4f} "
              "AUC).</p>")
-  table = _table(("model", "AUC", "GAUC", "logloss",
-                  f"distinct categories in top-{q['random_diversity']['k']}"), rows)
+  k = q["random_diversity"]["k"]
+  if q.get("baselines"):
+    text += ("<p>GBDT (baseline): LightGBM on the same dense statistics the models' top MLP "
+             "reads, without any sequence.</p>")
+  table = _table(("model", "AUC", "GAUC", "logloss", f"NDCG@{k}", f"recall@{k}",
+                  f"distinct categories in top-{k}"), rows)
   return text + table, [("quality", plots.quality(q), "AUC, GAUC and logloss per model")]
 
 
@@ -129,7 +135,38 @@ def _serving_section(scored: dict) -> str:
                   "serving_default"), rows))
 
 
-def write_report(results: dict, seconds: dict, out_dir, settings: dict) -> dict:
+def _budget_section(points: list) -> tuple[str, list]:
+  text = ("<p>Equal cost: at a sequence budget L the GSU scores L positions. Twin reads the "
+          "user's most recent L raw behaviors, TwinV2 at most L clusters covering the whole "
+          "pre-cutoff history (a user over L is clustered again with gamma doubled until the "
+          "clusters fit), TwinV2-uniform L uniformly sampled raw behaviors. The interval of "
+          "TwinV2 − Twin is a 95% paired bootstrap over users (1,000 draws, seeds "
+          "averaged).</p>")
+  rows = []
+  for p in points:
+    d = p["twinv2_minus_twin"]
+    rows.append([p["budget"], f"{p['clusters']:,}"] + [
+        _pm(p["models"][m]["auc_mean"], p["models"][m]["auc_std"]) for m in p["models"]] + [
+        f"{d[m]['mean']:+.4f} [{d[m]['ci_low']:+.4f}, {d[m]['ci_high']:+.4f}]"
+        for m in ("auc", "gauc")])
+  header = (["L", "TwinV2 clusters"] + [f"{m} AUC" for m in points[0]["models"]] +
+            ["TwinV2 − Twin AUC", "TwinV2 − Twin GAUC"])
+  return text + _table(header, rows), [("budget_sweep", plots.budget_sweep(points),
+                                        "AUC and GAUC against the sequence budget L")]
+
+
+def _variants_section(points: list, what: str) -> tuple[str, list]:
+  rows = [(p["variant"], f"{p['clusters']:,}", _pm(p["models"]["TwinV2"]["auc_mean"],
+                                                   p["models"]["TwinV2"]["auc_std"]),
+           _pm(p["models"]["TwinV2"]["gauc_mean"], p["models"]["TwinV2"]["gauc_std"]))
+          for p in points]
+  name = what.replace(" ", "_")
+  return (_table((what, "clusters", "TwinV2 AUC", "TwinV2 GAUC"), rows),
+          [(name, plots.clustering_variants(points, what), f"TwinV2 per {what}")])
+
+
+def write_report(results: dict, seconds: dict, out_dir, settings: dict,
+                 title: str = "twin-tf main job report") -> dict:
   """Writes out_dir/report.html and out_dir/<figure>.png; returns {"html", "figures"}."""
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
@@ -145,7 +182,16 @@ def write_report(results: dict, seconds: dict, out_dir, settings: dict) -> dict:
                        "sampled raw behaviors (as many as the user has clusters) in place of "
                        "the clusters.</p>", [("ablations", ablation, "ablations")]))
     sections.append(("Diversity of the top-10", *_diversity_section(q)))
-  if "cluster-summary" in results:
+    if q.get("budget_sweep"):
+      sections.append(("TWIN-V2 against TWIN at equal cost", *_budget_section(
+          q["budget_sweep"])))
+    if q.get("groups_sweep"):
+      sections.append(("Number of completion groups M", *_variants_section(
+          q["groups_sweep"], "completion groups")))
+    if q.get("clustering_method"):
+      sections.append(("Clustering method", *_variants_section(
+          q["clustering_method"], "clustering method")))
+  if "cluster-summary" in results:  # the main job's stages from here on
     sections.append(("Clustering compression",
                      *_clustering_section(results["cluster-summary"], results.get("cluster", {}))))
   if "gamma-sweep" in results:
@@ -155,8 +201,10 @@ def write_report(results: dict, seconds: dict, out_dir, settings: dict) -> dict:
                      *_retrieval_section(results["retrieval"])))
   if "serve-and-score" in results:
     sections.append(("Serving check", _serving_section(results["serve-and-score"]), []))
-  sections.append(("Stages", _table(("stage", "seconds (this run or the run it was kept from)"),
-                                    [(n, f"{s:.1f}") for n, s in seconds.items()]), []))
+  if seconds:
+    sections.append(("Stages", _table(("stage", "seconds (this run or the run it was kept "
+                                       "from)"), [(n, f"{s:.1f}") for n, s in seconds.items()]),
+                     []))
 
   body, written = [], []
   for title, text, figures in sections:
@@ -172,7 +220,7 @@ def write_report(results: dict, seconds: dict, out_dir, settings: dict) -> dict:
   settings_text = html.escape(", ".join(f"{k}={v}" for k, v in sorted(settings.items())
                                         if k != "command"))
   page = f"""<!doctype html>
-<html><head><meta charset="utf-8"><title>twin-tf main job report</title>
+<html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;
 text-align:right}}img{{max-width:100%}}</style></head><body>

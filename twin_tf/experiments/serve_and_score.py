@@ -20,7 +20,6 @@ from serving.dev_server import DevServer
 from serving.gsu import ClientSideGsu
 from twin_tf.data import schema
 from twin_tf.export import requests
-from twin_tf.export.saved_model import CANDIDATE_RAW
 from twin_tf.model import features
 from twin_tf.training import metrics
 from twin_tf.training.input_pipeline import load_example_data
@@ -32,7 +31,7 @@ def score_user(base: str, examples: str, key_cache_dir: str, reference_time: int
   row = int(np.argmax(data.cluster_len))
   imp = data.impressions["test"]
   picked = np.flatnonzero(imp["user_row"] == row)[:max_candidates]
-  candidates = {f: imp[f][picked] for f in CANDIDATE_RAW}
+  candidates = requests.candidates_of(data, picked)
   request, short = requests.user_request(data, row, candidates, reference_time,
                                          data.num_pre_cutoff[row])
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from twin_tf.data import schema
-from twin_tf.export.saved_model import CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.export.saved_model import CANDIDATE_DENSE, CANDIDATE_RAW, SEQUENCE_RAW
 from twin_tf.model import features
 from twin_tf.training.input_pipeline import ExampleData
 
@@ -34,6 +34,7 @@ def impression_requests(data: ExampleData, impressions: np.ndarray, split: str =
   request["short_length"] = (end - start).astype(np.int32)
   for field in CANDIDATE_RAW:
     request[f"candidate_{field}"] = imp[field][impressions][:, None]
+  request[CANDIDATE_DENSE] = imp[features.DENSE][impressions][:, None, :]
   return request, rows
 
 
@@ -52,8 +53,9 @@ def user_request(data: ExampleData, row: int, candidates: dict, request_time: in
                  history_end: int) -> tuple[dict, dict]:
   """One user's serving_default arrays (B = 1) scoring C candidates.
 
-  Long: the user's clusters; short: the SHORT_LENGTH behaviors before `history_end`.
-  Returns (arrays, short {f: (S,)} as ClientSideGsu takes it).
+  Long: the user's clusters; short: the SHORT_LENGTH behaviors before `history_end`;
+  candidates: {f: (C,)} for CANDIDATE_RAW and {"dense": (C, D)} (candidates_of gives them
+  for impressions). Returns (arrays, short {f: (S,)} as ClientSideGsu takes it).
   """
   length = data.cluster_len[row]
   short = {f: data.history[f][row, max(0, history_end - features.SHORT_LENGTH):history_end]
@@ -69,4 +71,11 @@ def user_request(data: ExampleData, row: int, candidates: dict, request_time: in
     request[f"short_{f}"] = short[f][None]
   for f in CANDIDATE_RAW:
     request[f"candidate_{f}"] = np.asarray(candidates[f])[None]
+  request[CANDIDATE_DENSE] = np.asarray(candidates[features.DENSE], np.float32)[None]
   return request, short
+
+
+def candidates_of(data: ExampleData, impressions: np.ndarray, split: str = "test") -> dict:
+  """The candidate fields of impressions: {f: (C,)} for CANDIDATE_RAW, "dense": (C, D)."""
+  imp = data.impressions[split]
+  return {f: imp[f][impressions] for f in CANDIDATE_RAW + (features.DENSE,)}

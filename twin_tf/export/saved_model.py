@@ -10,6 +10,8 @@ Serving never sees a half-written version. Signatures (method tensorflow/serving
     long_length                          (B,)      int32   valid positions (padding after)
     short_<f>, short_length              (B, S), (B,)      the recent raw behaviors
     candidate_<f>  f in CANDIDATE_RAW    (B, C)    int64   the candidates to score
+    candidate_dense                      (B, C, D) float32 each candidate's dense "other
+                                         features" (features.DENSE_FEATURES, raw values)
     -> scores (B, C) float32. The GSU keys of the clusters are projected once per request.
   esu  the same, but long_* are (B, C, K) clusters already chosen per candidate (by ScaNN or
     any retriever) and long_length is (B, C).
@@ -35,6 +37,7 @@ from twin_tf.model import features
 SEQUENCE_RAW = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET, schema.GROUP,
                 schema.TAGGED, schema.TIMESTAMP)
 CANDIDATE_RAW = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET)
+CANDIDATE_DENSE = f"candidate_{features.DENSE}"
 WARMUP_FILE = "tf_serving_warmup_requests"
 
 
@@ -49,6 +52,8 @@ def _input_specs(tf, sequence_rank: int) -> dict:
     specs[f"{prefix}_length"] = tf.TensorSpec(shape[:-1], tf.int32, f"{prefix}_length")
   for field in CANDIDATE_RAW:
     specs[f"candidate_{field}"] = tf.TensorSpec([None, None], tf.int64, f"candidate_{field}")
+  specs[CANDIDATE_DENSE] = tf.TensorSpec([None, None, len(features.DENSE_FEATURES)],
+                                         tf.float32, CANDIDATE_DENSE)
   return specs
 
 
@@ -90,9 +95,11 @@ class ServingModule:
     tf = self.tf
     shape = tf.shape(raw[f"candidate_{schema.ITEM_ID}"])
     time = tf.broadcast_to(raw["request_time"][:, None], shape)
-    return features.target_inputs(
+    inputs = features.target_inputs(
         tf, self.module.vocabulary.lookup(raw[f"candidate_{schema.ITEM_ID}"]),
         raw[f"candidate_{schema.CATEGORY}"], raw[f"candidate_{schema.YEAR_BUCKET}"], time)
+    inputs[features.DENSE] = raw[CANDIDATE_DENSE]  # (B, C, D)
+    return inputs
 
   def _serving_default(self, raw):
     """One pass over each user's sequences for all of its (B, C) candidates."""
@@ -112,7 +119,8 @@ class ServingModule:
     inputs = {k: tf.reshape(v, tf.concat([[rows], tf.shape(v)[2:]], 0)) for k, v in long.items()}
     short = self._sequence(raw, "short", raw["request_time"][:, None])  # (B, S)
     inputs.update({k: tf.repeat(v, shape[1], axis=0) for k, v in short.items()})
-    inputs.update({k: tf.reshape(v, [rows]) for k, v in self._targets(raw).items()})
+    inputs.update({k: tf.reshape(v, tf.concat([[rows], tf.shape(v)[2:]], 0))
+                   for k, v in self._targets(raw).items()})
     return {"scores": tf.reshape(self.model(inputs), shape)}
 
   def _item_keys(self, raw):

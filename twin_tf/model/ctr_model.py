@@ -6,7 +6,8 @@
   DIN       DIN attention over the 50 most recent behaviors only.
 Ablations: TwinV2-no-ln-n (use_log_size False) and TwinV2-uniform (uniformly sampled raw
 behaviors instead of clusters). Every model also has the short-term module (DIN's is its
-activation unit) and the same top MLP: concat -> ReLU -> ReLU -> sigmoid.
+activation unit) and the same top MLP over [long-term, short-term, target, time context,
+standardized dense "other features" (features.DENSE_FEATURES)] -> ReLU -> ReLU -> sigmoid.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from twin_tf.model import features
 from twin_tf.model.layers import (
   ClusterAwareTargetAttention,
   CrossFeatureEmbedding,
+  DenseNormalization,
   DinAttention,
   Esu,
   GsuTopK,
@@ -40,6 +42,7 @@ class ModelConfig:
       (twin_tf.training.input_pipeline.LONG_SOURCES).
     use_log_size: the + ln n term of alpha'.
     gsu_top_k, gsu_merge: K and the head merge ("sum" or "round_robin").
+    item_l2: L2 penalty on the item-id embedding table (training only).
     short_term: "attention" (multi-head target attention) or "din" (DIN's activation unit).
   """
 
@@ -58,6 +61,7 @@ class ModelConfig:
   feature_dim: int = 8
   cross_dim: int = 8
   hidden_units: tuple = (200, 80)
+  item_l2: float = 0.0
 
 
 PRESETS = {
@@ -87,7 +91,7 @@ class CtrModel(keras.Model):
     super().__init__(name=kwargs.pop("name", config.name.replace("-", "_")), **kwargs)
     self.config, self.item_vocab = config, item_vocab
     self.item_embedding = ItemEmbedding(item_vocab, features.CATEGORY_VOCAB, features.YEAR_VOCAB,
-                                        config.item_dim, config.feature_dim)
+                                        config.item_dim, config.feature_dim, config.item_l2)
     self.cross_embedding = CrossFeatureEmbedding(
         [features.CROSS_VOCAB[f] for f in features.CROSS_FEATURES], config.cross_dim)
     self.hour = keras.layers.Embedding(features.CROSS_VOCAB["hour"], config.feature_dim)
@@ -102,6 +106,7 @@ class CtrModel(keras.Model):
     else:
       self.short_term = ShortTermAttention(config.num_heads, config.key_dim, config.value_dim,
                                            config.interest_dim)
+    self.dense_normalization = DenseNormalization(name="dense_normalization")
     self.top = [keras.layers.Dense(u, activation="relu") for u in config.hidden_units]
     self.top.append(keras.layers.Dense(1, activation="sigmoid"))
 
@@ -118,7 +123,10 @@ class CtrModel(keras.Model):
     target = {k: (inputs[k][:, None] if single else inputs[k]) for k in features.TARGET_KEYS}
     query = self.item_embedding(target["target_item"], target["target_category"],
                                 target["target_year"])  # (B, C, D_h)
-    parts = [query, self.hour(target["target_hour"]), self.weekday(target["target_weekday"])]
+    dense = inputs[features.DENSE]
+    dense = self.dense_normalization(dense[:, None, :] if single else dense)  # (B, C, D)
+    parts = [query, self.hour(target["target_hour"]), self.weekday(target["target_weekday"]),
+             dense]
 
     if self.config.long_term != "none":
       parts.append(self.long_term_interest(inputs, query, target["target_category"]))

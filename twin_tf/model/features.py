@@ -7,6 +7,8 @@ Model inputs (B examples, L long-term positions, S = 50 short-term positions, J 
   long_size         (B, L) float32: cluster size n (1 for a raw behavior, 0 for padding)
   long_mask         (B, L) bool
   short_item, short_category, short_year, short_cross, short_mask          same, L = S
+  dense             (B, D) float32: DENSE_FEATURES of the impression (raw; the model
+                    normalizes them)
 Index 0 is padding in every id feature; item index 1 is out-of-vocabulary.
 """
 
@@ -18,12 +20,22 @@ SHORT_LENGTH = 50
 CROSS_FEATURES = ("group", "tagged", "hour", "weekday", "age")
 NUM_AGE_BUCKETS = 16  # floor(log2(1 + age in days)), capped
 # Vocabulary sizes of the cross features, padding included.
-CROSS_VOCAB = {"group": 8, "tagged": 3, "hour": 25, "weekday": 8, "age": NUM_AGE_BUCKETS + 1}
+# "group": completion groups 0..M (M = unknown duration) + padding, for M <= 10.
+CROSS_VOCAB = {"group": 12, "tagged": 3, "hour": 25, "weekday": 8, "age": NUM_AGE_BUCKETS + 1}
 CATEGORY_VOCAB, YEAR_VOCAB = 32, 40
 PAD, OOV = 0, 1
 TARGET_KEYS = ("target_item", "target_category", "target_year", "target_hour",
                "target_weekday")
 SEQUENCE_FIELDS = ("item", "category", "year", "cross", "size", "mask")
+# Dense "other features": user, item and user-item statistics from behaviors strictly before
+# the impression (twin_tf.training.statistics computes them; these names fix their order).
+USER_DENSE = ("user_log_count", "user_positive_rate", "user_recent_positive_rate",
+              "user_completion_mean", "user_completion_std", "user_log_gap_days",
+              "user_log_tenure_days", "user_category_share", "user_category_positive_rate")
+ITEM_DENSE = ("item_log_count", "item_positive_rate", "item_completion_mean",
+              "item_log_age_days")
+DENSE_FEATURES = USER_DENSE + ITEM_DENSE
+DENSE = "dense"
 
 
 def sequence_keys(prefix: str) -> tuple[str, ...]:
@@ -109,6 +121,7 @@ class ItemVocabulary:
 def placeholder_inputs(batch: int = 1, length: int = 1) -> dict:
   """Model inputs of zeros (all padding) with the right dtypes: enough to build a model."""
   out = {k: np.zeros((batch,), np.int32) for k in TARGET_KEYS}
+  out[DENSE] = np.zeros((batch, len(DENSE_FEATURES)), np.float32)
   for prefix, width in (("long", length), ("short", SHORT_LENGTH)):
     out.update({f"{prefix}_item": np.zeros((batch, width), np.int32),
                 f"{prefix}_category": np.zeros((batch, width), np.int32),

@@ -14,6 +14,8 @@ User record (one per user, tf.train.Example):
                                                   (cluster_timestamp = members' mean)
 Impression record (one per impression, i.e. behavior at or after the cutoff):
   user_id, item_id, category, year_bucket, timestamp, label, history_end, split   int64[1]
+  dense                                     float32[D]  statistics.DENSE_FEATURES, from
+                                                        behaviors strictly before it
 
 The split is chronological per user: of a user's impressions in time order, the last
 `test_fraction` are test, the `validation_fraction` before them validation, the rest train.
@@ -29,6 +31,8 @@ import numpy as np
 from twin_tf.clustering import completion_groups
 from twin_tf.clustering import records as cluster_records
 from twin_tf.data import schema
+from twin_tf.model import features
+from twin_tf.training import statistics
 
 SPLITS = ("train", "validation", "test")
 HISTORY_FIELDS = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET, schema.TIMESTAMP,
@@ -36,6 +40,7 @@ HISTORY_FIELDS = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET, schema.TI
 CLUSTER_FIELDS = HISTORY_FIELDS + (schema.CLUSTER_SIZE,)
 IMPRESSION_FIELDS = (schema.USER_ID, schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET,
                      schema.TIMESTAMP, schema.LABEL, "history_end", "split")
+DENSE = features.DENSE
 NUM_PRE_CUTOFF = "num_pre_cutoff"
 
 
@@ -48,16 +53,18 @@ class ExampleConfig:
   num_groups: int = 5
 
 
-def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: ExampleConfig
-                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: ExampleConfig,
+                  item_stats: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """One user's behaviors and cluster record -> (user record, impressions).
 
   Args:
     columns: the user's behavior columns (schema.BEHAVIOR_FIELDS), any order.
     clusters: the user's decoded cluster record (twin_tf.clustering.records.decode).
     config: split fractions.
+    item_stats: (N, len(statistics.ITEM_FEATURES)) per row of `columns`, computed over
+      every user's behaviors (statistics.item_statistics of the whole log).
   Returns:
-    (user record {name: array}, impressions {IMPRESSION_FIELDS: (I,) arrays}).
+    (user record {name: array}, impressions {IMPRESSION_FIELDS: (I,) arrays, DENSE: (I, D)}).
   """
   order = np.lexsort((columns[schema.PLAY_TIME], columns[schema.ITEM_ID],
                       columns[schema.TIMESTAMP]))
@@ -76,6 +83,10 @@ def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: Exampl
   impressions = {f: history[f][chosen] for f in IMPRESSION_FIELDS[:6]}
   impressions["history_end"] = np.searchsorted(timestamps, timestamps[chosen], side="left")
   impressions["split"] = split_ids(len(chosen), config)
+  impressions[DENSE] = np.concatenate([
+      statistics.user_statistics(history, impressions["history_end"],
+                                 impressions[schema.CATEGORY], impressions[schema.TIMESTAMP]),
+      np.asarray(item_stats, np.float32)[order][chosen]], axis=1)
   return user, impressions
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from twin_tf.data import schema, tfexample
 from twin_tf.model import features
-from twin_tf.training import examples
+from twin_tf.training import examples, statistics
 
 BUCKETS = (32, 128, 512, 1024, 2048, 4096, 10_000)
 LONG_SOURCES = ("clusters", "raw", "uniform")
@@ -39,7 +39,8 @@ class ExampleData:
     history: {field: (U, T) int64}, behaviors in time order, zero padded; history_len (U,).
     num_pre_cutoff: (U,) behaviors before the user's cutoff.
     clusters: {field: (U, C) int64} plus cluster_size; cluster_len (U,).
-    impressions: {split: {IMPRESSION_FIELDS + "user_row": (I,) int64}}.
+    impressions: {split: {IMPRESSION_FIELDS + "user_row": (I,) int64, "dense": (I, D)
+      float32}}.
     vocabulary: item vocabulary (built from train targets and pre-cutoff behaviors).
   """
 
@@ -81,6 +82,8 @@ def load_example_data(folder: str | pathlib.Path,
     records = tfexample.read(f"{folder}/impressions_{split}-*")
     table = {name: np.array([r[name][0] for r in records], dtype=np.int64)
              for name in examples.IMPRESSION_FIELDS}
+    table[examples.DENSE] = np.array([r[examples.DENSE] for r in records], np.float32
+                                     ).reshape(len(records), len(statistics.DENSE_FEATURES))
     table["user_row"] = np.searchsorted(user_ids, table[schema.USER_ID])
     data.impressions[split] = table
   if data.vocabulary is None:
@@ -91,21 +94,27 @@ def load_example_data(folder: str | pathlib.Path,
   return data
 
 
-def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed: int = 0
-                    ) -> np.ndarray:
+def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed: int = 0,
+                    budget: int | None = None) -> np.ndarray:
   """(U, L) positions of each user's long-term sequence, -1 for padding.
 
-  Positions index data.clusters for source "clusters", data.history otherwise.
+  Positions index data.clusters for source "clusters", data.history otherwise. With a
+  sequence budget, raw keeps the most recent `budget` behaviors, uniform samples `budget`,
+  and clusters must already fit (ValueError otherwise).
   """
   if source == "clusters":
+    if budget is not None and data.cluster_len.max(initial=0) > budget:
+      raise ValueError(f"a user has {data.cluster_len.max()} clusters, over the budget of "
+                       f"{budget}: cluster with ClusteringConfig(max_clusters={budget})")
     lengths, starts = data.cluster_len, np.zeros_like(data.cluster_len)
   elif source == "raw":
-    lengths = np.minimum(data.num_pre_cutoff, max_raw)
-    starts = data.num_pre_cutoff - lengths  # the most recent max_raw
+    lengths = np.minimum(data.num_pre_cutoff, max_raw if budget is None else budget)
+    starts = data.num_pre_cutoff - lengths  # the most recent ones
   elif source == "uniform":
     rng = np.random.default_rng(seed)
+    wanted = data.cluster_len if budget is None else np.full_like(data.cluster_len, budget)
     return _pad([np.sort(rng.choice(n, size=min(c, n), replace=False))
-                 for n, c in zip(data.num_pre_cutoff, data.cluster_len)], fill=-1)
+                 for n, c in zip(data.num_pre_cutoff, wanted)], fill=-1)
   else:
     raise ValueError(f"unknown long-term source {source!r}; expected one of {LONG_SOURCES}")
   width = max(int(lengths.max(initial=0)), 1)
@@ -123,11 +132,11 @@ class DatasetBuilder:
   """Builds tf.data datasets of model inputs for one long-term source."""
 
   def __init__(self, data: ExampleData, source: str, max_raw: int = 10_000, seed: int = 0,
-               buckets=BUCKETS):
+               buckets=BUCKETS, budget: int | None = None):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     self._tf, self.data, self.source, self.buckets = tf, data, source, tuple(buckets)
     vocab = data.vocabulary
-    index = long_term_index(data, source, max_raw, seed)  # (U, L)
+    index = long_term_index(data, source, max_raw, seed, budget)  # (U, L)
     if index.shape[1] > self.buckets[-1]:  # keep the most recent positions of each user
       index = _pad([row[row >= 0][-self.buckets[-1]:] for row in index], fill=-1)
     self.long_len = (index >= 0).sum(axis=1)
@@ -209,6 +218,7 @@ class DatasetBuilder:
     short["mask"] = position >= 0
     short["size"] = tf.ones_like(position, tf.float32)
     inputs.update(self._sequence("short", short, target_time, features.SHORT_LENGTH))
+    inputs[features.DENSE] = tf.gather(imp[examples.DENSE], idx)
     label = tf.cast(tf.gather(imp[schema.LABEL], idx), tf.float32)
     return inputs, label
 

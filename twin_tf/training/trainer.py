@@ -12,6 +12,7 @@ A run directory holds:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import pathlib
 import time
@@ -29,7 +30,7 @@ from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData, load_ex
 
 def _builder(config: TrainConfig, data: ExampleData) -> DatasetBuilder:
   return DatasetBuilder(data, PRESETS[config.model].long_term_source, config.max_raw,
-                        config.seed)
+                        config.seed, budget=config.budget)
 
 
 def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1,
@@ -53,8 +54,13 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   train_ds, _ = builder.dataset("train", config.batch_size, shuffle=True, seed=config.seed)
   validation_ds, _ = builder.dataset("validation", config.batch_size * 4)
 
-  model = _built_model(config.model, len(data.vocabulary))
-  model.compile(optimizer=keras.optimizers.Adam(config.learning_rate),
+  model = _built_model(config.model, len(data.vocabulary), config.item_l2)
+  model.dense_normalization.adapt(data.impressions["train"][features.DENSE])
+  learning_rate = config.learning_rate
+  if config.cosine_decay:
+    learning_rate = keras.optimizers.schedules.CosineDecay(
+        config.learning_rate, decay_steps=config.epochs * len(train_ds), alpha=0.1)
+  model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                 loss="binary_crossentropy",
                 metrics=[keras.metrics.AUC(name="auc")],
                 # JAX: one jit-compiled step per padded length (a handful of buckets);
@@ -83,9 +89,9 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   return history.history
 
 
-def _built_model(model_name: str, item_vocab: int):
+def _built_model(model_name: str, item_vocab: int, item_l2: float = 0.0):
   """A new model with its variables created (by a call on placeholder inputs)."""
-  model = build_model(model_name, item_vocab)
+  model = build_model(dataclasses.replace(PRESETS[model_name], item_l2=item_l2), item_vocab)
   model(features.placeholder_inputs())
   return model
 
@@ -119,15 +125,22 @@ def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None 
   model, builder = load_trained(config, data)
   dataset, order = builder.dataset(split, config.batch_size * 4)
   scores = model.predict(dataset, verbose=0).reshape(-1)
+  result = {"model": config.model, "seed": config.seed,
+            **split_metrics(data, split, scores, order)}
+  (out / f"metrics_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+  np.savez(out / f"predictions_{split}.npz", impression=order, score=scores)
+  return result
+
+
+def split_metrics(data: ExampleData, split: str, scores: np.ndarray, order: np.ndarray
+                  ) -> dict:
+  """Every offline metric of scores (N,) for the impressions data.impressions[split][order]:
+  AUC, GAUC, logloss, GAUC per activity quartile, top-10 diversity, NDCG@10 / recall@10."""
   impressions = data.impressions[split]
   labels = impressions[schema.LABEL][order]
   users = impressions[schema.USER_ID][order]
   activity = data.num_pre_cutoff[impressions["user_row"][order]]
-  result = {"model": config.model, "seed": config.seed, "split": split,
-            "impressions": int(len(labels)),
-            **metrics.all_metrics(labels, scores, users, activity),
-            "diversity": diversity.diversity(scores, users, impressions[schema.CATEGORY][order]),
-            "ranking": ranking.ranking_metrics(scores, users, labels)}
-  (out / f"metrics_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
-  np.savez(out / f"predictions_{split}.npz", impression=order, score=scores)
-  return result
+  return {"split": split, "impressions": int(len(labels)),
+          **metrics.all_metrics(labels, scores, users, activity),
+          "diversity": diversity.diversity(scores, users, impressions[schema.CATEGORY][order]),
+          "ranking": ranking.ranking_metrics(scores, users, labels)}

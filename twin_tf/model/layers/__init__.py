@@ -6,6 +6,7 @@ positions), H (heads), d_k (key size), J (cross features), K (GSU top-k).
 
 from twin_tf.model.layers.cluster_aware_attention import ClusterAwareTargetAttention
 from twin_tf.model.layers.cross_feature_bias import CrossFeatureBias, CrossFeatureEmbedding
+from twin_tf.model.layers.dense_normalization import DenseNormalization
 from twin_tf.model.layers.din_attention import DinAttention
 from twin_tf.model.layers.esu import Esu
 from twin_tf.model.layers.gsu import GsuTopK
@@ -18,6 +19,7 @@ __all__ = [
     "ClusterAwareTargetAttention",
     "CrossFeatureBias",
     "CrossFeatureEmbedding",
+    "DenseNormalization",
     "DinAttention",
     "Esu",
     "GsuTopK",

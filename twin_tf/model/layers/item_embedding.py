@@ -12,6 +12,7 @@ class ItemEmbedding(keras.layers.Layer):
   Args:
     item_vocab, category_vocab, year_vocab: vocabulary sizes (index 0 is padding).
     item_dim: item-id embedding size.  feature_dim: category / year embedding size.
+    item_l2: L2 penalty on the item-id table (0: none).
 
   Call:
     item, category, year: (...) int ids.
@@ -19,11 +20,13 @@ class ItemEmbedding(keras.layers.Layer):
   """
 
   def __init__(self, item_vocab: int, category_vocab: int, year_vocab: int,
-               item_dim: int = 32, feature_dim: int = 8, **kwargs):
+               item_dim: int = 32, feature_dim: int = 8, item_l2: float = 0.0, **kwargs):
     super().__init__(**kwargs)
     self.item_vocab, self.category_vocab, self.year_vocab = item_vocab, category_vocab, year_vocab
-    self.item_dim, self.feature_dim = item_dim, feature_dim
-    self.item = keras.layers.Embedding(item_vocab, item_dim, name="item")
+    self.item_dim, self.feature_dim, self.item_l2 = item_dim, feature_dim, item_l2
+    self.item = keras.layers.Embedding(
+        item_vocab, item_dim, name="item",
+        embeddings_regularizer=keras.regularizers.L2(item_l2) if item_l2 else None)
     self.category = keras.layers.Embedding(category_vocab, feature_dim, name="category")
     self.year = keras.layers.Embedding(year_vocab, feature_dim, name="year")
 
@@ -41,4 +44,4 @@ class ItemEmbedding(keras.layers.Layer):
   def get_config(self):
     return {**super().get_config(), "item_vocab": self.item_vocab,
             "category_vocab": self.category_vocab, "year_vocab": self.year_vocab,
-            "item_dim": self.item_dim, "feature_dim": self.feature_dim}
+            "item_dim": self.item_dim, "feature_dim": self.feature_dim, "item_l2": self.item_l2}

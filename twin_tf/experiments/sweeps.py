@@ -1,0 +1,140 @@
+"""The paper's questions on one behavior log, each as a sweep of clusterings x models x seeds.
+
+  budget_sweep     TWIN-V2 against TWIN at equal cost: for a sequence budget L (the long-term
+                   length the GSU scores), Twin reads the most recent L raw behaviors,
+                   TwinV2 at most L clusters covering the whole pre-cutoff history (a user
+                   over L is clustered again with gamma doubled until the clusters fit:
+                   ClusteringConfig.max_clusters), TwinV2-uniform L raw behaviors sampled
+                   uniformly. TwinV2 minus Twin per L with a paired bootstrap over users.
+  clustering_sweep TwinV2 over other clusterings: M completion groups, or hierarchical
+                   k-means against time-ordered chunks of gamma (same sizes, no similarity).
+Every clustering variant gets its own clusters/ and examples/ under the sweep's folder
+(rebuilt only when its settings change); the main clustering's variant reuses the main
+examples and runs. Runs resume like the quality experiment's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Sequence
+
+import numpy as np
+
+from twin_tf import commands
+from twin_tf.config import ClusteringConfig
+from twin_tf.data import schema
+from twin_tf.experiments import bootstrap, quality
+from twin_tf.training.input_pipeline import ExampleData, load_example_data
+
+BUDGETS = (8, 16, 32, 64, 128, None)  # None: no budget ("full")
+BUDGET_MODELS = ("TwinV2", "Twin", "TwinV2-uniform")
+GROUPS = (1, 2, 5, 10)
+METHODS = ("hierarchical", "time_chunks")
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """A clustering whose examples and runs already exist (the main job's)."""
+
+  clustering: ClusteringConfig
+  examples: pathlib.Path
+  runs_dir: pathlib.Path
+
+
+def variant(log, embeddings, folder: pathlib.Path, clustering: ClusteringConfig, main: Variant,
+            beam_args: Sequence[str] = ()) -> Variant:
+  """The main variant when `clustering` is its clustering; otherwise `log` clustered with
+  `clustering` and its examples built under `folder` (skipped when `folder` already holds
+  them for the same settings)."""
+  if clustering == main.clustering:
+    return main
+  settings = {"log": str(log), "embeddings": str(embeddings),
+              "clustering": dataclasses.asdict(clustering)}
+  marker = folder / "variant.json"
+  if not (marker.exists() and json.loads(marker.read_text()) == settings):
+    commands.cluster(log, embeddings, folder / "clusters", clustering, beam_args)
+    commands.build_examples(log, folder / "clusters", folder / "examples", beam_args,
+                            clustering.num_groups)
+    marker.write_text(json.dumps(settings, sort_keys=True))
+  return Variant(clustering, folder / "examples", folder / "runs")
+
+
+def scores_on_test(examples, data: ExampleData, runs_dir, model: str, seeds, **overrides
+                ) -> list:
+  """Per seed, (metrics, scores aligned with data.impressions["test"]) of finished runs."""
+  from twin_tf.training.trainer import evaluate  # pylint: disable=import-outside-toplevel
+  out = []
+  for config in quality.run_configs(examples, runs_dir, [model], seeds, overrides):
+    result = evaluate(config, "test", data)
+    saved = np.load(pathlib.Path(config.output_dir) / "predictions_test.npz")
+    scores = np.empty(len(saved["score"]), np.float64)
+    scores[saved["impression"]] = saved["score"]
+    out.append((result, scores))
+  return out
+
+
+def _summary(per_seed: list) -> dict:
+  auc = np.array([r["auc"] for r, _ in per_seed])
+  gauc = np.array([r["gauc"] for r, _ in per_seed])
+  return {"auc_mean": float(auc.mean()), "auc_std": float(auc.std()),
+          "gauc_mean": float(gauc.mean()), "gauc_std": float(gauc.std()),
+          "logloss_mean": float(np.mean([r["logloss"] for r, _ in per_seed]))}
+
+
+def _point(chosen: Variant, models, seeds, tuned: dict, **overrides) -> tuple[dict, dict]:
+  """Trains and evaluates `models` x `seeds` on a variant, each model with its tuned
+  settings; ({model: summary}, {"data": ExampleData, model: per-seed (metrics, scores)})."""
+  data = load_example_data(chosen.examples)
+  per_model = {}
+  for m in models:
+    settings = {**overrides, **tuned.get(m, {})}
+    quality.train_runs(chosen.examples, chosen.runs_dir, [m], seeds, data, **settings)
+    per_model[m] = scores_on_test(chosen.examples, data, chosen.runs_dir, m, seeds, **settings)
+  return {m: _summary(v) for m, v in per_model.items()}, {"data": data, **per_model}
+
+
+def budget_sweep(log, embeddings, workdir, main: Variant, seeds, budgets=BUDGETS,
+                 tuned: dict | None = None, beam_args: Sequence[str] = (), **overrides
+                 ) -> list[dict]:
+  """[{"budget": L or "full", "clusters", "max_clusters_per_user", "models": {m: summary},
+  "twinv2_minus_twin": paired bootstrap}] for every L in `budgets`."""
+  points = []
+  for budget in budgets:
+    name = "full" if budget is None else f"L{budget}"
+    print(f"budget sweep: {name}", flush=True)
+    chosen = variant(log, embeddings, pathlib.Path(workdir) / name, dataclasses.replace(
+        main.clustering, max_clusters=budget), main, beam_args)
+    models, runs = _point(chosen, BUDGET_MODELS, seeds, tuned or {}, budget=budget,
+                          **overrides)
+    test = runs["data"].impressions["test"]
+    difference = bootstrap.paired_bootstrap(
+        test[schema.LABEL], test[schema.USER_ID], [s for _, s in runs["TwinV2"]],
+        [s for _, s in runs["Twin"]])
+    points.append({"budget": "full" if budget is None else budget,
+                   "clusters": int(runs["data"].cluster_len.sum()),
+                   "max_clusters_per_user": int(runs["data"].cluster_len.max()),
+                   "models": models, "twinv2_minus_twin": difference})
+    print(f"budget {name}: TwinV2 - Twin AUC {difference['auc']['mean']:+.4f} "
+          f"[{difference['auc']['ci_low']:+.4f}, {difference['auc']['ci_high']:+.4f}], GAUC "
+          f"{difference['gauc']['mean']:+.4f} [{difference['gauc']['ci_low']:+.4f}, "
+          f"{difference['gauc']['ci_high']:+.4f}]", flush=True)
+  return points
+
+
+def clustering_sweep(log, embeddings, workdir, main: Variant, variants: dict, seeds,
+                     tuned: dict | None = None, beam_args: Sequence[str] = (), **overrides
+                     ) -> list[dict]:
+  """TwinV2 over each named clustering: [{"variant", "num_groups", "method", "clusters",
+  "models": {"TwinV2": summary}}]."""
+  points = []
+  for name, clustering in variants.items():
+    print(f"clustering variant {name}", flush=True)
+    chosen = variant(log, embeddings, pathlib.Path(workdir) / name.replace("=", ""),
+                     clustering, main, beam_args)
+    models, runs = _point(chosen, ("TwinV2",), seeds, tuned or {}, **overrides)
+    points.append({"variant": name, "num_groups": clustering.num_groups,
+                   "method": clustering.method,
+                   "clusters": int(runs["data"].cluster_len.sum()), "models": models})
+  return points

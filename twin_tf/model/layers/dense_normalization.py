@@ -1,0 +1,40 @@
+"""Standardization of the dense "other features" with statistics fixed from training data."""
+
+import keras
+import numpy as np
+from keras import ops
+
+
+@keras.saving.register_keras_serializable(package="twin_tf")
+class DenseNormalization(keras.layers.Layer):
+  """(x - mean) / std per feature; mean and std are non-trainable weights set by `adapt`.
+
+  They are saved with the weights, so an exported model normalizes exactly as in training.
+
+  Call:
+    x: (..., D) float32 dense features.
+    returns: (..., D) standardized.
+
+  Example:
+    layer = DenseNormalization()
+    layer.build((None, 3))
+    layer.adapt(np.array([[1., 2., 3.], [3., 2., 1.]]))
+    layer(np.array([[2., 2., 2.]]))  # -> [[0., 0., 0.]]
+  """
+
+  def build(self, input_shape):
+    width = input_shape[-1]
+    self.mean = self.add_weight(shape=(width,), initializer="zeros", trainable=False,
+                                name="mean")
+    self.std = self.add_weight(shape=(width,), initializer="ones", trainable=False,
+                               name="std")
+
+  def adapt(self, values: np.ndarray) -> None:
+    """Sets mean and std from (N, D) training values (std 1 for a constant feature)."""
+    values = np.asarray(values, np.float64)
+    std = values.std(axis=0)
+    self.mean.assign(values.mean(axis=0).astype("float32"))
+    self.std.assign(np.where(std > 1e-6, std, 1.0).astype("float32"))
+
+  def call(self, x):
+    return (ops.cast(x, "float32") - self.mean) / self.std

@@ -1,0 +1,132 @@
+"""Dense "other features" of an impression: user, item and user-item statistics
+(features.DENSE_FEATURES, in that order).
+
+TWIN's top MLP takes, besides the sequence modules, statistics a production CTR model always
+has. Every statistic of an impression at time t reads only behaviors with timestamp < t
+(strictly: events in the same second are excluded), so none can see the impression's own
+label or anything after it. Counts enter as log1p, rates are smoothed toward 1/2 with one
+pseudo-positive and one pseudo-negative ((positives + 1) / (count + 2)), and the completion
+ratio (min(play_time / duration, 1); rating / 5 on MovieLens) is averaged over behaviors with a
+known duration.
+
+  user_log_count                 log1p(the user's behaviors before t)
+  user_positive_rate             smoothed click rate of those behaviors
+  user_recent_positive_rate      the same over the RECENT most recent of them
+  user_completion_mean, _std     completion ratio of those behaviors
+  user_log_gap_days              log1p(days since the user's previous behavior)
+  user_log_tenure_days           log1p(days since the user's first behavior)
+  user_category_share            share of those behaviors in the target's category
+  user_category_positive_rate    smoothed click rate in the target's category
+  item_log_count                 log1p(every user's behaviors on the item before t)
+  item_positive_rate             their smoothed click rate
+  item_completion_mean           their mean completion ratio (1/2 when none is known)
+  item_log_age_days              log1p(days since the item's first behavior, any user)
+A user or item without any earlier behavior gets count 0, rates 1/2 and days 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from twin_tf.clustering.grouping import completion_ratio
+from twin_tf.data import schema
+from twin_tf.model import features
+
+USER_FEATURES, ITEM_FEATURES = features.USER_DENSE, features.ITEM_DENSE
+DENSE_FEATURES = features.DENSE_FEATURES
+RECENT = 20
+DAY = 86400.0
+
+
+def _rate(positives, count):
+  return (positives + 1.0) / (count + 2.0)
+
+
+def _log_days(seconds):
+  return np.log1p(np.maximum(seconds, 0) / DAY)
+
+
+def _prefix(values) -> np.ndarray:
+  """Cumulative sums with a leading 0: sums over [a, b) are prefix[b] - prefix[a]."""
+  return np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
+
+
+def item_statistics(columns: dict[str, np.ndarray]) -> np.ndarray:
+  """ITEM_FEATURES of every behavior: its item's behaviors (any user) strictly before it.
+
+  Args:
+    columns: behavior columns (schema fields), any row order, any number of items.
+  Returns:
+    (N, len(ITEM_FEATURES)) float32, rows in the order of `columns`.
+  """
+  items, times = columns[schema.ITEM_ID], columns[schema.TIMESTAMP]
+  order = np.lexsort((times, items))
+  items, times = items[order], times[order]
+  ratio = completion_ratio(columns[schema.PLAY_TIME], columns[schema.DURATION])[order]
+  known = ~np.isnan(ratio)
+  n = len(order)
+  new_item = np.r_[True, items[1:] != items[:-1]] if n else np.zeros(0, bool)
+  new_moment = new_item | (np.r_[True, times[1:] != times[:-1]] if n else new_item)
+  item_start = np.maximum.accumulate(np.where(new_item, np.arange(n), 0))
+  moment_start = np.maximum.accumulate(np.where(new_moment, np.arange(n), 0))
+  count = (moment_start - item_start).astype(np.float64)  # strictly earlier, same item
+  positives = _prefix(columns[schema.LABEL][order])
+  completion_sum, completion_count = _prefix(np.where(known, ratio, 0.0)), _prefix(known)
+  known_before = completion_count[moment_start] - completion_count[item_start]
+  completion_mean = np.where(
+      known_before > 0, (completion_sum[moment_start] - completion_sum[item_start]) /
+      np.maximum(known_before, 1), 0.5)
+  age = np.where(count > 0, times - times[item_start], 0)
+  stats = np.stack([np.log1p(count),
+                    _rate(positives[moment_start] - positives[item_start], count),
+                    completion_mean, _log_days(age)], axis=1)
+  out = np.empty_like(stats, dtype=np.float32)
+  out[order] = stats
+  return out
+
+
+def user_statistics(history: dict[str, np.ndarray], history_end: np.ndarray,
+                    target_category: np.ndarray, target_time: np.ndarray) -> np.ndarray:
+  """USER_FEATURES of one user's impressions.
+
+  Args:
+    history: the user's behavior columns sorted by timestamp (T,).
+    history_end: (I,) per impression, the number of behaviors with timestamp < its time.
+    target_category, target_time: (I,) the impressions' item category and timestamp.
+  Returns:
+    (I, len(USER_FEATURES)) float32.
+  """
+  times, labels = history[schema.TIMESTAMP], history[schema.LABEL]
+  ratio = completion_ratio(history[schema.PLAY_TIME], history[schema.DURATION])
+  known = ~np.isnan(ratio)
+  end = np.asarray(history_end, np.int64)
+  target_category = np.asarray(target_category, np.int64)
+  target_time = np.asarray(target_time, np.int64)
+  count = end.astype(np.float64)
+  positives = _prefix(labels)
+  recent_start = np.maximum(end - RECENT, 0)
+  completion_count, completion_sum = _prefix(known), _prefix(np.where(known, ratio, 0.0))
+  completion_sq = _prefix(np.where(known, ratio, 0.0) ** 2)
+  known_count = np.maximum(completion_count[end], 1)
+  mean = completion_sum[end] / known_count
+  std = np.sqrt(np.maximum(completion_sq[end] / known_count - mean ** 2, 0))
+  last = times[np.maximum(end - 1, 0)] if len(times) else np.zeros_like(end)
+  first = times[0] if len(times) else 0
+  # Behaviors of the target's category before `end`: keys (category, position) sorted.
+  width = len(times) + 1
+  category = history[schema.CATEGORY]
+  keys = np.sort(category * width + np.arange(len(times)))
+  by_key = np.argsort(category * width + np.arange(len(times)), kind="stable")
+  low = np.searchsorted(keys, target_category * width)
+  high = np.searchsorted(keys, target_category * width + end)
+  category_positives = _prefix(labels[by_key])
+  in_category = (high - low).astype(np.float64)
+  stats = np.stack([
+      np.log1p(count), _rate(positives[end], count),
+      _rate(positives[end] - positives[recent_start], end - recent_start),
+      np.where(end > 0, mean, 0.0), np.where(end > 0, std, 0.0),
+      np.where(end > 0, _log_days(target_time - last), 0.0),
+      np.where(end > 0, _log_days(target_time - first), 0.0),
+      in_category / np.maximum(count, 1),
+      _rate(category_positives[high] - category_positives[low], in_category)], axis=1)
+  return stats.astype(np.float32)

@@ -19,6 +19,8 @@ Run `twin-tf COMMAND --help` for each command's options.
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
 import os
 import pathlib
 import sys
@@ -77,96 +79,128 @@ def _with_overrides(cls, path: str | None, args: argparse.Namespace, names: tupl
 
 
 def train_config(args: argparse.Namespace) -> TrainConfig:
-  return _with_overrides(TrainConfig, args.config, args,
+  """--config, else (evaluate) the run's own config.json, then the flags given."""
+  path = args.config
+  saved = pathlib.Path(args.output_dir or "") / "config.json"
+  if path is None and args.command == "evaluate" and args.output_dir and saved.exists():
+    path = saved  # the run knows its model, examples and settings
+  return _with_overrides(TrainConfig, path, args,
                          ("examples", "output_dir", "model", "epochs", "seed", "batch_size"))
+
+
+def cluster_config(args: argparse.Namespace) -> ClusteringConfig:
+  """--config and flags; without any cutoff, the main job's (and says so) unless
+  --no-cutoff asks to cluster every behavior."""
+  config = _with_overrides(ClusteringConfig, args.config, args, ("gamma", "cutoff_quantile"))
+  if config.cutoff_quantile is None and config.cutoff_timestamp is None and not args.no_cutoff:
+    config = dataclasses.replace(config, cutoff_quantile=main_job.MainJobConfig.cutoff_quantile)
+    print(f"no cutoff given: clustering each user's first {config.cutoff_quantile:.0%} of "
+          "behaviors (the main job's cutoff; the rest become impressions). --no-cutoff "
+          "clusters every behavior (for serving, not for training examples).", file=sys.stderr)
+  return config
 
 
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="twin-tf", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
+  add_command = functools.partial(sub.add_parser,
+                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
 
-  main = sub.add_parser("main", help="the main job, end to end on the real data; extra "
+  main = add_command("main", help="the main job, end to end on the real data; extra "
                        "--flags go to Beam")
   add_main_job_arguments(main)
 
-  convert = sub.add_parser("convert-movielens", help="MovieLens -> behavior log")
-  convert.add_argument("--data", default=DEFAULT_DATA)
+  convert = add_command("convert-movielens", help="MovieLens -> behavior log")
+  convert.add_argument("--data", default=DEFAULT_DATA, help="MovieLens latest folder")
   convert.add_argument("--out", required=True, help="behavior log path (.parquet/.csv/.tfrecord)")
-  convert.add_argument("--max-users", type=int, default=None)
+  convert.add_argument("--max-users", type=int, default=None, help="only the first N users")
 
-  emb = sub.add_parser("embeddings", help="bootstrap item embeddings from co-occurrence")
+  emb = add_command("embeddings", help="bootstrap item embeddings from co-occurrence")
   emb.add_argument("--input", required=True, help="behavior log")
   emb.add_argument("--out", required=True, help=".npz output")
-  emb.add_argument("--dim", type=int, default=32)
-  emb.add_argument("--window", type=int, default=10)
-  emb.add_argument("--min-count", type=int, default=2)
-  emb.add_argument("--seed", type=int, default=0)
+  emb.add_argument("--dim", type=int, default=32, help="embedding size")
+  emb.add_argument("--window", type=int, default=10,
+                   help="behaviors at most this many positions apart co-occur")
+  emb.add_argument("--min-count", type=int, default=2,
+                   help="rarer items get no embedding (their behaviors stay singletons)")
+  emb.add_argument("--seed", type=int, default=0, help="seeds the SVD")
   emb.add_argument("--cutoff-quantile", dest="cutoff_quantile", type=float, default=None,
                    help="use only each user's first fraction of behaviors (the ones the "
                    "cluster step clusters), so the embeddings never see an impression; "
                    "default: every behavior")
 
-  cluster = sub.add_parser(
+  cluster = add_command(
       "cluster", help="cluster behaviors per user (Beam); extra --flags go to Beam")
-  cluster.add_argument("--input", required=True)
-  cluster.add_argument("--embeddings", required=True)
-  cluster.add_argument("--output", required=True)
+  cluster.add_argument("--input", required=True, help="behavior log (file or glob)")
+  cluster.add_argument("--embeddings", required=True, help="item embeddings (.npz)")
+  cluster.add_argument("--output", required=True, help="output folder")
   cluster.add_argument("--config", default=None, help="ClusteringConfig JSON/YAML")
-  cluster.add_argument("--gamma", type=int, default=None)
-  cluster.add_argument("--cutoff-quantile", type=float, default=None)
+  cluster.add_argument("--gamma", type=int, default=None,
+                       help="largest cluster (default: the config's, 20)")
+  cluster.add_argument("--cutoff-quantile", type=float, default=None,
+                       help="cluster each user's first fraction of behaviors (default: the "
+                       "config's, else the main job's 0.5)")
+  cluster.add_argument("--no-cutoff", dest="no_cutoff", action="store_true",
+                       help="cluster every behavior (serving); no impressions remain")
 
-  summary = sub.add_parser("cluster-summary", help="compression ratio distribution")
+  summary = add_command("cluster-summary", help="compression ratio distribution")
   summary.add_argument("--clusters", required=True, help="the cluster pipeline's output folder")
 
-  examples = sub.add_parser("build-examples", help="training examples (Beam); extra --flags "
+  examples = add_command("build-examples", help="training examples (Beam); extra --flags "
                             "go to Beam")
   examples.add_argument("--input", required=True, help="behavior log")
   examples.add_argument("--clusters", required=True, help="the cluster pipeline's output folder")
-  examples.add_argument("--output", required=True)
+  examples.add_argument("--output", required=True, help="output folder")
 
   for name, text in (("train", "train one model"), ("evaluate", "evaluate a trained run")):
-    command = sub.add_parser(name, help=text)
+    command = add_command(name, help=text)
     command.add_argument("--config", default=None, help="TrainConfig JSON/YAML")
     command.add_argument("--examples", default=None, help="build-examples output folder")
     command.add_argument("--output-dir", dest="output_dir", default=None, help="run folder")
     command.add_argument("--model", default=None, help="TwinV2, Twin, SimHard, DIN, "
                          "TwinV2-no-ln-n, TwinV2-uniform")
-    command.add_argument("--epochs", type=int, default=None)
-    command.add_argument("--batch-size", dest="batch_size", type=int, default=None)
-    command.add_argument("--seed", type=int, default=None)
+    command.add_argument("--epochs", type=int, default=None, help="default: TrainConfig's, 3")
+    command.add_argument("--batch-size", dest="batch_size", type=int, default=None,
+                         help="default: TrainConfig's, 256")
+    command.add_argument("--seed", type=int, default=None, help="default: TrainConfig's, 0")
     command.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
                          help="Keras backend (default: KERAS_BACKEND, else tensorflow)")
     if name == "evaluate":
-      command.add_argument("--split", default="test", choices=("train", "validation", "test"))
+      command.add_argument("--split", default="test", choices=("train", "validation", "test"),
+                           help="the split to score")
 
-  exporter = sub.add_parser("export", help="SavedModel version for TF Serving")
+  exporter = add_command("export", help="SavedModel version for TF Serving")
   exporter.add_argument("--run-dir", dest="run_dir", required=True, help="a trained run")
   exporter.add_argument("--base", required=True, help="model base path (versions inside)")
   exporter.add_argument("--version", type=int, default=None, help="default: next number")
   exporter.add_argument("--examples", default=None, help="examples for warmup requests")
   exporter.add_argument("--warmup", type=int, default=10, help="warmup requests (<= 1000)")
-  exporter.add_argument("--model-name", dest="model_name", default="twin")
+  exporter.add_argument("--model-name", dest="model_name", default="twin",
+                        help="model_spec.name of the warmup requests")
 
-  keys = sub.add_parser("cache-keys", help="GSU key cache (Beam); extra --flags go to Beam")
+  keys = add_command("cache-keys", help="GSU key cache (Beam); extra --flags go to Beam")
   keys.add_argument("--model-dir", dest="model_dir", required=True, help="a version folder")
   keys.add_argument("--examples", required=True, help="build-examples output folder")
-  keys.add_argument("--output", required=True)
-  keys.add_argument("--reference-time", dest="reference_time", type=int, default=None)
-  keys.add_argument("--scann-min-clusters", dest="scann_min_clusters", type=int, default=None)
+  keys.add_argument("--output", required=True, help="output folder")
+  keys.add_argument("--reference-time", dest="reference_time", type=int, default=None,
+                    help="unix time the cross features' ages refer to (default: now)")
+  keys.add_argument("--scann-min-clusters", dest="scann_min_clusters", type=int, default=None,
+                    help="users with more clusters get a ScaNN searcher (default 20000)")
 
-  serve = sub.add_parser("serve", help="DEVELOPMENT server (not TF Serving): gRPC + REST")
+  serve = add_command("serve", help="DEVELOPMENT server (not TF Serving): gRPC + REST")
   serve.add_argument("--base", default="work_dir/serving", help="folder of <model>/<version>/")
-  serve.add_argument("--model-name", dest="model_name", default="twin")
-  serve.add_argument("--host", default="127.0.0.1")
-  serve.add_argument("--port", type=int, default=8500)
-  serve.add_argument("--rest-port", dest="rest_port", type=int, default=8501)
+  serve.add_argument("--model-name", dest="model_name", default="twin",
+                     help="the model's name: its folder under --base and model_spec.name")
+  serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+  serve.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
+  serve.add_argument("--rest-port", dest="rest_port", type=int, default=8501,
+                     help="REST port (0: any free port)")
 
-  experiment = sub.add_parser(
+  experiment = add_command(
       "experiment", help="the quality study on the main job's work folder: tuning, every "
       "model x seeds beside a GBDT, the sequence-budget, groups and clustering-method "
-      "sweeps -> quality.json / .md and quality_report/; extra --flags go to Beam",
-      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+      "sweeps -> quality.json / .md and quality_report/; extra --flags go to Beam")
   experiment.add_argument("--workdir", default="work_dir",
                           help="the main job's work folder (behavior log, embeddings, "
                           "examples); runs go under it")
@@ -203,10 +237,8 @@ def main(argv=None) -> int:
           dim=args.dim, window=args.window, min_count=args.min_count, seed=args.seed),
           None if args.cutoff_quantile is None else ClusteringConfig(
               cutoff_quantile=args.cutoff_quantile)),
-      "cluster": lambda: commands.cluster(
-          args.input, args.embeddings, args.output,
-          _with_overrides(ClusteringConfig, args.config, args, ("gamma", "cutoff_quantile")),
-          extra),
+      "cluster": lambda: commands.cluster(args.input, args.embeddings, args.output,
+                                         cluster_config(args), extra),
       "cluster-summary": lambda: commands.cluster_summary(args.clusters),
       "build-examples": lambda: commands.build_examples(args.input, args.clusters,
                                                         args.output, extra),

@@ -99,7 +99,14 @@ def build_examples(log: Path, clusters: Path, output: Path,
   from beam_pipelines import build_examples as pipeline  # pylint: disable=import-outside-toplevel
   argv = _flags({"input": log, "clusters": f"{clusters}/clusters-*", "output": output,
                  "num_groups": num_groups})
-  return _report("build_examples", pipeline.run(argv + list(beam_args)))
+  counters = _report("build_examples", pipeline.run(argv + list(beam_args)))
+  if not counters["impressions_train"]:
+    raise SystemExit(
+        f"build_examples wrote no training impressions ({counters['users']:,} users, "
+        f"{counters['dead_letters']:,} dead letters -> {output}/dead_letters-*): impressions "
+        "are the behaviors at or after each user's clustering cutoff, so the clusters were "
+        "probably built without one (cluster with --cutoff-quantile)")
+  return counters
 
 
 def cache_keys(model_dir: Path, examples: Path, output: Path,
@@ -115,7 +122,7 @@ def cache_keys(model_dir: Path, examples: Path, output: Path,
 def train(config: TrainConfig) -> dict:
   """One run; returns its history rounded to 5 digits."""
   from twin_tf.training.trainer import train as train_run  # pylint: disable=import-outside-toplevel
-  history = train_run(config)
+  history = train_run(config, verbose=1 if sys.stdout.isatty() else 2)  # one line an epoch
   return {k: [round(float(x), 5) for x in v] for k, v in history.items()}
 
 

@@ -3,6 +3,9 @@ version published mid-run. The server is the development server, not TF Serving.
 
 import concurrent.futures
 import shutil
+import signal
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -188,3 +191,21 @@ def test_client_retries_unavailable_then_raises():
   assert raised.value.code == "UNAVAILABLE"
   assert time.perf_counter() - start >= 0.05 + 0.1  # it waited between the attempts
   client.close()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_serve_stops_cleanly_on_a_signal(served, signum):
+  """`twin-tf serve` frees its ports and exits 0 on SIGTERM and Ctrl-C, without a traceback."""
+  process = subprocess.Popen(
+      [sys.executable, "-m", "twin_tf.cli", "serve", f"--base={served['base']}", "--port=0",
+       "--rest-port=0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+  try:
+    for line in process.stdout:  # wait until it listens
+      if "DEVELOPMENT server (not TF Serving): gRPC" in line:
+        break
+    process.send_signal(signum)
+    out, err = process.communicate(timeout=30)
+  finally:
+    process.kill()
+  assert process.returncode == 0, err[-2000:]
+  assert "stopped" in out and "Traceback" not in err

@@ -3,7 +3,8 @@
   TwinV2    GSU top-100 + ESU over the user's clusters, alpha' with + ln n.
   Twin      the same GSU/ESU over raw behaviors before the cutoff (n = 1, no clustering).
   SimHard   behaviors of the target's category (the 100 most recent), then the ESU.
-  DIN       DIN attention over the 50 most recent behaviors only.
+  DIN       DIN attention over the 50 most recent behaviors only (their inherent and cross
+            features, projected to the target's size for the activation unit).
 Ablations: TwinV2-no-ln-n (use_log_size False) and TwinV2-uniform (uniformly sampled raw
 behaviors instead of clusters). Every model also has the short-term module (DIN's is its
 activation unit) and the same top MLP over [long-term, short-term, target, time context,
@@ -103,6 +104,7 @@ class CtrModel(keras.Model):
       self.esu = Esu(config.value_dim, config.interest_dim)
     if config.short_term == "din":
       self.short_term = DinAttention()
+      self.din_keys = keras.layers.Dense(self.item_embedding.output_dim, name="din_keys")
     else:
       self.short_term = ShortTermAttention(config.num_heads, config.key_dim, config.value_dim,
                                            config.interest_dim)
@@ -131,10 +133,10 @@ class CtrModel(keras.Model):
     if self.config.long_term != "none":
       parts.append(self.long_term_interest(inputs, query, target["target_category"]))
 
-    short_inherent, _, short_values = self._sequence(inputs, "short")
+    _, _, short_values = self._sequence(inputs, "short")
     short_mask = inputs["short_mask"]
-    if self.config.short_term == "din":
-      parts.append(self.short_term(query, short_inherent, short_mask))
+    if self.config.short_term == "din":  # the same behavior features as the other presets
+      parts.append(self.short_term(query, self.din_keys(short_values), short_mask))
     else:
       parts.append(self.short_term(query, short_values, short_mask))
 

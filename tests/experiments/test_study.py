@@ -11,8 +11,8 @@ def test_study_small(real_examples, tmp_path):
   folder = examples.parent
   summary = run_study(
       folder / "behaviors.parquet", folder / "emb.npz", folder / "examples", tmp_path,
-      tmp_path / "out", models=("TwinV2", "Twin", "TwinV2-uniform"), seeds=(0,),
-      sweep_seeds=(0,), budgets=(8, None), groups=(1, 5), methods=("time_chunks",),
+      tmp_path / "out", models=("TwinV2", "Twin"), seeds=(0,), sweep_seeds=(0,),
+      budgets=(8, None), groups=(1,), methods=("time_chunks",),
       grid=({"learning_rate": 1e-3}, {"learning_rate": 3e-4}), epochs=1)
   written = json.loads((tmp_path / "out" / "quality.json").read_text())
   assert written == json.loads(json.dumps(summary))
@@ -29,8 +29,8 @@ def test_study_small(real_examples, tmp_path):
     for metric in ("auc", "gauc"):
       d = point["twinv2_minus_twin"][metric]
       assert d["ci_low"] <= d["ci_high"]
-  groups = {p["num_groups"]: p for p in written["groups_sweep"]}
-  assert groups[5]["clusters"] == budget["full"]["clusters"]
+  assert written["groups_sweep"][0]["num_groups"] == 1
+  assert written["groups_sweep"][0]["clusters"] < budget["full"]["clusters"]
   assert written["clustering_method"][0]["method"] == "time_chunks"
   html = (tmp_path / "out" / "quality_report" / "report.html").read_text()
   for title in ("at equal cost", "completion groups M", "Clustering method", "GBDT"):

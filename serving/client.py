@@ -98,9 +98,9 @@ class TwinClient:
     self.model_name, self.timeout, self.retries, self.backoff = model_name, timeout, retries, \
         backoff
     self.rest_url = rest_url
-    self._channel = grpc.insecure_channel(target, options=[
-        ("grpc.max_send_message_length", 256 << 20),
-        ("grpc.max_receive_message_length", 256 << 20)])
+    self._channel = grpc.insecure_channel(target, options=[  # TF Serving's limit: INT_MAX
+        ("grpc.max_send_message_length", 2**31 - 1),
+        ("grpc.max_receive_message_length", 2**31 - 1)])
     self._predictions = prediction_service_pb2_grpc.PredictionServiceStub(self._channel)
     self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 

@@ -43,6 +43,11 @@ from tensorflow_serving.apis import (
 )
 
 MAX_REQUEST_ELEMENTS = 20_000_000  # per input; bigger requests are refused, not attempted
+# Messages up to 2 GiB, as TF Serving accepts (gRPC's default is 4 MiB): a request of 10^5
+# clusters (about 5.6 MB) must pass over gRPC, not only over REST.
+MAX_MESSAGE_BYTES = 2**31 - 1
+GRPC_OPTIONS = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
 LOG = logging.getLogger("twin_tf.dev_server")
 
 
@@ -293,7 +298,8 @@ class DevServer:
                port: int = 0, rest_port: int = 0, poll_seconds: float = 1.0, workers: int = 8):
     self.store = VersionStore(pathlib.Path(base_path) / model_name, poll_seconds)
     self.model_name, self.host = model_name, host
-    self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers))
+    self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers),
+                             options=GRPC_OPTIONS)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(self.store, model_name), self._grpc)
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(

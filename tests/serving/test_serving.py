@@ -209,3 +209,15 @@ def test_serve_stops_cleanly_on_a_signal(served, signum):
     process.kill()
   assert process.returncode == 0, err[-2000:]
   assert "stopped" in out and "Traceback" not in err
+
+
+def test_a_request_of_100k_clusters_passes_over_grpc(served):
+  """About 5.6 MB on the wire: over gRPC's default 4 MiB, within TF Serving's limit."""
+  arrays = _request(served["data"], 1)
+  length = 100_000
+  for field in saved_model.SEQUENCE_RAW:
+    arrays[f"long_{field}"] = np.resize(arrays[f"long_{field}"], (1, length))
+  arrays["long_size"] = np.ones((1, length), np.float32)
+  arrays["long_length"] = np.array([length], np.int32)
+  scores = served["client"].predict(arrays)
+  assert scores.shape == (1, 1) and 0 < scores[0, 0] < 1

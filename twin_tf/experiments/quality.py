@@ -74,18 +74,31 @@ def train_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2),
   return done
 
 
+def evaluated(config: TrainConfig, split: str, data: ExampleData) -> dict:
+  """The run's metrics on `split`: the saved metrics_<split>.json when it is newer than the
+  run's weights (and its predictions are there), else a fresh evaluation."""
+  from twin_tf.training.trainer import evaluate  # pylint: disable=import-outside-toplevel
+  out = pathlib.Path(config.output_dir)
+  saved, weights = out / f"metrics_{split}.json", out / "model.weights.h5"
+  if (saved.exists() and (out / f"predictions_{split}.npz").exists() and
+      saved.stat().st_mtime > weights.stat().st_mtime):
+    result = json.loads(saved.read_text())
+    if {"auc", "gauc", "diversity", "ranking"} <= set(result):  # written by this version
+      return result
+  return evaluate(config, split, data)
+
+
 def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: str = "",
                   data: ExampleData | None = None, tuned: dict | None = None,
                   **overrides) -> dict:
   """Evaluates every trained (model, seed) on the test split; returns the summary.
   `tuned`: {model: settings} chosen by `tune`, on top of `overrides`."""
-  from twin_tf.training.trainer import evaluate  # pylint: disable=import-outside-toplevel
   data = data or load_example_data(examples)
   configs = [c for m in models for c in run_configs(
       examples, runs_dir, [m], seeds, {**overrides, **(tuned or {}).get(m, {})})]
   per_model: dict[str, list] = {m: [] for m in models}
   for number, config in enumerate(configs, start=1):
-    result = evaluate(config, "test", data)
+    result = evaluated(config, "test", data)
     per_model[config.model].append(result)
     print(f"evaluate [{number}/{len(configs)}] {config.model} seed {config.seed}: "
           f"AUC {result['auc']:.4f} GAUC {result['gauc']:.4f} logloss "
@@ -120,7 +133,6 @@ def tune(examples, runs_dir, models=MODELS, grid=GRID, data: ExampleData | None 
 
   Returns {model: {"chosen": the best point, "grid": [point + "validation_auc"]}}.
   """
-  from twin_tf.training.trainer import evaluate  # pylint: disable=import-outside-toplevel
   data = data or load_example_data(examples)
   out = {}
   for model in models:
@@ -128,7 +140,7 @@ def tune(examples, runs_dir, models=MODELS, grid=GRID, data: ExampleData | None 
     for point in grid:
       train_runs(examples, runs_dir, [model], [0], data, **overrides, **point)
       config = run_configs(examples, runs_dir, [model], [0], {**overrides, **point})[0]
-      scores.append(evaluate(config, "validation", data)["auc"])
+      scores.append(evaluated(config, "validation", data)["auc"])
     best = int(np.argmax(scores))
     out[model] = {"chosen": dict(grid[best]),
                   "grid": [{**p, "validation_auc": s} for p, s in zip(grid, scores)]}

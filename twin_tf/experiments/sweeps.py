@@ -64,10 +64,9 @@ def variant(log, embeddings, folder: pathlib.Path, clustering: ClusteringConfig,
 def scores_on_test(examples, data: ExampleData, runs_dir, model: str, seeds, **overrides
                 ) -> list:
   """Per seed, (metrics, scores aligned with data.impressions["test"]) of finished runs."""
-  from twin_tf.training.trainer import evaluate  # pylint: disable=import-outside-toplevel
   out = []
   for config in quality.run_configs(examples, runs_dir, [model], seeds, overrides):
-    result = evaluate(config, "test", data)
+    result = quality.evaluated(config, "test", data)
     saved = np.load(pathlib.Path(config.output_dir) / "predictions_test.npz")
     scores = np.empty(len(saved["score"]), np.float64)
     scores[saved["impression"]] = saved["score"]

@@ -61,8 +61,8 @@ def variant(log, embeddings, folder: pathlib.Path, clustering: ClusteringConfig,
   return Variant(clustering, folder / "examples", folder / "runs")
 
 
-def scores_on_test(examples, data: ExampleData, runs_dir, model: str, seeds, **overrides
-                ) -> list:
+def scores_on_test(examples, data: ExampleData, runs_dir, model: str, seeds,
+                   **overrides) -> list:
   """Per seed, (metrics, scores aligned with data.impressions["test"]) of finished runs."""
   out = []
   for config in quality.run_configs(examples, runs_dir, [model], seeds, overrides):
@@ -75,11 +75,10 @@ def scores_on_test(examples, data: ExampleData, runs_dir, model: str, seeds, **o
 
 
 def _summary(per_seed: list) -> dict:
-  auc = np.array([r["auc"] for r, _ in per_seed])
-  gauc = np.array([r["gauc"] for r, _ in per_seed])
-  return {"auc_mean": float(auc.mean()), "auc_std": float(auc.std()),
-          "gauc_mean": float(gauc.mean()), "gauc_std": float(gauc.std()),
-          "logloss_mean": float(np.mean([r["logloss"] for r, _ in per_seed]))}
+  """The seed statistics of quality.summarize that a sweep point keeps."""
+  summary = quality.summarize([result for result, _ in per_seed])
+  return {k: summary[k] for k in ("auc_mean", "auc_std", "gauc_mean", "gauc_std",
+                                  "logloss_mean")}
 
 
 def _point(chosen: Variant, models, seeds, tuned: dict, **overrides) -> tuple[dict, dict]:

@@ -5,6 +5,7 @@
   cluster records -> key by user ──────────────────┘   (twin_tf.training.examples)
                                           -> users-*.tfrecord       (one record per user)
                                           -> impressions_{train,validation,test}-*.tfrecord
+                                          -> feature_spec.json  (--features, for training)
 
 Layouts: twin_tf/training/examples.py. A user's long sequences are written once, in the user
 record; impression records carry the target, `history_end` and the dense statistics
@@ -29,7 +30,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import common
 from twin_tf.clustering import records as cluster_records
-from twin_tf.data import logs, schema, tfexample
+from twin_tf.data import feature_spec, logs, schema, tfexample
 from twin_tf.training import statistics
 from twin_tf.training.examples import SPLITS, ExampleConfig, user_examples
 
@@ -53,11 +54,14 @@ class BuildExamplesOptions(PipelineOptions):
 class ItemStatisticsDoFn(beam.DoFn):
   """(item_id, behavior tuples) -> (user_id, (behavior tuple, item statistics)) per behavior."""
 
+  def __init__(self, spec: feature_spec.FeatureSpec):
+    self._spec = spec
+
   def process(self, element):
     _, rows = element
     rows = list(rows)
-    stats = statistics.item_statistics(logs.tuples_to_columns(rows))
-    user_index = schema.FIELD_NAMES.index(schema.USER_ID)
+    stats = statistics.item_statistics(logs.tuples_to_columns(rows, self._spec))
+    user_index = schema.CORE_NAMES.index(schema.USER_ID)
     for row, values in zip(rows, stats.tolist()):
       yield row[user_index], (row, values)
 
@@ -65,8 +69,8 @@ class ItemStatisticsDoFn(beam.DoFn):
 class UserExamplesDoFn(beam.DoFn):
   """(user_id, {behaviors, clusters}) -> user record; impressions by split (tagged)."""
 
-  def __init__(self, config: ExampleConfig):
-    self._config = config
+  def __init__(self, config: ExampleConfig, spec: feature_spec.FeatureSpec):
+    self._config, self._spec = config, spec
     self._users = beam.metrics.Metrics.counter(NAMESPACE, "users")
     self._dead = beam.metrics.Metrics.counter(NAMESPACE, "dead_letters")
     self._impressions = {s: beam.metrics.Metrics.counter(NAMESPACE, f"impressions_{s}")
@@ -76,7 +80,7 @@ class UserExamplesDoFn(beam.DoFn):
     user_id, grouped = element
     cluster_list = list(grouped["clusters"])
     pairs = list(grouped["behaviors"])
-    behaviors = logs.tuples_to_columns([row for row, _ in pairs])
+    behaviors = logs.tuples_to_columns([row for row, _ in pairs], self._spec)
     item_stats = np.array([values for _, values in pairs], np.float32).reshape(
         len(pairs), len(statistics.ITEM_FEATURES))
     problem = None
@@ -91,7 +95,7 @@ class UserExamplesDoFn(beam.DoFn):
           "record": json.dumps({schema.USER_ID: user_id})})
       return
     user, impressions = user_examples(behaviors, cluster_records.decode(cluster_list[0]),
-                                      self._config, item_stats)
+                                      self._config, item_stats, self._spec)
     self._users.inc()
     yield tfexample.encode(user)
     for i in range(len(impressions["split"])):
@@ -104,21 +108,26 @@ class UserExamplesDoFn(beam.DoFn):
 def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: ExampleConfig):
   """Adds the stages; returns the DoOutputsTuple (main: user records; SPLITS; dead letters)."""
   log = options.view_as(common.BehaviorLogOptions)
-  read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE)
-  item_index = schema.FIELD_NAMES.index(schema.ITEM_ID)
+  spec = feature_spec.for_log(log.input, log.features)
+  read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
+                                                         spec)
+  item_index = schema.CORE_NAMES.index(schema.ITEM_ID)
   behaviors = (read.rows
                | "KeyByItem" >> beam.Map(lambda row: (row[item_index], row))
                | "GroupByItem" >> beam.GroupByKey()
-               | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn()))
+               | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec)))
   clusters = (pipeline
               | "ReadClusters" >> beam.io.ReadFromTFRecord(options.clusters)
               | "KeyClusters" >> beam.Map(
                   lambda s: (cluster_records.decode(s)[schema.USER_ID], s)))
   joined = {"behaviors": behaviors, "clusters": clusters} | "JoinByUser" >> beam.CoGroupByKey()
-  outputs = joined | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config)).with_outputs(
+  outputs = joined | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config, spec)).with_outputs(
       common.DEAD_LETTER, *SPLITS, main="users")
   _ = outputs.users | "Progress" >> common.ReportProgress("users with examples", joined)
   output = log.output.rstrip("/")
+  _ = (pipeline | "Spec" >> beam.Create([json.dumps(spec.to_json(), indent=2)])
+       | "WriteSpec" >> beam.io.WriteToText(f"{output}/{feature_spec.FILE_NAME}",
+                                            shard_name_template=""))
   _ = outputs.users | "WriteUsers" >> beam.io.WriteToTFRecord(
       f"{output}/users", file_name_suffix=".tfrecord")
   for split in SPLITS:

@@ -24,7 +24,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from beam_pipelines import common
 from twin_tf.data import schema, tfexample
-from twin_tf.export import key_cache
+from twin_tf.data.feature_spec import FeatureSpec
+from twin_tf.export import key_cache, saved_model
 from twin_tf.export.retrieval import ScannRetriever
 
 NAMESPACE = "cache_keys"
@@ -45,7 +46,7 @@ class CacheKeysOptions(PipelineOptions):
 
 
 class ItemKeysDoFn(beam.DoFn):
-  """A batch of (item_id, category, year_bucket) -> (item_id, (keys, queries, known))."""
+  """A batch of item tuples (spec.candidate_fields) -> (item_id, (keys, queries, known))."""
 
   def __init__(self, model_dir: str):
     self._model_dir, self._model = model_dir, None
@@ -55,8 +56,9 @@ class ItemKeysDoFn(beam.DoFn):
     self._model = key_cache.ModelKeys(self._model_dir)
 
   def process(self, batch):
-    items = np.asarray(batch, np.int64)  # (N, 3)
-    keys, queries, known = self._model.item_keys(items[:, 0], items[:, 1], items[:, 2])
+    items = np.asarray(batch, np.int64)  # (N, F)
+    keys, queries, known = self._model.item_keys(
+        dict(zip(self._model.spec.candidate_fields, items.T)))
     self._items.inc(len(items))
     for i, item in enumerate(items[:, 0]):
       yield int(item), (keys[i], queries[i], bool(known[i]))
@@ -79,7 +81,7 @@ class UserKeysDoFn(beam.DoFn):
 
   def process(self, record, items):
     user_id = int(record[schema.USER_ID][0])
-    clusters = key_cache.user_clusters(record)
+    clusters = key_cache.user_clusters(record, self._model.spec)
     ids = clusters[schema.ITEM_ID]
     unknown = sorted({int(i) for i in ids if i not in items or not items[i][2]})
     if unknown:
@@ -102,11 +104,10 @@ class UserKeysDoFn(beam.DoFn):
                            clusters, searcher)
 
 
-def _cluster_items(record):
-  for item, category, year in zip(record[f"cluster_{schema.ITEM_ID}"],
-                                  record[f"cluster_{schema.CATEGORY}"],
-                                  record[f"cluster_{schema.YEAR_BUCKET}"]):
-    yield int(item), int(category), int(year)
+def _cluster_items(record, spec: FeatureSpec):
+  """The (item_id, item features...) tuples of a user record's clusters."""
+  for values in zip(*(record[f"cluster_{f}"] for f in spec.candidate_fields)):
+    yield tuple(int(v) for v in values)
 
 
 def build(pipeline: beam.Pipeline, options: CacheKeysOptions, reference_time: int):
@@ -115,7 +116,8 @@ def build(pipeline: beam.Pipeline, options: CacheKeysOptions, reference_time: in
            | "ReadUsers" >> beam.io.ReadFromTFRecord(f"{options.examples.rstrip('/')}/users-*")
            | "DecodeUsers" >> beam.Map(tfexample.decode))
   items = (users
-           | "ClusterItems" >> beam.FlatMap(_cluster_items)
+           | "ClusterItems" >> beam.FlatMap(_cluster_items,
+                                            saved_model.exported_spec(options.model_dir))
            | "DistinctItems" >> beam.Distinct()
            | "BatchItems" >> beam.BatchElements(min_batch_size=256,
                                                 max_batch_size=options.item_batch)

@@ -2,12 +2,17 @@
 
   logs (Parquet | CSV | TFRecord) -> validate (malformed rows -> dead letters)
     -> key by user -> GroupByKey -> twin_tf.clustering.cluster_user -> cluster records
+  with --previous: ... -> CoGroupByKey with the previous run's records ->
+    twin_tf.clustering.incremental.update_user (new behaviors join the previous clusters;
+    users without a usable previous record are clustered in full)
 
 Outputs under --output:
   clusters-*.tfrecord      one tf.train.Example per user (layout: twin_tf.clustering.records)
   dead_letters-*.jsonl     one JSON object per malformed row: source, field, reason, record
 Counters (namespace cluster_behaviors): behaviors_read, dead_letters, users, behaviors
-(clustered, i.e. before the cutoff), clusters, clustering_ms (time spent in cluster_user).
+(clustered, i.e. before the cutoff), clusters, clustering_ms (time spent clustering),
+users_incremental (updated from a previous record), users_in_full (no previous record, or
+one that did not match: another format, a changed past), previous_without_behaviors.
 Progress (users clustered out of all users) goes to stderr.
 
 Locally (default runner FnApiRunner, no download):
@@ -18,6 +23,9 @@ On Dataflow:
       --project=PROJECT --region=REGION --temp_location=gs://BUCKET/tmp \
       --setup_file=./setup.py --input='gs://BUCKET/logs/*.parquet' \
       --embeddings=gs://BUCKET/item_embeddings.npz --output=gs://BUCKET/clusters/
+Daily, incrementally (yesterday's records in, today's out; a fresh --output folder):
+  python -m beam_pipelines.cluster_behaviors --input logs.parquet \
+      --embeddings item_embeddings.npz --previous 'yesterday/clusters-*' --output today/
 """
 
 from __future__ import annotations
@@ -34,12 +42,13 @@ from beam_pipelines import common
 from twin_tf import config as config_lib
 from twin_tf.clustering import cluster_user, records
 from twin_tf.clustering.embeddings import ItemEmbeddingTable
+from twin_tf.clustering.incremental import StaleRecord, update_user
 from twin_tf.config import ClusteringConfig
-from twin_tf.data import logs, schema
+from twin_tf.data import feature_spec, logs, schema
 
 NAMESPACE = "cluster_behaviors"
 COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters",
-            "clustering_ms")
+            "clustering_ms", "users_incremental", "users_in_full", "previous_without_behaviors")
 
 
 class ClusterBehaviorsOptions(PipelineOptions):
@@ -53,6 +62,12 @@ class ClusterBehaviorsOptions(PipelineOptions):
     parser.add_argument("--gamma", type=int, default=None, help="override config.gamma")
     parser.add_argument("--cutoff_quantile", type=float, default=None,
                         help="override config.cutoff_quantile")
+    parser.add_argument("--previous", default=None,
+                        help="cluster records of an earlier run (glob): update them with the "
+                        "behaviors since instead of clustering from scratch")
+    parser.add_argument("--since", type=int, default=None,
+                        help="with --previous: behaviors at or after this unix time are new "
+                        "(default: each previous record's clustered_before)")
 
 
 def clustering_config(options: ClusterBehaviorsOptions) -> ClusteringConfig:
@@ -64,10 +79,14 @@ def clustering_config(options: ClusterBehaviorsOptions) -> ClusteringConfig:
 
 
 class ClusterUserDoFn(beam.DoFn):
-  """(user_id, behavior tuples) -> serialized cluster record of that user."""
+  """(user_id, {"behaviors": tuples, "previous": records}) -> the user's cluster record."""
 
-  def __init__(self, embeddings_path: str, config: ClusteringConfig):
-    self._embeddings_path, self._config = embeddings_path, config
+  def __init__(self, embeddings_path: str, config: ClusteringConfig,
+               spec: feature_spec.FeatureSpec, since: int | None = None):
+    self._embeddings_path, self._config, self._spec = embeddings_path, config, spec
+    self._since = since
+    self._ways = {way: beam.metrics.Metrics.counter(NAMESPACE, way) for way in (
+        "users_incremental", "users_in_full", "previous_without_behaviors")}
     self._users = beam.metrics.Metrics.counter(NAMESPACE, "users")
     self._behaviors = beam.metrics.Metrics.counter(NAMESPACE, "behaviors")
     self._clusters = beam.metrics.Metrics.counter(NAMESPACE, "clusters")
@@ -80,9 +99,24 @@ class ClusterUserDoFn(beam.DoFn):
       self._table = ItemEmbeddingTable.load(f)
 
   def process(self, element):
-    _, rows = element
+    _, grouped = element
+    rows, previous = list(grouped["behaviors"]), list(grouped["previous"])
+    if not rows:
+      self._ways["previous_without_behaviors"].inc()
+      return
+    columns = logs.tuples_to_columns(rows, self._spec)
     start = time.perf_counter()
-    user = cluster_user(logs.tuples_to_columns(rows), self._table, self._config)
+    user = None
+    if len(previous) == 1:
+      try:
+        user = update_user(columns, self._table, self._config, records.decode(previous[0]),
+                           self._since)
+        self._ways["users_incremental"].inc()
+      except StaleRecord as error:
+        logging.warning("%s", error)
+    if user is None:
+      user = cluster_user(columns, self._table, self._config)
+      self._ways["users_in_full"].inc()
     self._clustering_ms.inc(int(1000 * (time.perf_counter() - start)))
     self._users.inc()
     self._behaviors.inc(user.num_behaviors)
@@ -93,19 +127,30 @@ class ClusterUserDoFn(beam.DoFn):
 
 
 class ClusterUsers(beam.PTransform):
-  """Behavior tuples -> one serialized cluster record per user."""
+  """Behavior tuples -> one serialized cluster record per user; with `previous` (a glob of an
+  earlier run's records), users that have one are updated incrementally."""
 
-  def __init__(self, embeddings_path: str, config: ClusteringConfig):
+  def __init__(self, embeddings_path: str, config: ClusteringConfig,
+               spec: feature_spec.FeatureSpec, previous: str | None = None,
+               since: int | None = None):
     super().__init__()
-    self._embeddings_path, self._config = embeddings_path, config
+    self._embeddings_path, self._config, self._spec = embeddings_path, config, spec
+    self._previous, self._since = previous, since
 
   def expand(self, rows):
-    user_index = schema.FIELD_NAMES.index(schema.USER_ID)
-    users = (rows
-             | "KeyByUser" >> beam.Map(lambda row: (row[user_index], row))
-             | "GroupByUser" >> beam.GroupByKey())
+    user_index = schema.CORE_NAMES.index(schema.USER_ID)
+    keyed = rows | "KeyByUser" >> beam.Map(lambda row: (row[user_index], row))
+    if self._previous:
+      previous = (rows.pipeline
+                  | "ReadPrevious" >> beam.io.ReadFromTFRecord(self._previous)
+                  | "KeyPrevious" >> beam.Map(
+                      lambda s: (records.decode(s)[schema.USER_ID], s)))
+    else:
+      previous = rows.pipeline | "NoPrevious" >> beam.Create([])
+    users = ({"behaviors": keyed, "previous": previous}
+             | "GroupByUser" >> beam.CoGroupByKey())
     clustered = users | "Cluster" >> beam.ParDo(
-        ClusterUserDoFn(self._embeddings_path, self._config))
+        ClusterUserDoFn(self._embeddings_path, self._config, self._spec, self._since))
     _ = clustered | "Progress" >> common.ReportProgress("users clustered", users)
     return clustered
 
@@ -113,8 +158,11 @@ class ClusterUsers(beam.PTransform):
 def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: ClusteringConfig):
   """Adds the pipeline's stages; returns (cluster records, dead letters) PCollections."""
   log = options.view_as(common.BehaviorLogOptions)
-  read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE)
-  clusters = read.rows | "ClusterUsers" >> ClusterUsers(options.embeddings, config)
+  spec = feature_spec.for_log(log.input, log.features)
+  read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
+                                                         spec)
+  clusters = read.rows | "ClusterUsers" >> ClusterUsers(options.embeddings, config, spec,
+                                                        options.previous, options.since)
   output = log.output.rstrip("/")
   _ = clusters | "WriteClusters" >> beam.io.WriteToTFRecord(
       f"{output}/clusters", file_name_suffix=".tfrecord")

@@ -11,7 +11,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from twin_tf.data import logs
+from twin_tf.data import feature_spec, logs
 
 DEAD_LETTER = "dead_letter"
 # Beam's default DirectRunner first downloads the Prism binary; this machine has no internet.
@@ -27,6 +27,10 @@ class BehaviorLogOptions(PipelineOptions):
     parser.add_argument("--input_format", default=None, choices=logs.FORMATS,
                         help="default: from the file suffix")
     parser.add_argument("--output", default=None, help="output folder (local or gs://)")
+    parser.add_argument("--features", default=None,
+                        help="the log's item features and flags: a preset "
+                        f"({', '.join(feature_spec.PRESETS)}) or a feature_spec.json "
+                        "(default: the feature_spec.json beside --input, else movielens)")
 
 
 def pipeline_options(argv, options_class: type[PipelineOptions],
@@ -52,32 +56,34 @@ def pipeline_options(argv, options_class: type[PipelineOptions],
 class ValidateRecord(beam.DoFn):
   """(source, raw record) -> behavior row as a tuple, or a dead letter (tag DEAD_LETTER)."""
 
-  def __init__(self, namespace: str):
+  def __init__(self, namespace: str, spec: feature_spec.FeatureSpec):
+    self._spec = spec
     self._valid = beam.metrics.Metrics.counter(namespace, "behaviors_read")
     self._dead = beam.metrics.Metrics.counter(namespace, "dead_letters")
 
   def process(self, element):
     source, record = element
     try:
-      row = logs.validate_record(record)
+      row = logs.validate_record(record, self._spec)
     except logs.MalformedRecord as error:
       self._dead.inc()
       yield beam.pvalue.TaggedOutput(DEAD_LETTER, logs.dead_letter(record, error, source))
       return
     self._valid.inc()
-    yield logs.row_to_tuple(row)
+    yield logs.row_to_tuple(row, self._spec)
 
 
 class ReadBehaviorLog(beam.PTransform):
   """Reads behavior logs (Parquet, CSV with a header, or TFRecord of tf.train.Example).
 
-  Returns a DoOutputsTuple: `.rows` (tuples in schema.FIELD_NAMES order) and `.dead_letter`
+  Returns a DoOutputsTuple: `.rows` (tuples in spec.field_names order) and `.dead_letter`
   (dicts with source, field, reason, record).
   """
 
-  def __init__(self, pattern: str, fmt: str | None = None, namespace: str = "twin_tf"):
+  def __init__(self, pattern: str, fmt: str | None = None, namespace: str = "twin_tf",
+               spec: feature_spec.FeatureSpec = feature_spec.MOVIELENS):
     super().__init__()
-    self._pattern, self._namespace = pattern, namespace
+    self._pattern, self._namespace, self._spec = pattern, namespace, spec
     self._format = fmt or logs.detect_format(pattern.rstrip("*"))
 
   def expand(self, pbegin):
@@ -98,7 +104,7 @@ class ReadBehaviorLog(beam.PTransform):
                  lambda s, src: (src, logs.record_from_example(s)), self._pattern))
     else:
       raise ValueError(f"unknown format {self._format!r}; expected one of {logs.FORMATS}")
-    return raw | "Validate" >> beam.ParDo(ValidateRecord(self._namespace)).with_outputs(
+    return raw | "Validate" >> beam.ParDo(ValidateRecord(self._namespace, self._spec)).with_outputs(
         DEAD_LETTER, main="rows")
 
 
@@ -121,14 +127,16 @@ def _csv_record(header: list[str], line: str) -> dict:
 
 
 class _ProgressDoFn(beam.DoFn):
-  """Counts elements; prints "<label>: done/total (pct), rate" to stderr every few seconds."""
+  """Counts elements; prints "<label>: done/total (pct), rate, elapsed" to stderr every few
+  seconds. The rate and the elapsed time count from `started` (when the pipeline was built),
+  so they include every stage before this one, not only this stage's own pace."""
 
-  def __init__(self, label: str, every_s: float):
-    self._label, self._every_s = label, every_s
-    self._done, self._start, self._last = 0, 0.0, 0.0
+  def __init__(self, label: str, every_s: float, started: float):
+    self._label, self._every_s, self._start = label, every_s, started
+    self._done, self._last = 0, 0.0
 
   def setup(self):
-    self._start = self._last = time.time()
+    self._last = time.time()
 
   def process(self, element, total):
     del element
@@ -136,9 +144,10 @@ class _ProgressDoFn(beam.DoFn):
     now = time.time()
     if now - self._last >= self._every_s or self._done == total:
       self._last = now
-      rate = self._done / max(now - self._start, 1e-9)
+      elapsed = max(now - self._start, 1e-9)
       print(f"  {self._label}: {self._done:,}/{total:,} ({100 * self._done / max(total, 1):.0f}%)"
-            f", {rate:,.0f}/s", file=sys.stderr, flush=True)
+            f", {self._done / elapsed:,.1f}/s over {elapsed:.1f} s since the pipeline started",
+            file=sys.stderr, flush=True)
     return []
 
 
@@ -149,11 +158,13 @@ class ReportProgress(beam.PTransform):
   def __init__(self, label: str, total: beam.PCollection, every_s: float = 5.0):
     super().__init__()
     self._label, self._total, self._every_s = label, total, every_s
+    self._started = time.time()
 
   def expand(self, done):
     count = self._total | "CountTotal" >> beam.combiners.Count.Globally()
-    return done | "Report" >> beam.ParDo(_ProgressDoFn(self._label, self._every_s),
-                                         total=beam.pvalue.AsSingleton(count))
+    return done | "Report" >> beam.ParDo(
+        _ProgressDoFn(self._label, self._every_s, self._started),
+        total=beam.pvalue.AsSingleton(count))
 
 
 def run_to_completion(options: PipelineOptions, build, namespace: str,

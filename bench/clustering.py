@@ -31,19 +31,20 @@ def synthetic_user(num_behaviors: int, dim: int = 64, topics: int = 200, seed: i
 
   from twin_tf.clustering.embeddings import ItemEmbeddingTable
   from twin_tf.data import schema
+  from twin_tf.data.feature_spec import MOVIELENS
   rng = np.random.default_rng(seed)
   num_items = max(1000, num_behaviors // 5)
   centers = rng.standard_normal((topics, dim)).astype(np.float32)
   item_topic = rng.integers(0, topics, num_items)
   vectors = centers[item_topic] + 0.5 * rng.standard_normal((num_items, dim), np.float32)
-  columns = schema.empty_columns(num_behaviors)
+  columns = MOVIELENS.empty_columns(num_behaviors)
   columns[schema.USER_ID][:] = 1
   columns[schema.ITEM_ID] = rng.integers(0, num_items, num_behaviors)
   columns[schema.TIMESTAMP] = rng.integers(1_300_000_000, 1_700_000_000, num_behaviors)
   columns[schema.DURATION] = rng.uniform(5, 600, num_behaviors).astype(np.float32)
   columns[schema.PLAY_TIME] = (columns[schema.DURATION] *
                                rng.beta(0.7, 0.7, num_behaviors)).astype(np.float32)
-  columns[schema.CATEGORY] = item_topic[columns[schema.ITEM_ID]]
+  columns["category"] = item_topic[columns[schema.ITEM_ID]]
   return columns, ItemEmbeddingTable(np.arange(num_items), vectors)
 
 

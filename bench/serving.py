@@ -26,27 +26,33 @@ import numpy as np
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def synthetic_request(item_ids: np.ndarray, clusters: int, candidates: int, seed: int = 0):
-  """SYNTHETIC serving_default arrays for one user (B = 1)."""
+def synthetic_request(vocabularies, clusters: int, candidates: int, seed: int = 0):
+  """SYNTHETIC serving_default arrays for one user (B = 1), ids drawn from the run's
+  vocabularies (hashed features: any id)."""
   from twin_tf.data import schema
-  from twin_tf.export.saved_model import CANDIDATE_DENSE, CANDIDATE_RAW, SEQUENCE_RAW
+  from twin_tf.export.saved_model import CANDIDATE_DENSE
   from twin_tf.model import features
+  spec = vocabularies.spec
   rng = np.random.default_rng(seed)
   now = 1_600_000_000
+
+  def ids(field, n):
+    vocabulary = vocabularies[field]
+    return rng.integers(0, 10 ** 6, n) if vocabulary.hash_buckets else rng.choice(
+        vocabulary.ids, n)
+
   arrays = {"request_time": np.array([now], np.int64)}
   for prefix, length in (("long", clusters), ("short", 50)):
-    values = {schema.ITEM_ID: rng.choice(item_ids, length), schema.CATEGORY:
-              rng.integers(1, 20, length), schema.YEAR_BUCKET: rng.integers(1, 25, length),
-              schema.GROUP: rng.integers(0, 5, length), schema.TAGGED: rng.integers(0, 2, length),
-              schema.TIMESTAMP: np.sort(rng.integers(now - 10 ** 8, now, length))}
-    for field in SEQUENCE_RAW:
+    values = {f: ids(f, length) for f in spec.candidate_fields}
+    values.update({f: rng.integers(0, 2, length) for f in spec.behavior_flags})
+    values.update({schema.GROUP: rng.integers(0, 5, length),
+                   schema.TIMESTAMP: np.sort(rng.integers(now - 10 ** 8, now, length))})
+    for field in spec.sequence_fields:
       arrays[f"{prefix}_{field}"] = values[field][None].astype(np.int64)
     arrays[f"{prefix}_size"] = rng.integers(1, 21, (1, length)).astype(np.float32)
     arrays[f"{prefix}_length"] = np.array([length], np.int32)
-  for field, high in zip(CANDIDATE_RAW, (None, 20, 25)):
-    values = rng.choice(item_ids, candidates) if high is None else rng.integers(1, high,
-                                                                                candidates)
-    arrays[f"candidate_{field}"] = values[None].astype(np.int64)
+  for field in spec.candidate_fields:
+    arrays[f"candidate_{field}"] = ids(field, candidates)[None].astype(np.int64)
   arrays[CANDIDATE_DENSE] = rng.random((1, candidates, len(features.DENSE_FEATURES)),
                                        np.float32)
   return arrays
@@ -82,10 +88,9 @@ def main() -> None:
   from serving.client import TwinClient
   from serving.dev_server import DevServer
   from twin_tf.export import saved_model
-  from twin_tf.model import features
+  from twin_tf.model.vocabulary import Vocabularies
 
-  vocabulary = features.ItemVocabulary.load(pathlib.Path(args.run_dir) / "vocabulary.npy")
-  arrays = synthetic_request(vocabulary.item_ids, args.clusters, args.candidates)
+  arrays = synthetic_request(Vocabularies.load(args.run_dir), args.clusters, args.candidates)
   with tempfile.TemporaryDirectory() as base:
     version = saved_model.export_saved_model(args.run_dir, pathlib.Path(base) / "twin")
     signature = tf.saved_model.load(str(version)).signatures["serving_default"]
@@ -93,7 +98,7 @@ def main() -> None:
     in_process = timings(lambda: signature(**tensors)["scores"].numpy(), args.requests)
     print(f"in process (1 core): p50 {in_process['p50_ms']} ms, p99 {in_process['p99_ms']} "
           f"ms, {in_process['rps']} requests/s", flush=True)
-    server = DevServer(base, "twin", workers=1)
+    server = DevServer(pathlib.Path(base) / "twin", "twin", workers=1)
     port, _ = server.start()
     client = TwinClient(f"127.0.0.1:{port}")
     through_grpc = timings(lambda: client.predict(arrays), args.requests)

@@ -24,23 +24,22 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 MEAN_CLUSTER_SIZE = 10
-ITEM_VOCAB = 50_000
+# The MovieLens feature spec's fields (twin_tf.data.feature_spec.MOVIELENS) and vocabulary sizes.
+VOCAB_SIZES = {"item_id": 50_000, "category": 20, "year_bucket": 30}
 
 
 def synthetic_batch(batch: int, length: int, clustered: bool, seed: int = 0):
   """SYNTHETIC model inputs: (inputs, labels); clustered sequences get sizes 1..19."""
+  from twin_tf.data.feature_spec import MOVIELENS
   from twin_tf.model import features
   rng = np.random.default_rng(seed)
-  inputs = {"target_item": rng.integers(2, ITEM_VOCAB, batch),
-            "target_category": rng.integers(1, 20, batch),
-            "target_year": rng.integers(1, 30, batch),
-            "target_hour": rng.integers(1, 25, batch),
-            "target_weekday": rng.integers(1, 8, batch)}
+  inputs = {f"target_{f}": rng.integers(2, size, batch) for f, size in VOCAB_SIZES.items()}
+  inputs.update({"target_hour": rng.integers(1, 25, batch),
+                 "target_weekday": rng.integers(1, 8, batch)})
   for prefix, width in (("long", length), ("short", features.SHORT_LENGTH)):
-    inputs[f"{prefix}_item"] = rng.integers(2, ITEM_VOCAB, (batch, width))
-    inputs[f"{prefix}_category"] = rng.integers(1, 20, (batch, width))
-    inputs[f"{prefix}_year"] = rng.integers(1, 30, (batch, width))
-    highs = [features.CROSS_VOCAB[f] for f in features.CROSS_FEATURES]
+    inputs.update({f"{prefix}_{f}": rng.integers(2, size, (batch, width))
+                   for f, size in VOCAB_SIZES.items()})
+    highs = features.cross_vocab(MOVIELENS)
     inputs[f"{prefix}_cross"] = np.stack([rng.integers(1, h, (batch, width)) for h in highs],
                                          axis=-1)
     sizes = rng.integers(1, 2 * MEAN_CLUSTER_SIZE, (batch, width)) if (
@@ -54,8 +53,9 @@ def synthetic_batch(batch: int, length: int, clustered: bool, seed: int = 0):
 def samples_per_second(model_name: str, length: int, batch: int, steps: int) -> float:
   import keras
 
+  from twin_tf.data.feature_spec import MOVIELENS
   from twin_tf.model.ctr_model import build_model
-  model = build_model(model_name, ITEM_VOCAB)
+  model = build_model(model_name, MOVIELENS, VOCAB_SIZES)
   inputs, labels = synthetic_batch(batch, length, clustered=model_name == "TwinV2")
   model(inputs)
   model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy",

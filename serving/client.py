@@ -29,7 +29,7 @@ from tensorflow_serving.apis import (
 )
 
 from twin_tf.data import schema
-from twin_tf.export.saved_model import CANDIDATE_DENSE, CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.export.saved_model import CANDIDATE_DENSE
 from twin_tf.model import features
 
 
@@ -61,17 +61,19 @@ def pad_request(users: list[dict], request_times) -> dict[str, np.ndarray]:
   """Per-user variable-length lists -> the padded serving_default arrays.
 
   Args:
-    users: one dict per request row with "long" and "short" ({field: list} for every field of
-      twin_tf.export.saved_model.SEQUENCE_RAW plus "size" for long) and "candidates"
-      ({field: list} for CANDIDATE_RAW, and "dense": one list of the D dense features per
-      candidate). All rows need the same number of candidates.
+    users: one dict per request row with "long" and "short" ({field: list} for every
+      sequence field of the export's FeatureSpec, twin_tf.export.saved_model, plus "size" for
+      long) and "candidates" ({field: list} for its candidate fields, and "dense": one list of
+      the D dense features per candidate). All rows need the same number of candidates and
+      the fields of the first row.
     request_times: unix seconds per row.
   """
   arrays = {"request_time": np.asarray(request_times, np.int64)}
+  sequence_fields = [f for f in users[0]["short"] if f != "size"]
   for prefix in ("long", "short"):
     lengths = [len(u[prefix][schema.ITEM_ID]) for u in users]
     width = max(max(lengths), 1)
-    for field in SEQUENCE_RAW + ("size",):
+    for field in sequence_fields + ["size"]:
       dtype = np.float32 if field == "size" else np.int64
       out = np.zeros((len(users), width), dtype)
       for row, user in enumerate(users):
@@ -82,7 +84,7 @@ def pad_request(users: list[dict], request_times) -> dict[str, np.ndarray]:
   counts = {len(u["candidates"][schema.ITEM_ID]) for u in users}
   if len(counts) != 1:
     raise ValueError(f"every row needs the same number of candidates, got {sorted(counts)}")
-  for field in CANDIDATE_RAW:
+  for field in (f for f in users[0]["candidates"] if f != features.DENSE):
     arrays[f"candidate_{field}"] = np.asarray([u["candidates"][field] for u in users], np.int64)
   arrays[CANDIDATE_DENSE] = np.asarray([u["candidates"][features.DENSE] for u in users],
                                        np.float32).reshape(len(users), counts.pop(), -1)

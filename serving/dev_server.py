@@ -2,8 +2,8 @@
 REST predict API over a TF Serving model base path, for development and end-to-end tests.
 
 Production runs `tensorflow/serving` (serving/docker-compose.yml). This server speaks the same
-protocol on the same `<base>/<version>/` layout so that clients and tests can run where the
-real model server cannot be installed:
+protocol on the same `<model_base_path>/<version>/` layout so that clients and tests can run
+where the real model server cannot be installed:
   - serves the highest version; a new version folder is picked up while running (polling),
     loaded, then made current; requests in flight keep the version they started on; the older
     version is then unloaded;
@@ -13,8 +13,8 @@ real model server cannot be installed:
     oversized requests), each message naming the input;
   - listens on 127.0.0.1 by default.
 
-  python -m serving.dev_server --base work_dir/serving --model_name twin --port 8500 \
-      --rest_port 8501
+  python -m serving.dev_server --model_base_path work_dir/serving/twin --model_name twin \
+      --port 8500 --rest_port 8501
 """
 
 from __future__ import annotations
@@ -292,11 +292,12 @@ def _rest_handler(store: VersionStore, model_name: str):
 
 
 class DevServer:
-  """Both APIs over one VersionStore; `start()` returns (grpc_port, rest_port)."""
+  """Both APIs over one VersionStore of `model_base_path` (TF Serving's: the folder of
+  <version>/ folders), serving it as `model_name`; `start()` returns (grpc_port, rest_port)."""
 
-  def __init__(self, base_path, model_name: str = "twin", host: str = "127.0.0.1",
+  def __init__(self, model_base_path, model_name: str = "twin", host: str = "127.0.0.1",
                port: int = 0, rest_port: int = 0, poll_seconds: float = 1.0, workers: int = 8):
-    self.store = VersionStore(pathlib.Path(base_path) / model_name, poll_seconds)
+    self.store = VersionStore(pathlib.Path(model_base_path), poll_seconds)
     self.model_name, self.host = model_name, host
     self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers),
                              options=GRPC_OPTIONS)
@@ -336,7 +337,7 @@ def serve_until_signal(server: DevServer) -> None:
 
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(description="twin-tf DEVELOPMENT server (not TF Serving)")
-  parser.add_argument("--base", required=True, help="folder holding <model_name>/<version>/")
+  parser.add_argument("--model_base_path", required=True, help="folder of <version>/ folders")
   parser.add_argument("--model_name", default="twin")
   parser.add_argument("--host", default="127.0.0.1")
   parser.add_argument("--port", type=int, default=8500)
@@ -344,7 +345,7 @@ def main(argv=None) -> None:
   parser.add_argument("--poll_seconds", type=float, default=2.0)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO)
-  serve_until_signal(DevServer(args.base, args.model_name, args.host, args.port,
+  serve_until_signal(DevServer(args.model_base_path, args.model_name, args.host, args.port,
                                args.rest_port, args.poll_seconds))
 
 

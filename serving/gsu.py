@@ -4,8 +4,9 @@ ScaNN), then score with the model's `esu` signature.
   gsu = ClientSideGsu(client, "work_dir/key_cache")
   scores = gsu.score(user_id, candidates, short, request_time, retriever="scann")
 
-candidates: {item_id, category, year_bucket: (C,), dense: (C, D)}; short: {f: (S,)} for the
-SEQUENCE_RAW fields of the recent behaviors. The candidates' query vectors come from the served
+candidates: {f: (C,)} for the export's candidate fields (item_id and the item features of its
+FeatureSpec) and dense: (C, D); short: {f: (S,)} for the sequence fields of the recent
+behaviors (twin_tf.export.saved_model). The candidates' query vectors come from the served
 model's `item_keys` signature, so they always match the served version; a key cache built from
 another version is refused (VersionMismatchError).
 """
@@ -17,7 +18,7 @@ import numpy as np
 from twin_tf.data import schema, tfexample
 from twin_tf.export import key_cache
 from twin_tf.export.retrieval import ExactRetriever, ScannRetriever, gsu_query_vectors
-from twin_tf.export.saved_model import CANDIDATE_DENSE, CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.export.saved_model import CANDIDATE_DENSE
 from twin_tf.model import features
 
 
@@ -52,7 +53,7 @@ class ClientSideGsu:
     if user_id not in self.users:
       raise KeyError(f"user {user_id} is not in the key cache")
     record = self.users[user_id]
-    arrays = {f: np.asarray(candidates[f], np.int64) for f in CANDIDATE_RAW}
+    arrays = {f: np.asarray(v, np.int64) for f, v in candidates.items() if f != features.DENSE}
     outputs, version = self.client.predict_outputs(arrays, "item_keys")
     if version != record[key_cache.MODEL_VERSION]:
       raise VersionMismatchError(
@@ -62,17 +63,17 @@ class ClientSideGsu:
     queries = gsu_query_vectors(outputs["queries"])  # (C, H*d_k + 1)
     chosen = self.retriever(user_id, retriever).search(queries, self.top_k)  # (C, K)
     request = {"request_time": np.array([request_time], np.int64)}
-    for f in SEQUENCE_RAW:
+    for f in short:
       request[f"long_{f}"] = record["clusters"][f][chosen][None]  # (1, C, K)
     request["long_size"] = record["clusters"][schema.CLUSTER_SIZE][chosen][None].astype(
         np.float32)
     request["long_length"] = np.full((1, len(chosen)), chosen.shape[1], np.int32)
     length = len(short[schema.ITEM_ID])
-    for f in SEQUENCE_RAW:
+    for f in short:
       request[f"short_{f}"] = np.asarray(short[f], np.int64)[None]
     request["short_size"] = np.ones((1, length), np.float32)
     request["short_length"] = np.array([length], np.int32)
-    for f in CANDIDATE_RAW:
+    for f in arrays:
       request[f"candidate_{f}"] = arrays[f][None]
     request[CANDIDATE_DENSE] = np.asarray(candidates[features.DENSE], np.float32)[None]
     scores, answered = self.client.predict_outputs(request, "esu", version)

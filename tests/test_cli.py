@@ -9,7 +9,7 @@ def test_help_lists_every_command(capsys):
   with pytest.raises(SystemExit):
     cli.main(["--help"])
   text = capsys.readouterr().out
-  for command in ("main", "convert-movielens", "embeddings", "cluster", "cluster-summary",
+  for command in ("main", "convert", "embeddings", "cluster", "cluster-summary",
                   "build-examples", "train", "evaluate", "experiment", "export",
                   "cache-keys", "serve"):
     assert command in text
@@ -51,3 +51,47 @@ def test_examples_without_impressions_fail_naming_the_cause(real_examples, tmp_p
   with pytest.raises(SystemExit, match="no training impressions.*without one"):
     commands.build_examples(folder / "behaviors.parquet", tmp_path / "clusters",
                             tmp_path / "examples")
+
+
+def test_main_reads_a_dataset_or_a_users_own_log():
+  parse = cli.build_parser().parse_known_args
+  config = cli.main_job_config(parse(["main", "--dataset", "kuairand"])[0])
+  assert (config.dataset, config.data) == ("kuairand", cli.DEFAULT_DATA["kuairand"])
+  config = cli.main_job_config(parse(["main", "--log", "mine.csv", "--features", "x.json",
+                                      "--item-features", "items.parquet"])[0])
+  assert (config.dataset, config.data, config.features, config.item_features) == (
+      "log", "mine.csv", "x.json", "items.parquet")
+  with pytest.raises(SystemExit, match="describe a --log"):
+    cli.main_job_config(parse(["main", "--features", "kuairand"])[0])
+
+
+def test_convert_reads_a_schema_log_with_the_spec_beside_it(kuairand_dir, tmp_path):
+  """A KuaiRand log converted once, then read back as a user's own log: the feature spec
+  written beside it travels with it, and an item-feature file replaces its features."""
+  import numpy as np
+
+  from twin_tf import commands
+  from twin_tf.data import feature_spec, logs
+  first = commands.convert("kuairand", kuairand_dir, tmp_path / "a" / "log.csv")
+  (tmp_path / "items.csv").write_text("item_id,tag\n5,99\n")
+  again = commands.convert("log", tmp_path / "a" / "log.csv", tmp_path / "b" / "log.parquet",
+                           item_features=tmp_path / "items.csv")
+  assert first["behaviors"] == again["behaviors"] and again["features"] == "kuairand"
+  spec = feature_spec.resolve(tmp_path / "b")
+  a, _ = logs.read_behavior_log(tmp_path / "a" / "log.csv", spec=spec)
+  b, _ = logs.read_behavior_log(tmp_path / "b" / "log.parquet", spec=spec)
+  five = a["item_id"] == 5
+  assert five.any() and np.all(b["tag"][five] == 99) and np.all(b["tag"][~five] ==
+                                                                   a["tag"][~five])
+  np.testing.assert_array_equal(a["author_id"], b["author_id"])
+  with pytest.raises(FileNotFoundError, match="not a file"):
+    commands.convert("log", tmp_path, tmp_path / "c" / "log.csv")
+
+
+def test_every_flag_has_help():
+  parser = cli.build_parser()
+  commands = next(a for a in parser._actions if a.dest == "command").choices  # pylint: disable=protected-access
+  for name, sub in commands.items():
+    for action in sub._actions:  # pylint: disable=protected-access
+      if action.dest != "help":
+        assert action.help, f"twin-tf {name} {action.option_strings} has no help text"

@@ -1,7 +1,7 @@
 """The `twin-tf` command line.
 
   twin-tf main                  the main job, end to end on the real data (see README)
-  twin-tf convert-movielens     MovieLens folder -> behavior log (Parquet) + dead letters
+  twin-tf convert               MovieLens, KuaiRand or a log -> behavior log + feature spec
   twin-tf embeddings            behavior log -> bootstrap item embeddings (PPMI-SVD)
   twin-tf cluster               behavior log -> per-user clusters (Beam pipeline)
   twin-tf cluster-summary       clusters -> compression ratio distribution
@@ -9,7 +9,7 @@
   twin-tf train                 train one model (Keras fit, checkpoints, TensorBoard)
   twin-tf evaluate              AUC, GAUC, logloss of a trained run on a split
   twin-tf experiment            every model x seeds -> results/quality.json and .md
-  twin-tf export                a trained run -> SavedModel <base>/<version>/ for TF Serving
+  twin-tf export                a trained run -> SavedModel <model base path>/<version>/
   twin-tf serve                 the DEVELOPMENT server (not TF Serving) over a model base path
   twin-tf cache-keys            GSU key cache + ScaNN searchers of an exported version (Beam)
 
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import logging
 import os
 import pathlib
 import sys
@@ -30,15 +31,47 @@ from twin_tf import config as config_lib
 from twin_tf.config import ClusteringConfig, EmbeddingConfig, TrainConfig
 from twin_tf.experiments import main_job, quality, sweeps
 
-DEFAULT_DATA = os.environ.get("TWIN_TF_DATA", "../shared/data/ml-latest-small")
+DEFAULT_DATA = {"movielens": os.environ.get("TWIN_TF_DATA", "../shared/data/ml-latest-small"),
+                "kuairand": "../shared/data/KuaiRand-1K"}
+FEATURES_HELP = ("the log's item features and flags: a preset (movielens, kuairand) or a "
+                 "feature_spec.json (default: the one beside the log, else movielens)")
 # Commands that run Beam pipelines: their unknown flags go to Beam.
 PIPELINE_COMMANDS = ("main", "cluster", "build-examples", "cache-keys", "experiment")
 
 
+def add_source_arguments(parser: argparse.ArgumentParser) -> None:
+  """Where the behaviors come from: a public dataset's folder, or a user's own log."""
+  parser.add_argument("--dataset", choices=("movielens", "kuairand"), default="movielens",
+                      help="a public dataset's folder in its published layout")
+  parser.add_argument("--data", default=None,
+                      help="the dataset's folder (default: movielens "
+                      f"{DEFAULT_DATA['movielens']} (env TWIN_TF_DATA), kuairand "
+                      f"{DEFAULT_DATA['kuairand']})")
+  parser.add_argument("--log", default=None,
+                      help="instead of --dataset: a behavior log in the schema (Parquet, CSV "
+                      "or TFRecord; twin_tf/data/schema.py)")
+  parser.add_argument("--features", default=None,
+                      help="with --log: its item features and flags, a preset (movielens, "
+                      "kuairand) or a feature_spec.json (default: the one beside the log, "
+                      "else movielens)")
+  parser.add_argument("--item-features", dest="item_features", default=None,
+                      help="with --log: a file of item_id and the item features, joined "
+                      "onto the log")
+
+
+def source(args: argparse.Namespace) -> tuple[str, str]:
+  """(dataset, data) of add_source_arguments' flags."""
+  if args.log:
+    return "log", args.log
+  if args.features or args.item_features:
+    raise SystemExit("--features and --item-features describe a --log; the public datasets "
+                     "have their own")
+  return args.dataset, args.data or DEFAULT_DATA[args.dataset]
+
+
 def add_main_job_arguments(parser: argparse.ArgumentParser) -> None:
   defaults = main_job.MainJobConfig()
-  parser.add_argument("--data", default=DEFAULT_DATA,
-                      help="MovieLens folder (default %(default)s; env TWIN_TF_DATA)")
+  add_source_arguments(parser)
   parser.add_argument("--workdir", default=defaults.workdir,
                       help="outputs (default %(default)s)")
   parser.add_argument("--max-users", dest="max_users", type=int, default=None,
@@ -64,8 +97,10 @@ def add_main_job_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main_job_config(args: argparse.Namespace) -> main_job.MainJobConfig:
+  dataset, data = source(args)
   return main_job.MainJobConfig(
-      data=args.data, workdir=args.workdir, max_users=args.max_users, gamma=args.gamma,
+      dataset=dataset, data=data, features=args.features, item_features=args.item_features,
+      workdir=args.workdir, max_users=args.max_users, gamma=args.gamma,
       cutoff_quantile=args.cutoff_quantile, models=tuple(args.models),
       seeds=tuple(args.seeds), epochs=args.epochs, gammas=tuple(args.gammas),
       scann_sizes=tuple(args.scann_sizes))
@@ -91,7 +126,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def cluster_config(args: argparse.Namespace) -> ClusteringConfig:
   """--config and flags; without any cutoff, the main job's (and says so) unless
   --no-cutoff asks to cluster every behavior."""
-  config = _with_overrides(ClusteringConfig, args.config, args, ("gamma", "cutoff_quantile"))
+  config = _with_overrides(ClusteringConfig, args.config, args,
+                           ("gamma", "cutoff_quantile", "staleness_days"))
   if config.cutoff_quantile is None and config.cutoff_timestamp is None and not args.no_cutoff:
     config = dataclasses.replace(config, cutoff_quantile=main_job.MainJobConfig.cutoff_quantile)
     print(f"no cutoff given: clustering each user's first {config.cutoff_quantile:.0%} of "
@@ -111,14 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
                        "--flags go to Beam")
   add_main_job_arguments(main)
 
-  convert = add_command("convert-movielens", help="MovieLens -> behavior log")
-  convert.add_argument("--data", default=DEFAULT_DATA, help="MovieLens latest folder")
+  convert = add_command("convert", help="a dataset or log -> behavior log (validated, dead "
+                        "letters beside it) + its feature_spec.json")
+  add_source_arguments(convert)
   convert.add_argument("--out", required=True, help="behavior log path (.parquet/.csv/.tfrecord)")
   convert.add_argument("--max-users", type=int, default=None, help="only the first N users")
 
   emb = add_command("embeddings", help="bootstrap item embeddings from co-occurrence")
   emb.add_argument("--input", required=True, help="behavior log")
   emb.add_argument("--out", required=True, help=".npz output")
+  emb.add_argument("--features", default=None, help=FEATURES_HELP)
   emb.add_argument("--dim", type=int, default=32, help="embedding size")
   emb.add_argument("--window", type=int, default=10,
                    help="behaviors at most this many positions apart co-occur")
@@ -135,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
   cluster.add_argument("--input", required=True, help="behavior log (file or glob)")
   cluster.add_argument("--embeddings", required=True, help="item embeddings (.npz)")
   cluster.add_argument("--output", required=True, help="output folder")
+  cluster.add_argument("--features", default=None, help=FEATURES_HELP)
   cluster.add_argument("--config", default=None, help="ClusteringConfig JSON/YAML")
   cluster.add_argument("--gamma", type=int, default=None,
                        help="largest cluster (default: the config's, 20)")
@@ -143,6 +182,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "config's, else the main job's 0.5)")
   cluster.add_argument("--no-cutoff", dest="no_cutoff", action="store_true",
                        help="cluster every behavior (serving); no impressions remain")
+  cluster.add_argument("--staleness-days", dest="staleness_days", type=float, default=None,
+                       help="leave the last days before the cutoff out of the clusters "
+                       "(default: the config's, 0)")
+  cluster.add_argument("--previous", default=None,
+                       help="an earlier run's output folder: update its users' clusters with "
+                       "the behaviors since, instead of clustering from scratch")
+  cluster.add_argument("--since", type=int, default=None,
+                       help="with --previous: behaviors at or after this unix time are new "
+                       "(default: each previous record's clustered_before)")
 
   summary = add_command("cluster-summary", help="compression ratio distribution")
   summary.add_argument("--clusters", required=True, help="the cluster pipeline's output folder")
@@ -152,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
   examples.add_argument("--input", required=True, help="behavior log")
   examples.add_argument("--clusters", required=True, help="the cluster pipeline's output folder")
   examples.add_argument("--output", required=True, help="output folder")
+  examples.add_argument("--features", default=None, help=FEATURES_HELP)
 
   for name, text in (("train", "train one model"), ("evaluate", "evaluate a trained run")):
     command = add_command(name, help=text)
@@ -172,7 +221,9 @@ def build_parser() -> argparse.ArgumentParser:
 
   exporter = add_command("export", help="SavedModel version for TF Serving")
   exporter.add_argument("--run-dir", dest="run_dir", required=True, help="a trained run")
-  exporter.add_argument("--base", required=True, help="model base path (versions inside)")
+  exporter.add_argument("--model-base-path", dest="model_base_path", required=True,
+                        help="TF Serving's model_base_path: the model's folder, versions "
+                        "inside")
   exporter.add_argument("--version", type=int, default=None, help="default: next number")
   exporter.add_argument("--examples", default=None, help="examples for warmup requests")
   exporter.add_argument("--warmup", type=int, default=10, help="warmup requests (<= 1000)")
@@ -189,9 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="users with more clusters get a ScaNN searcher (default 20000)")
 
   serve = add_command("serve", help="DEVELOPMENT server (not TF Serving): gRPC + REST")
-  serve.add_argument("--base", default="work_dir/serving", help="folder of <model>/<version>/")
+  serve.add_argument("--model-base-path", dest="model_base_path",
+                     default="work_dir/serving/twin",
+                     help="TF Serving's model_base_path: the model's folder of <version>/")
   serve.add_argument("--model-name", dest="model_name", default="twin",
-                     help="the model's name: its folder under --base and model_spec.name")
+                     help="the model's name in requests (model_spec.name)")
   serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
   serve.add_argument("--port", type=int, default=8500, help="gRPC port (0: any free port)")
   serve.add_argument("--rest-port", dest="rest_port", type=int, default=8501,
@@ -205,8 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="the main job's work folder (behavior log, embeddings, "
                           "examples); runs go under it")
   experiment.add_argument("--out", default="results", help="quality.json / .md folder")
-  experiment.add_argument("--models", nargs="+", default=list(quality.MODELS))
-  experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+  experiment.add_argument("--models", nargs="+", default=list(quality.MODELS),
+                          help="presets to train and compare")
+  experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+                          help="seeds of every model's runs")
   experiment.add_argument("--sweep-seeds", dest="sweep_seeds", type=int, nargs="+",
                           default=[0, 1, 2, 3, 4], help="seeds of every sweep point")
   experiment.add_argument("--budgets", type=int, nargs="*", default=[8, 16, 32, 64, 128, 0],
@@ -215,15 +270,29 @@ def build_parser() -> argparse.ArgumentParser:
                           help="completion groups M; none: skip the sweep")
   experiment.add_argument("--methods", nargs="*", default=list(sweeps.METHODS),
                           help="clustering methods; none: skip the sweep")
+  experiment.add_argument("--staleness-days", dest="staleness_days", type=float, nargs="*",
+                          default=list(sweeps.STALENESS_DAYS),
+                          help="cluster staleness of the freshness sweep (plus incremental "
+                          f"from {sweeps.INCREMENTAL_FROM_DAYS} days); none: skip it")
   experiment.add_argument("--epochs", type=int, default=2, help="epochs per run (cosine "
                           "learning-rate decay over them, early stopping on validation AUC)")
   experiment.add_argument("--no-tuning", dest="tuning", action="store_false",
                           help="skip the grid (quality.GRID); every model at the defaults")
-  experiment.add_argument("--dataset", default="MovieLens ml-latest-small")
+  experiment.add_argument("--dataset", default="MovieLens ml-latest-small",
+                          help="the data's name in quality.json / .md")
   return parser
 
 
+def quiet_unactionable_logs() -> None:
+  """Silences what a user cannot act on: TensorFlow's C++ start-up lines (no CUDA driver, CPU
+  instructions, oneDNN; set TF_CPP_MIN_LOG_LEVEL=0 to see them) and Beam's note that optional
+  Google Cloud clients are absent. Errors still arrive as Python exceptions."""
+  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
+
+
 def main(argv=None) -> int:
+  quiet_unactionable_logs()
   args, extra = build_parser().parse_known_args(argv)
   if extra and args.command not in PIPELINE_COMMANDS:
     build_parser().error(f"unrecognized arguments: {' '.join(extra)}")
@@ -231,27 +300,29 @@ def main(argv=None) -> int:
     os.environ["KERAS_BACKEND"] = args.backend
   handlers = {
       "main": lambda: main_job.main_job(main_job_config(args), extra),
-      "convert-movielens": lambda: commands.convert_movielens(args.data, args.out,
-                                                              args.max_users),
+      "convert": lambda: commands.convert(*source(args), args.out, args.max_users,
+                                          args.features, args.item_features),
       "embeddings": lambda: commands.embeddings(args.input, args.out, EmbeddingConfig(
           dim=args.dim, window=args.window, min_count=args.min_count, seed=args.seed),
           None if args.cutoff_quantile is None else ClusteringConfig(
-              cutoff_quantile=args.cutoff_quantile)),
+              cutoff_quantile=args.cutoff_quantile), args.features),
       "cluster": lambda: commands.cluster(args.input, args.embeddings, args.output,
-                                         cluster_config(args), extra),
+                                         cluster_config(args), extra, args.features,
+                                         args.previous, args.since),
       "cluster-summary": lambda: commands.cluster_summary(args.clusters),
       "build-examples": lambda: commands.build_examples(args.input, args.clusters,
-                                                        args.output, extra),
+                                                        args.output, extra,
+                                                        features=args.features),
       "cache-keys": lambda: commands.cache_keys(args.model_dir, args.examples, args.output,
                                                 args.reference_time,
                                                 args.scann_min_clusters, extra),
       "train": lambda: commands.train(train_config(args)),
       "evaluate": lambda: commands.evaluate(train_config(args), args.split),
       "experiment": lambda: experiment(args, extra),
-      "export": lambda: commands.export(args.run_dir, args.base, args.version,
+      "export": lambda: commands.export(args.run_dir, args.model_base_path, args.version,
                                         args.examples, args.warmup, args.model_name),
-      "serve": lambda: commands.serve(args.base, args.model_name, args.host, args.port,
-                                      args.rest_port),
+      "serve": lambda: commands.serve(args.model_base_path, args.model_name, args.host,
+                                      args.port, args.rest_port),
   }
   handlers[args.command]()
   return 0
@@ -264,6 +335,7 @@ def experiment(args: argparse.Namespace, beam_args) -> dict:
       work / "behaviors.parquet", work / "item_embeddings.npz", work / "examples", work,
       args.out, tuple(args.models), tuple(args.seeds), tuple(args.sweep_seeds),
       tuple(b or None for b in args.budgets), tuple(args.groups), tuple(args.methods),
+      tuple(int(d) if d == int(d) else d for d in args.staleness_days),
       quality.GRID if args.tuning else (), dataset=args.dataset, beam_args=beam_args,
       epochs=args.epochs, cosine_decay=True)
   print((pathlib.Path(args.out) / "quality.md").read_text())

@@ -19,10 +19,42 @@ from twin_tf.config import ClusteringConfig, EmbeddingConfig, TrainConfig
 Path = str | pathlib.Path
 
 
-def convert_movielens(data: Path, out: Path, max_users: int | None = None) -> dict:
-  """MovieLens folder -> behavior log at `out`, malformed rows -> <out>.dead_letters.jsonl."""
-  from twin_tf.data import logs, movielens, schema  # pylint: disable=import-outside-toplevel
-  columns, dead, _ = movielens.load_movielens(data)
+DATASETS = ("movielens", "kuairand", "log")
+
+
+def convert(dataset: str, data: Path, out: Path, max_users: int | None = None,
+            features: str | None = None, item_features: Path | None = None) -> dict:
+  """A dataset -> behavior log at `out` (format from its suffix), its FeatureSpec at
+  <out folder>/feature_spec.json, malformed rows -> <out>.dead_letters.jsonl.
+
+  Args:
+    dataset: "movielens" (a MovieLens latest folder), "kuairand" (an unpacked KuaiRand
+      folder) or "log" (a behavior log in the schema: Parquet, CSV or TFRecord).
+    data: the folder, or the log file for "log".
+    max_users: keep only the first N users (by id).
+    features: for "log", the log's FeatureSpec (a preset name or a feature_spec.json; None:
+      the one beside the log, else movielens).
+    item_features: for "log", an optional file (Parquet, CSV or TFRecord) of item_id and the
+      spec's item features; its values replace the log's.
+  """
+  from twin_tf.data import feature_spec, logs, schema  # pylint: disable=import-outside-toplevel
+  if dataset == "movielens":
+    from twin_tf.data import movielens  # pylint: disable=import-outside-toplevel
+    spec, (columns, dead, _) = feature_spec.MOVIELENS, movielens.load_movielens(data)
+  elif dataset == "kuairand":
+    from twin_tf.data import kuairand  # pylint: disable=import-outside-toplevel
+    spec, (columns, dead) = feature_spec.KUAIRAND, kuairand.load_kuairand(data)
+  elif dataset == "log":
+    spec = feature_spec.for_log(data, features)
+    if not pathlib.Path(data).is_file():
+      raise FileNotFoundError(f"{data} is not a file: expected a behavior log (Parquet, CSV "
+                              "or TFRecord) in the schema of twin_tf/data/schema.py")
+    columns, dead = logs.read_behavior_log(data, spec=spec)
+    if item_features:
+      columns, more = logs.join_item_features(columns, item_features, spec)
+      dead += more
+  else:
+    raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
   if max_users:
     import numpy as np  # pylint: disable=import-outside-toplevel
     users = np.unique(columns[schema.USER_ID])[:max_users]
@@ -30,27 +62,31 @@ def convert_movielens(data: Path, out: Path, max_users: int | None = None) -> di
   out = pathlib.Path(out)
   out.parent.mkdir(parents=True, exist_ok=True)
   logs.write_behavior_log(columns, out)
+  spec.save(out.parent)
   dead_path = out.with_name(out.stem + ".dead_letters.jsonl")
   dead_path.write_text("".join(json.dumps(d, sort_keys=True) + "\n" for d in dead))
   result = {"behaviors": len(columns[schema.USER_ID]), "dead_letters": len(dead),
-            "output": str(out), "dead_letter_output": str(dead_path)}
-  print(f"converted {data}: {result['behaviors']:,} behaviors -> {out}; "
+            "features": spec.name, "output": str(out), "dead_letter_output": str(dead_path)}
+  print(f"converted {dataset} {data}: {result['behaviors']:,} behaviors -> {out} (features "
+        f"{spec.name}: {', '.join(spec.item_feature_names + spec.behavior_flags)}); "
         f"{len(dead)} malformed rows -> {dead_path}")
   return result
 
 
 def embeddings(log: Path, out: Path, config: EmbeddingConfig = EmbeddingConfig(),
-               cutoff: ClusteringConfig | None = None) -> dict:
+               cutoff: ClusteringConfig | None = None, features: str | None = None) -> dict:
   """Behavior log -> bootstrap item embeddings (.npz) and their config beside them.
 
   With `cutoff`, only behaviors before each user's clustering cutoff are used, so nothing
   the embeddings learned comes from an impression (None: every behavior).
+  `features`: the log's FeatureSpec (preset name or feature_spec.json; None: the one beside
+  the log, else movielens).
   """
   from twin_tf.clustering import before_cutoff  # pylint: disable=import-outside-toplevel
   from twin_tf.clustering.embeddings import bootstrap_embeddings  # pylint: disable=import-outside-toplevel
-  from twin_tf.data import logs, schema  # pylint: disable=import-outside-toplevel
+  from twin_tf.data import feature_spec, logs, schema  # pylint: disable=import-outside-toplevel
   print(config_lib.describe(config))
-  columns, dead = logs.read_behavior_log(log)
+  columns, dead = logs.read_behavior_log(log, spec=feature_spec.for_log(log, features))
   if dead:
     print(f"{len(dead)} malformed rows skipped (first: {dead[0]})", file=sys.stderr)
   if cutoff is not None:
@@ -76,10 +112,15 @@ def _report(pipeline: str, counters: dict) -> dict:
 
 def cluster(log: Path, embeddings_path: Path, output: Path,
             config: ClusteringConfig = ClusteringConfig(),
-            beam_args: Sequence[str] = ()) -> dict:
-  """The cluster_behaviors pipeline; returns its counters."""
+            beam_args: Sequence[str] = (), features: str | None = None,
+            previous: Path | None = None, since: int | None = None) -> dict:
+  """The cluster_behaviors pipeline; returns its counters. With `previous` (an earlier run's
+  output folder), users that have a record there are updated incrementally (behaviors at or
+  after `since`, default each record's clustered_before, join the previous clusters)."""
   from beam_pipelines import cluster_behaviors  # pylint: disable=import-outside-toplevel
-  argv = _flags({"input": log, "embeddings": embeddings_path, "output": output})
+  argv = _flags({"input": log, "embeddings": embeddings_path, "output": output,
+                 "features": features, "since": since,
+                 "previous": previous and f"{previous}/clusters-*"})
   return _report("cluster_behaviors", cluster_behaviors.run(argv + list(beam_args), config))
 
 
@@ -93,12 +134,15 @@ def cluster_summary(clusters: Path) -> dict:
 
 
 def build_examples(log: Path, clusters: Path, output: Path,
-                   beam_args: Sequence[str] = (), num_groups: int = 5) -> dict:
+                   beam_args: Sequence[str] = (), num_groups: int = 5,
+                   features: str | None = None) -> dict:
   """The build_examples pipeline over a cluster pipeline's output folder; its counters.
-  `num_groups`: M of the behaviors' completion-group feature (the clustering's M)."""
+  `num_groups`: M of the behaviors' completion-group feature (the clustering's M);
+  `features`: the log's FeatureSpec (preset name or feature_spec.json; None: the one beside
+  the log, else movielens)."""
   from beam_pipelines import build_examples as pipeline  # pylint: disable=import-outside-toplevel
   argv = _flags({"input": log, "clusters": f"{clusters}/clusters-*", "output": output,
-                 "num_groups": num_groups})
+                 "num_groups": num_groups, "features": features})
   counters = _report("build_examples", pipeline.run(argv + list(beam_args)))
   if not counters["impressions_train"]:
     raise SystemExit(
@@ -138,30 +182,31 @@ def evaluate(config: TrainConfig, split: str = "test") -> dict:
   return result
 
 
-def export(run_dir: Path, base: Path, version: int | None = None,
+def export(run_dir: Path, model_base_path: Path, version: int | None = None,
            examples: Path | None = None, warmup: int = 10, model_name: str = "twin") -> dict:
   """SavedModel version + warmup requests built from the first test impressions."""
   import numpy as np  # pylint: disable=import-outside-toplevel
 
   from twin_tf.export import requests, saved_model  # pylint: disable=import-outside-toplevel
-  from twin_tf.model import features  # pylint: disable=import-outside-toplevel
+  from twin_tf.model.vocabulary import Vocabularies  # pylint: disable=import-outside-toplevel
   from twin_tf.training.input_pipeline import load_example_data  # pylint: disable=import-outside-toplevel
   warmup_requests = []
   if examples and warmup:
-    data = load_example_data(examples, features.ItemVocabulary.load(
-        pathlib.Path(run_dir) / "vocabulary.npy"))
+    data = load_example_data(examples, Vocabularies.load(run_dir))
     count = min(warmup, len(data.impressions["test"]["label"]))
     for i in range(count):
       arrays, _ = requests.impression_requests(data, np.array([i]))
       warmup_requests.append(requests.predict_request(arrays, model_name))
-  version_dir = saved_model.export_saved_model(run_dir, base, version, warmup_requests)
+  version_dir = saved_model.export_saved_model(run_dir, model_base_path, version,
+                                               warmup_requests)
   print(f"exported {run_dir} -> {version_dir} ({len(warmup_requests)} warmup requests)")
   return {"version_dir": str(version_dir), "warmup_requests": len(warmup_requests)}
 
 
-def serve(base: Path, model_name: str = "twin", host: str = "127.0.0.1", port: int = 8500,
-          rest_port: int = 8501) -> None:
-  """The DEVELOPMENT server (not TF Serving) in this process, until SIGINT or SIGTERM."""
+def serve(model_base_path: Path, model_name: str = "twin", host: str = "127.0.0.1",
+          port: int = 8500, rest_port: int = 8501) -> None:
+  """The DEVELOPMENT server (not TF Serving) over TF Serving's model_base_path (the folder of
+  <version>/ folders), in this process, until SIGINT or SIGTERM."""
   from serving import dev_server  # pylint: disable=import-outside-toplevel
-  dev_server.serve_until_signal(dev_server.DevServer(str(base), model_name, host, port,
+  dev_server.serve_until_signal(dev_server.DevServer(str(model_base_path), model_name, host, port,
                                                      rest_port))

@@ -37,6 +37,9 @@ class ClusteringConfig:
     method: "hierarchical" (TWIN-V2's recursive k-means) or "time_chunks" (each group's
       behaviors cut into consecutive chunks of gamma in time order: same sizes, no
       similarity; the control for the clustering method).
+    staleness_days: leave the behaviors of the last `staleness_days` before the cutoff out
+      of the clusters, as a clustering run that long before the cutoff would have; the
+      cutoff (where impressions start) stays. 0: clusters as fresh as the cutoff.
   """
 
   num_groups: int = 5
@@ -49,6 +52,7 @@ class ClusteringConfig:
   cutoff_quantile: Optional[float] = None
   max_clusters: Optional[int] = None
   method: str = "hierarchical"
+  staleness_days: float = 0.0
 
   def __post_init__(self):
     if self.num_groups < 1:
@@ -63,6 +67,8 @@ class ClusteringConfig:
       raise ValueError(f"max_clusters must be >= 1, got {self.max_clusters}")
     if self.cutoff_quantile is not None and not 0 < self.cutoff_quantile <= 1:
       raise ValueError(f"cutoff_quantile must be in (0, 1], got {self.cutoff_quantile}")
+    if self.staleness_days < 0:
+      raise ValueError(f"staleness_days must be >= 0, got {self.staleness_days}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,12 +5,14 @@ import json
 import apache_beam as beam
 import numpy as np
 import pytest
+import tensorflow as tf
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 from conftest import forty_real_users
 
 from beam_pipelines import cluster_behaviors, common
 from twin_tf.clustering import cluster_user, records
+from twin_tf.clustering.incremental import update_user
 from twin_tf.config import ClusteringConfig
 from twin_tf.data import logs, schema
 
@@ -110,3 +112,39 @@ def test_tfrecord_input_gives_same_clusters_as_parquet(real_subset, tmp_path):
   for u in a:
     np.testing.assert_array_equal(a[u]["cluster_size"], b[u]["cluster_size"])
     np.testing.assert_array_equal(a[u]["item_id"], b[u]["item_id"])
+
+
+def test_previous_records_are_updated_incrementally(real_subset, movielens_embeddings, tmp_path):
+  """Clusters up to the 0.5 quantile, then --previous to 0.8: each user's record equals the
+  library's update_user of that user; a user missing from the previous run is clustered in
+  full."""
+  subset, folder = real_subset
+  earlier = ClusteringConfig(cutoff_quantile=0.5)
+  first = cluster_behaviors.run(
+      [f"--input={folder / 'behaviors.parquet'}", f"--embeddings={folder / 'emb.npz'}",
+       f"--output={tmp_path / 'day1'}"], earlier)
+  kept = [r for r in records.read(str(tmp_path / "day1" / "clusters-*"))
+          if r["user_id"] != int(subset["user_id"][0])]  # one user without a record
+  with tf.io.TFRecordWriter(str(tmp_path / "previous.tfrecord")) as writer:
+    for serialized in tf.data.TFRecordDataset(
+        sorted(str(p) for p in (tmp_path / "day1").glob("clusters-*"))).as_numpy_iterator():
+      if records.decode(serialized)["user_id"] != int(subset["user_id"][0]):
+        writer.write(serialized)
+  counters = cluster_behaviors.run(
+      [f"--input={folder / 'behaviors.parquet'}", f"--embeddings={folder / 'emb.npz'}",
+       f"--output={tmp_path / 'day2'}", f"--previous={tmp_path / 'previous.tfrecord'}"],
+      CONFIG)
+  assert first["users"] == counters["users"] == 40
+  assert (counters["users_incremental"], counters["users_in_full"]) == (39, 1)
+  by_user = {r["user_id"]: r for r in records.read(str(tmp_path / "day2" / "clusters-*"))}
+  for previous in kept:
+    user = previous["user_id"]
+    expected = update_user(schema.take(subset, subset["user_id"] == user),
+                           movielens_embeddings, CONFIG, previous)
+    np.testing.assert_array_equal(by_user[user][records.BEHAVIOR_CLUSTER],
+                                  expected.cluster_of_behavior)
+    np.testing.assert_array_equal(by_user[user]["item_id"], expected.clusters["item_id"])
+  full = cluster_user(schema.take(subset, subset["user_id"] == subset["user_id"][0]),
+                      movielens_embeddings, CONFIG)
+  np.testing.assert_array_equal(by_user[int(subset["user_id"][0])]["cluster_size"],
+                                full.clusters["cluster_size"])

@@ -11,6 +11,7 @@ from serving import dev_server
 from serving.client import TwinClient
 from serving.gsu import ClientSideGsu, VersionMismatchError
 from twin_tf.data import schema, tfexample
+from twin_tf.data.feature_spec import MOVIELENS
 from twin_tf.export import key_cache, requests, saved_model
 from twin_tf.training.input_pipeline import load_example_data
 from twin_tf.training.trainer import TrainConfig, train
@@ -31,7 +32,7 @@ def cache(real_examples, tmp_path_factory):
   counters = cache_keys.run([f"--model_dir={version}", f"--examples={examples}",
                              f"--output={out}", f"--reference_time={REFERENCE_TIME}",
                              "--scann_min_clusters=150"])
-  server = dev_server.DevServer(base, "twin", poll_seconds=0.2)
+  server = dev_server.DevServer(base / "twin", "twin", poll_seconds=0.2)
   port, _ = server.start()
   client = TwinClient(f"127.0.0.1:{port}")
   yield dict(data=data, out=out, counters=counters, client=client, base=base,
@@ -79,7 +80,7 @@ def test_keys_from_another_version_are_refused(cache):
   shutil.copytree(cache["version"], cache["base"] / "twin" / "2")  # the server moves to v2
   try:
     for _ in range(100):
-      if client.predict_outputs({f: np.array([1], np.int64) for f in saved_model.CANDIDATE_RAW},
+      if client.predict_outputs({f: np.array([1], np.int64) for f in MOVIELENS.candidate_fields},
                                 "item_keys")[1] == 2:
         break
       time.sleep(0.1)
@@ -87,7 +88,7 @@ def test_keys_from_another_version_are_refused(cache):
     candidates = requests.candidates_of(data, np.array([0]))
     with pytest.raises(VersionMismatchError, match="built from model version 1"):
       gsu.score(int(data.user_ids[row]), candidates,
-                {f: data.history[f][row, :5] for f in saved_model.SEQUENCE_RAW}, REFERENCE_TIME)
+                {f: data.history[f][row, :5] for f in MOVIELENS.sequence_fields}, REFERENCE_TIME)
   finally:
     shutil.rmtree(cache["base"] / "twin" / "2")
 

@@ -14,6 +14,7 @@ from twin_tf.clustering import (
 from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.config import ClusteringConfig
 from twin_tf.data import schema
+from twin_tf.data.feature_spec import MOVIELENS
 
 
 def test_completion_groups_by_hand():
@@ -116,9 +117,9 @@ def test_virtual_items_match_numpy_reference():
     # members tied (within float32 rounding) for nearest; 2-member clusters always tie
     nearest = rows[members[distance <= distance.min() * (1 + 1e-5) + 1e-9]]
     assert user.clusters["cluster_size"][c] == len(members)
-    features = tuple(user.clusters[name][c] for name in schema.CLUSTER_CATEGORICAL)
-    candidates = {tuple(columns[name][i] for name in schema.CLUSTER_CATEGORICAL)
-                  for i in nearest}
+    names = MOVIELENS.candidate_fields + MOVIELENS.behavior_flags
+    features = tuple(user.clusters[name][c] for name in names)
+    candidates = {tuple(columns[name][i] for name in names) for i in nearest}
     assert features in candidates
     for name in ("play_time", "duration", "label"):
       np.testing.assert_allclose(user.clusters[name][c], columns[name][rows[members]].mean(),

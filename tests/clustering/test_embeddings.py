@@ -5,7 +5,7 @@ import pytest
 
 from twin_tf.clustering.embeddings import ItemEmbeddingTable, bootstrap_embeddings
 from twin_tf.config import EmbeddingConfig
-from twin_tf.data import schema
+from twin_tf.data.feature_spec import MOVIELENS
 
 
 def test_lookup_marks_missing_items():
@@ -39,7 +39,7 @@ def _two_communities(seed=0):
     items += list(chosen)
   users.append(0)
   items.append(81)
-  columns = schema.empty_columns(len(users))
+  columns = MOVIELENS.empty_columns(len(users))
   columns["user_id"][:] = users
   columns["item_id"][:] = items
   columns["timestamp"][:] = np.arange(len(users))

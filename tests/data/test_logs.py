@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from twin_tf.data import logs, schema
+from twin_tf.data import logs
+from twin_tf.data.feature_spec import MOVIELENS
 
 GOOD = {"user_id": "1", "item_id": "31", "timestamp": "964982703", "play_time": "2.5",
         "duration": "5", "label": "0", "category": "3", "year_bucket": "20", "tagged": "0"}
@@ -72,7 +73,7 @@ def test_dead_letter_carries_source_field_reason_and_row():
 
 
 def _columns(n=5):
-  columns = schema.empty_columns(n)
+  columns = MOVIELENS.empty_columns(n)
   columns["user_id"][:] = [1, 1, 2, 2, 3][:n]
   columns["item_id"][:] = np.arange(10, 10 + n)
   columns["timestamp"][:] = 1_000_000 + np.arange(n)
@@ -89,7 +90,7 @@ def test_round_trip_every_format(tmp_path, suffix):
   logs.write_behavior_log(columns, path)
   read, dead = logs.read_behavior_log(path)
   assert dead == []
-  for name in schema.FIELD_NAMES:
+  for name in MOVIELENS.field_names:
     np.testing.assert_array_equal(read[name], columns[name], err_msg=name)
     assert read[name].dtype == columns[name].dtype
 
@@ -110,9 +111,9 @@ def test_csv_malformed_rows_become_dead_letters(tmp_path):
 
 def test_parquet_nan_and_negative_become_dead_letters(tmp_path):
   columns = _columns()
-  table = pa.table({n: columns[n] for n in schema.FIELD_NAMES})
-  bad = pa.table({n: pa.array(columns[n][:2]) for n in schema.FIELD_NAMES})
-  bad = bad.set_column(schema.FIELD_NAMES.index("duration"), "duration",
+  table = pa.table({n: columns[n] for n in MOVIELENS.field_names})
+  bad = pa.table({n: pa.array(columns[n][:2]) for n in MOVIELENS.field_names})
+  bad = bad.set_column(MOVIELENS.field_names.index("duration"), "duration",
                        pa.array([math.nan, -3.0], type=pa.float32()))
   path = tmp_path / "log.parquet"
   pq.write_table(pa.concat_tables([table, bad]), path)

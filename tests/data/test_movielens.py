@@ -3,8 +3,10 @@
 import csv
 
 import numpy as np
+import pytest
 
 from twin_tf.data import schema
+from twin_tf.data.movielens import load_movielens
 
 
 def test_ratings_map_onto_the_schema(movielens):
@@ -25,6 +27,11 @@ def test_tagged_counts_only_tags_made_at_or_before_the_rating(movielens, moviele
   expected = np.array([
       (u, i) in first and first[(u, i)] <= t for u, i, t in zip(
           columns[schema.USER_ID], columns[schema.ITEM_ID], columns[schema.TIMESTAMP])])
-  np.testing.assert_array_equal(columns[schema.TAGGED].astype(bool), expected)
+  np.testing.assert_array_equal(columns["tagged"].astype(bool), expected)
   later = sum((u, i) in first for u, i in zip(columns[schema.USER_ID], columns[schema.ITEM_ID]))
   assert 0 < expected.sum() < later  # most tags come after the rating, and are not counted
+
+
+def test_a_wrong_folder_names_the_files_expected(tmp_path):
+  with pytest.raises(FileNotFoundError, match="lacks ratings.csv and movies.csv.*MovieLens"):
+    load_movielens(tmp_path)

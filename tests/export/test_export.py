@@ -78,13 +78,14 @@ def test_esu_with_every_cluster_selected_equals_serving_default(exported):
 
 def test_item_keys_signature(exported):
   version, config, data = exported
-  model, vocabulary, _ = restore_model(config.output_dir)
+  model, vocabularies, _ = restore_model(config.output_dir)
   loaded = tf.saved_model.load(str(version))
-  items = np.array([data.vocabulary.item_ids[0], 999_999_999], np.int64)  # known and unknown
-  out = loaded.signatures["item_keys"](item_id=tf.constant(items),
-                                       category=tf.constant([3, 0], tf.int64),
-                                       year_bucket=tf.constant([20, 0], tf.int64))["keys"]
-  expected = model.item_keys(vocabulary.lookup(items), np.array([3, 0]), np.array([20, 0]))
+  raw = {"item_id": np.array([data.vocabularies["item_id"].ids[0], 999_999_999]),  # known and
+         "category": np.array([3, 0]), "year_bucket": np.array([20, 999])}  # unknown ids
+  out = loaded.signatures["item_keys"](**{f: tf.constant(v, tf.int64)
+                                          for f, v in raw.items()})["keys"]
+  expected = model.attention.item_keys(model.embed_items(
+      {f"target_{f}": vocabularies[f].lookup(v) for f, v in raw.items()}, "target"))
   assert out.shape == (2, model.config.num_heads, model.config.key_dim)
   np.testing.assert_allclose(out.numpy(), np.asarray(expected), rtol=1e-5, atol=1e-6)
 

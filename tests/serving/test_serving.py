@@ -13,6 +13,7 @@ import pytest
 
 from serving import dev_server
 from serving.client import InvalidRequestError, ModelNotFoundError, TwinClient, pad_request
+from twin_tf.data.feature_spec import MOVIELENS
 from twin_tf.export import requests, saved_model
 from twin_tf.training.input_pipeline import DatasetBuilder, load_example_data
 from twin_tf.training.trainer import TrainConfig, restore_model, train
@@ -29,7 +30,7 @@ def served(real_examples, tmp_path_factory):
     runs.append(config)
   base = tmp_path_factory.mktemp("serving")
   saved_model.export_saved_model(runs[0].output_dir, base / "twin")
-  server = dev_server.DevServer(base, "twin", poll_seconds=0.2)
+  server = dev_server.DevServer(base / "twin", "twin", poll_seconds=0.2)
   grpc_port, rest_port = server.start()
   client = TwinClient(f"127.0.0.1:{grpc_port}", rest_url=f"http://127.0.0.1:{rest_port}")
   yield dict(data=data, runs=runs, base=base, server=server, client=client)
@@ -67,9 +68,9 @@ def test_pad_request_builds_the_signature_layout(served):
     user = {"long": {}, "short": {}, "candidates": {}}
     for prefix in ("long", "short"):
       n = arrays[f"{prefix}_length"][row]
-      for field in saved_model.SEQUENCE_RAW + ("size",):
+      for field in MOVIELENS.sequence_fields + ("size",):
         user[prefix][field] = arrays[f"{prefix}_{field}"][row, :n]
-    for field in saved_model.CANDIDATE_RAW:
+    for field in MOVIELENS.candidate_fields:
       user["candidates"][field] = arrays[f"candidate_{field}"][row]
     user["candidates"]["dense"] = arrays[saved_model.CANDIDATE_DENSE][row].tolist()
     users.append(user)
@@ -197,8 +198,9 @@ def test_client_retries_unavailable_then_raises():
 def test_serve_stops_cleanly_on_a_signal(served, signum):
   """`twin-tf serve` frees its ports and exits 0 on SIGTERM and Ctrl-C, without a traceback."""
   process = subprocess.Popen(
-      [sys.executable, "-m", "twin_tf.cli", "serve", f"--base={served['base']}", "--port=0",
-       "--rest-port=0"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+      [sys.executable, "-m", "twin_tf.cli", "serve",
+       f"--model-base-path={served['base'] / 'twin'}", "--port=0", "--rest-port=0"],
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
   try:
     for line in process.stdout:  # wait until it listens
       if "DEVELOPMENT server (not TF Serving): gRPC" in line:
@@ -215,7 +217,7 @@ def test_a_request_of_100k_clusters_passes_over_grpc(served):
   """About 5.6 MB on the wire: over gRPC's default 4 MiB, within TF Serving's limit."""
   arrays = _request(served["data"], 1)
   length = 100_000
-  for field in saved_model.SEQUENCE_RAW:
+  for field in MOVIELENS.sequence_fields:
     arrays[f"long_{field}"] = np.resize(arrays[f"long_{field}"], (1, length))
   arrays["long_size"] = np.ones((1, length), np.float32)
   arrays["long_length"] = np.array([length], np.int32)

@@ -22,7 +22,7 @@ def _reference(scores, users, categories, k):
 
 def test_matches_a_per_user_loop_on_real_candidates(real_examples):
   test = load_example_data(real_examples[0]).impressions["test"]
-  users, categories = test[schema.USER_ID], test[schema.CATEGORY]
+  users, categories = test[schema.USER_ID], test["category"]
   scores = np.random.default_rng(3).random(len(users))
   for k in (3, 10):
     user_ids, distinct = diversity.distinct_in_top_k(scores, users, categories, k)

@@ -72,17 +72,18 @@ def test_batches_have_static_bucket_shapes_and_the_right_short_term(data):
   imp = data.impressions["test"]
   seen = 0
   for inputs, labels in dataset:
-    length = inputs["long_item"].shape[1]
+    length = inputs["long_item_id"].shape[1]
     assert length in BUCKETS
-    assert inputs["short_item"].shape[1] == features.SHORT_LENGTH
+    assert inputs["short_item_id"].shape[1] == features.SHORT_LENGTH
     batch = order[seen:seen + len(labels)]
     np.testing.assert_array_equal(labels.numpy(), imp["label"][batch])
     # short-term: the 50 behaviors just before the impression, oldest first (numpy reference)
     i, row, end = batch[0], imp["user_row"][batch[0]], imp["history_end"][batch[0]]
     recent = data.history["item_id"][row, max(0, end - 50):end]
-    got = inputs["short_item"].numpy()[0]
-    np.testing.assert_array_equal(got[50 - len(recent):], data.vocabulary.lookup(recent))
-    assert np.all(got[:50 - len(recent)] == features.PAD)
+    got = inputs["short_item_id"].numpy()[0]
+    np.testing.assert_array_equal(got[50 - len(recent):],
+                                  data.vocabularies["item_id"].lookup(recent))
+    assert np.all(got[:50 - len(recent)] == 0)  # padding
     np.testing.assert_array_equal(inputs["long_mask"].numpy()[0].sum(),
                                   data.cluster_len[imp["user_row"][i]])
     seen += len(labels)

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from twin_tf.data import schema
+from twin_tf.data.feature_spec import MOVIELENS
 from twin_tf.training import examples, statistics
 from twin_tf.training.input_pipeline import load_example_data
 
@@ -11,14 +12,14 @@ from twin_tf.training.input_pipeline import load_example_data
 def _synthetic_log(num: int = 300, users: int = 3, items: int = 12, seed: int = 0):
   """SYNTHETIC behaviors with many same-second ties (timestamps drawn from 60 values)."""
   rng = np.random.default_rng(seed)
-  columns = schema.empty_columns(num)
+  columns = MOVIELENS.empty_columns(num)
   columns[schema.USER_ID] = rng.integers(1, users + 1, num)
   columns[schema.ITEM_ID] = rng.integers(1, items + 1, num)
   columns[schema.TIMESTAMP] = 1_500_000_000 + 3600 * rng.integers(0, 60, num)
   columns[schema.DURATION] = np.where(rng.random(num) < 0.1, 0, 100).astype(np.float32)
   columns[schema.PLAY_TIME] = rng.uniform(0, 120, num).astype(np.float32)
   columns[schema.LABEL] = rng.integers(0, 2, num)
-  columns[schema.CATEGORY] = columns[schema.ITEM_ID] % 4 + 1
+  columns["category"] = columns[schema.ITEM_ID] % 4 + 1
   return columns
 
 
@@ -48,7 +49,7 @@ def _reference_user(history, time, category):
   recent = labels[-statistics.RECENT:]
   done = _completion(history, before)
   times = history[schema.TIMESTAMP][before]
-  same = history[schema.CATEGORY][before] == category
+  same = history["category"][before] == category
   n = len(before)
   return [np.log1p(n), _rate(labels.sum(), n), _rate(recent.sum(), len(recent)),
           done.mean() if n and len(done) else 0, done.std() if n and len(done) else 0,
@@ -75,7 +76,7 @@ def test_user_statistics_match_a_brute_force_reference():
   targets = np.r_[times[::7], times[-1] + 10, times[0]]
   categories = np.arange(len(targets)) % 5
   end = np.searchsorted(times, targets, side="left")
-  got = statistics.user_statistics(history, end, categories, targets)
+  got = statistics.user_statistics(history, end, categories, targets, "category")
   expected = np.array([_reference_user(history, t, c) for t, c in zip(targets, categories)])
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
@@ -88,18 +89,19 @@ def test_nothing_at_or_after_an_impression_changes_its_statistics():
   history = _user_history(columns, 2)
   order = np.flatnonzero(columns[schema.USER_ID] == 2)
   for i in order[::9]:
-    time, category = columns[schema.TIMESTAMP][i], columns[schema.CATEGORY][i]
+    time, category = columns[schema.TIMESTAMP][i], columns["category"][i]
     end = np.searchsorted(history[schema.TIMESTAMP], [time], side="left")
-    user_before = statistics.user_statistics(history, end, [category], [time])
+    user_before = statistics.user_statistics(history, end, [category], [time], "category")
     item_before = statistics.item_statistics(columns)[i]
     later = columns[schema.TIMESTAMP] >= time
     changed = {k: v.copy() for k, v in columns.items()}
     changed[schema.LABEL][later] = 1 - changed[schema.LABEL][later]
     changed[schema.PLAY_TIME][later] = 0
-    changed[schema.CATEGORY][later] = category
+    changed["category"][later] = category
     changed_history = _user_history(changed, 2)
     np.testing.assert_array_equal(
-        statistics.user_statistics(changed_history, end, [category], [time]), user_before)
+        statistics.user_statistics(changed_history, end, [category], [time],
+                                   "category"), user_before)
     np.testing.assert_array_equal(statistics.item_statistics(changed)[i], item_before)
 
 

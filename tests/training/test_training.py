@@ -38,13 +38,14 @@ def test_twinv2_trains_and_evaluates(trained, data):
   assert result["impressions"] == len(data.impressions["test"]["label"])
   with open(os.path.join(config.output_dir, "metrics_test.json")) as f:
     assert json.load(f)["auc"] == result["auc"]
-  for name in ("model.weights.h5", "vocabulary.npy", "config.json"):
+  for name in ("model.weights.h5", "vocabulary.npz", "feature_spec.json", "oov.json",
+               "config.json"):
     assert os.path.exists(os.path.join(config.output_dir, name))
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_runs_forward_and_backward(name, data):
-  model = build_model(name, len(data.vocabulary))
+  model = build_model(name, data.spec, data.vocabularies.sizes())
   dataset, _ = DatasetBuilder(data, model.config.long_term_source, max_raw=300).dataset(
       "train", 16)
   inputs, labels = next(iter(dataset))
@@ -66,7 +67,7 @@ def test_candidates_of_one_request_equal_single_scoring(trained, data):
   row = {k: v.numpy() for k, v in inputs.items()}
   request = {k: (v[:1, None].repeat(4, axis=1) if k.startswith("target") else v[:1])
              for k, v in row.items()}
-  for key in ("target_item", "target_category", "target_year", "dense"):
+  for key in ("target_item_id", "target_category", "target_year_bucket", "dense"):
     request[key] = row[key][None, :]  # the 4 candidates against user row 0's sequences
   batched = model(request).numpy()[0]
   np.testing.assert_allclose(batched[0], single[0], rtol=1e-5, atol=1e-6)
@@ -120,11 +121,12 @@ def test_jax_backend_trains_and_loads_tensorflow_weights(trained, data, tmp_path
   expected = model(inputs).numpy()
   script = f"""
 import json, numpy as np, keras
+from twin_tf.data.feature_spec import MOVIELENS
 from twin_tf.model.ctr_model import build_model
 assert keras.backend.backend() == "jax"
 loaded = np.load({str(tmp_path / 'batch.npz')!r})
 batch = {{k: loaded[k] for k in loaded.files if k != "labels"}}
-model = build_model({config.model!r}, {len(data.vocabulary)})
+model = build_model({config.model!r}, MOVIELENS, {data.vocabularies.sizes()!r})
 model(batch)
 model.load_weights({os.path.join(config.output_dir, 'model.weights.h5')!r})
 scores = np.asarray(model(batch))
@@ -151,9 +153,9 @@ def test_item_keys_are_the_attention_keys(trained, data):
   """The cacheable keys equal what alpha' uses: K_h W_h / sqrt(d_k) of the item features."""
   config, _ = trained
   model, _ = load_trained(config, data)
-  item, category, year = np.array([2, 5, 9]), np.array([1, 3, 0]), np.array([20, 21, 0])
-  keys = np.asarray(model.item_keys(item, category, year))
-  inherent = np.asarray(model.item_embedding(item, category, year))
+  ids = [np.array([2, 5, 9]), np.array([1, 3, 0]), np.array([2, 4, 0])]  # vocabulary indexes
+  inherent = np.asarray(model.item_embedding(ids))
+  keys = np.asarray(model.attention.item_keys(inherent))
   kernel = np.asarray(model.attention.key_projection.kernel)
   expected = np.einsum("nd,dhk->nhk", inherent, kernel) / np.sqrt(model.config.key_dim)
   np.testing.assert_allclose(keys, expected, rtol=1e-5, atol=1e-6)

@@ -79,7 +79,7 @@ def hierarchical_clusters(
     order = np.argsort(child, kind="stable")
     members, segment_of = members[order], child[order]
 
-  return _renumber_by_first_member(cluster)
+  return renumber_by_first_member(cluster)
 
 
 def time_chunks(groups: np.ndarray, gamma: int) -> np.ndarray:
@@ -91,10 +91,11 @@ def time_chunks(groups: np.ndarray, gamma: int) -> np.ndarray:
   rank = np.arange(len(order)) - np.repeat(starts, counts)  # position within the group
   chunk = np.empty(len(order), dtype=np.int64)
   chunk[order] = np.repeat(np.arange(len(counts)), counts) * len(order) + rank // gamma
-  return _renumber_by_first_member(chunk) if len(order) else chunk
+  return renumber_by_first_member(chunk) if len(order) else chunk
 
 
-def _renumber_by_first_member(cluster: np.ndarray) -> np.ndarray:
+def renumber_by_first_member(cluster: np.ndarray) -> np.ndarray:
+  """Any (N,) cluster labels -> ids 0..C-1 in order of each cluster's first member."""
   _, first, inverse = np.unique(cluster, return_index=True, return_inverse=True)
   rank = np.empty(len(first), dtype=np.int64)
   rank[np.argsort(first, kind="stable")] = np.arange(len(first))

@@ -21,7 +21,9 @@ class UserClusters:
 
   Attributes:
     user_id: the user.
-    cutoff: only behaviors with timestamp < cutoff were clustered (None: all).
+    cutoff: impressions start here; behaviors before it may be clustered (None: all are).
+    clustered_before: the behaviors with timestamp < clustered_before were clustered (the
+      cutoff less the staleness; the last behavior + 1 without a cutoff).
     behavior_index: (N,) indices into the input columns of the clustered behaviors, in the
       canonical order (timestamp, item_id, play_time) that makes clustering deterministic.
     cluster_of_behavior: (N,) cluster id of each of those behaviors.
@@ -30,6 +32,7 @@ class UserClusters:
 
   user_id: int
   cutoff: Optional[int]
+  clustered_before: int
   behavior_index: np.ndarray
   cluster_of_behavior: np.ndarray
   clusters: dict[str, np.ndarray]
@@ -52,6 +55,24 @@ def user_cutoff(timestamps: np.ndarray, config: ClusteringConfig) -> Optional[in
   ordered = np.sort(timestamps)
   position = int(np.ceil(config.cutoff_quantile * len(ordered)))
   return int(ordered[position]) if position < len(ordered) else int(ordered[-1]) + 1
+
+
+def clustered_rows(timestamps: np.ndarray, config: ClusteringConfig
+                   ) -> tuple[Optional[int], int, np.ndarray]:
+  """(cutoff, clustered_before, (N,) indices of the behaviors to cluster in canonical order
+  once sorted by the caller): behaviors before the cutoff less the staleness."""
+  cutoff = user_cutoff(timestamps, config)
+  if cutoff is None:
+    before = int(timestamps.max()) + 1 if len(timestamps) else 0
+  else:
+    before = cutoff - int(round(config.staleness_days * 86400))
+  return cutoff, before, np.flatnonzero(timestamps < before)
+
+
+def canonical_order(columns: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
+  """`rows` sorted by (timestamp, item_id, play_time): the order clustering works in."""
+  return rows[np.lexsort((columns[schema.PLAY_TIME][rows], columns[schema.ITEM_ID][rows],
+                          columns[schema.TIMESTAMP][rows]))]
 
 
 def _cluster_ids(embeddings, found, groups, gamma: int, config: ClusteringConfig):
@@ -88,7 +109,7 @@ def cluster_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
   """Clusters one user's behaviors before the cutoff into virtual items.
 
   Args:
-    columns: behavior columns of a single user (schema.BEHAVIOR_FIELDS), any row order.
+    columns: behavior columns of a single user (core fields and a FeatureSpec's), any row order.
     table: item embeddings; behaviors of items without one become singleton clusters.
     config: M, gamma, k exponent, seed, cutoff.
   Returns:
@@ -98,11 +119,8 @@ def cluster_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
   users = np.unique(columns[schema.USER_ID])
   if len(users) > 1:
     raise ValueError(f"cluster_user takes one user's behaviors; got users {users[:5]}...")
-  cutoff = user_cutoff(columns[schema.TIMESTAMP], config)
-  kept = np.flatnonzero(columns[schema.TIMESTAMP] < cutoff) if cutoff is not None else \
-      np.arange(schema.num_rows(columns))
-  kept = kept[np.lexsort((columns[schema.PLAY_TIME][kept], columns[schema.ITEM_ID][kept],
-                          columns[schema.TIMESTAMP][kept]))]
+  cutoff, clustered_before, kept = clustered_rows(columns[schema.TIMESTAMP], config)
+  kept = canonical_order(columns, kept)
   user = schema.take(columns, kept)
   embeddings, found = table.lookup(user[schema.ITEM_ID])
   if config.max_clusters is not None:  # unknown items: one identical point, not singletons
@@ -114,11 +132,15 @@ def cluster_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
          cluster.max() + 1 > config.max_clusters):
     gamma *= 2
     cluster = _cluster_ids(embeddings, found, groups, gamma, config)
-  if len(kept):
-    rep = representatives(embeddings, found, cluster)
-    completion = completion_ratio(user[schema.PLAY_TIME], user[schema.DURATION])
-    clusters = virtual_items(user, cluster, groups, completion, rep)
-  else:
-    clusters = virtual_items(user, cluster, groups, np.zeros(0, np.float32),
-                             np.zeros(0, np.int64))
-  return UserClusters(int(users[0]) if len(users) else -1, cutoff, kept, cluster, clusters)
+  return UserClusters(int(users[0]) if len(users) else -1, cutoff, clustered_before, kept,
+                      cluster, cluster_features(user, embeddings, found, groups, cluster))
+
+
+def cluster_features(user: dict[str, np.ndarray], embeddings: np.ndarray, found: np.ndarray,
+                     groups: np.ndarray, cluster: np.ndarray) -> dict[str, np.ndarray]:
+  """Virtual items of clustered behaviors (all (N,) in canonical order): C rows."""
+  if not len(cluster):
+    return virtual_items(user, cluster, groups, np.zeros(0, np.float32), np.zeros(0, np.int64))
+  completion = completion_ratio(user[schema.PLAY_TIME], user[schema.DURATION])
+  return virtual_items(user, cluster, groups, completion,
+                       representatives(embeddings, found, cluster))

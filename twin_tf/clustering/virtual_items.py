@@ -38,23 +38,25 @@ def representatives(embeddings: np.ndarray, has_embedding: np.ndarray,
 
 def virtual_items(columns: dict[str, np.ndarray], cluster: np.ndarray, groups: np.ndarray,
                   completion: np.ndarray, representative: np.ndarray) -> dict[str, np.ndarray]:
-  """Per-cluster features: categorical ones from the representative, numeric ones averaged.
+  """Per-cluster features: numeric ones averaged, every other one (item id, item features,
+  flags) from the representative.
 
   Args:
-    columns: behavior columns (schema.BEHAVIOR_FIELDS), N rows.
+    columns: behavior columns (core fields and a FeatureSpec's), N rows.
     cluster: (N,) cluster id per behavior.
     groups: (N,) completion group per behavior (constant within a cluster).
     completion: (N,) completion ratio per behavior (NaN for unknown duration).
     representative: (C,) behavior index of each cluster's representative.
   Returns:
-    Columns with C rows: cluster_size, group, schema.CLUSTER_CATEGORICAL (from the
-    representative) and schema.CLUSTER_NUMERIC (members' mean; timestamp rounded to int64).
+    Columns with C rows: cluster_size, group, schema.CLUSTER_NUMERIC (members' mean;
+    timestamp rounded to int64) and the representative's other columns but user_id.
   """
   num_clusters = len(representative)
   size = np.bincount(cluster, minlength=num_clusters)
   out = {schema.CLUSTER_SIZE: size.astype(np.int64), schema.GROUP: groups[representative]}
-  for name in schema.CLUSTER_CATEGORICAL:
-    out[name] = columns[name][representative]
+  for name in columns:
+    if name not in schema.CLUSTER_NUMERIC and name != schema.USER_ID:
+      out[name] = columns[name][representative]
   numeric = dict(columns, **{schema.COMPLETION: completion})
   for name in schema.CLUSTER_NUMERIC:
     mean = np.bincount(cluster, weights=numeric[name].astype(np.float64),

@@ -18,10 +18,9 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from twin_tf.data import schema, tfexample
+from twin_tf.data.feature_spec import MOVIELENS, FeatureSpec
 
 FORMATS = ("parquet", "csv", "tfrecord")
-# Optional fields and their default when absent (0 = unknown category / not tagged).
-OPTIONAL_DEFAULTS = {schema.CATEGORY: 0, schema.YEAR_BUCKET: 0, schema.TAGGED: 0}
 
 
 class MalformedRecord(ValueError):
@@ -32,33 +31,36 @@ class MalformedRecord(ValueError):
     self.field, self.reason = field, reason
 
 
-def validate_record(record: Mapping[str, Any]) -> dict[str, Any]:
-  """One raw record (strings or numbers) -> a behavior row of schema types.
+def validate_record(record: Mapping[str, Any], spec: FeatureSpec = MOVIELENS
+                    ) -> dict[str, Any]:
+  """One raw record (strings or numbers) -> a behavior row of the spec's fields.
+
+  Item features and flags the record lacks are 0 (unknown / not done).
 
   Raises:
-    MalformedRecord: a required field is missing or empty; an id is not a non-negative
-      integer; a timestamp is neither unix seconds nor ISO-8601; play time or duration is
-      negative, NaN or infinite; a label is not 0/1; a value has the wrong type.
+    MalformedRecord: a core field is missing or empty; an id or item feature is not a
+      non-negative integer; a timestamp is neither unix seconds nor ISO-8601; play time or
+      duration is negative, NaN or infinite; a label or flag is not 0/1; a value has the
+      wrong type.
   """
   if None in record:  # csv.DictReader's place for values beyond the header
     raise MalformedRecord("row", f"{len(record[None])} more values than columns")
   row = {}
-  for field in schema.BEHAVIOR_FIELDS:
+  for field in spec.fields:
     value = record.get(field.name)
     if _is_missing(value):
-      if field.name not in OPTIONAL_DEFAULTS:
+      if field.name not in spec.optional:
         raise MalformedRecord(field.name, "missing")
-      value = OPTIONAL_DEFAULTS[field.name]
+      value = 0
     if field.name == schema.TIMESTAMP:
       row[field.name] = _timestamp(value)
     elif field.dtype == np.float32:
       row[field.name] = _non_negative_float(field.name, value)
     else:
       row[field.name] = _non_negative_int(field.name, value)
-  if row[schema.LABEL] not in (0, 1):
-    raise MalformedRecord(schema.LABEL, f"must be 0 or 1, got {row[schema.LABEL]}")
-  if row[schema.TAGGED] not in (0, 1):
-    raise MalformedRecord(schema.TAGGED, f"must be 0 or 1, got {row[schema.TAGGED]}")
+  for name in (schema.LABEL,) + spec.behavior_flags:
+    if row[name] not in (0, 1):
+      raise MalformedRecord(name, f"must be 0 or 1, got {row[name]}")
   return row
 
 
@@ -152,23 +154,24 @@ def _jsonable(value):
   return str(value)
 
 
-def rows_to_columns(rows: Iterable[Mapping[str, Any]]) -> dict[str, np.ndarray]:
-  """Validated rows (dicts) -> one array per schema field, consuming `rows` once."""
-  return tuples_to_columns(tuple(row[n] for n in schema.FIELD_NAMES) for row in rows)
+def rows_to_columns(rows: Iterable[Mapping[str, Any]], spec: FeatureSpec = MOVIELENS
+                    ) -> dict[str, np.ndarray]:
+  """Validated rows (dicts) -> one array per field of the spec, consuming `rows` once."""
+  return tuples_to_columns((row_to_tuple(row, spec) for row in rows), spec)
 
 
-def row_to_tuple(row: Mapping[str, Any]) -> tuple:
-  """A validated row as a tuple in schema.FIELD_NAMES order (compact for shuffles)."""
-  return tuple(row[n] for n in schema.FIELD_NAMES)
+def row_to_tuple(row: Mapping[str, Any], spec: FeatureSpec = MOVIELENS) -> tuple:
+  """A validated row as a tuple in spec.field_names order (compact for shuffles)."""
+  return tuple(row[n] for n in spec.field_names)
 
 
-def tuples_to_columns(rows: Iterable[tuple]) -> dict[str, np.ndarray]:
-  """Rows as tuples in schema.FIELD_NAMES order -> columns; one pass, transposed in C."""
+def tuples_to_columns(rows: Iterable[tuple], spec: FeatureSpec = MOVIELENS
+                      ) -> dict[str, np.ndarray]:
+  """Rows as tuples in spec.field_names order -> columns; one pass, transposed in C."""
   fields = list(zip(*rows))
   if not fields:
-    return schema.empty_columns()
-  return {f.name: np.asarray(values, dtype=f.dtype)
-          for f, values in zip(schema.BEHAVIOR_FIELDS, fields)}
+    return spec.empty_columns()
+  return {f.name: np.asarray(values, dtype=f.dtype) for f, values in zip(spec.fields, fields)}
 
 
 def columns_to_rows(columns: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
@@ -207,16 +210,54 @@ def iter_raw_records(path: str | pathlib.Path, fmt: str | None = None) -> Iterat
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
 
-def read_behavior_log(path: str | pathlib.Path, fmt: str | None = None
+def read_behavior_log(path: str | pathlib.Path, fmt: str | None = None,
+                      spec: FeatureSpec = MOVIELENS
                       ) -> tuple[dict[str, np.ndarray], list[dict]]:
   """Reads and validates a behavior log: (columns of the valid rows, dead letters)."""
   valid, dead = [], []
   for line, record in enumerate(iter_raw_records(path, fmt), start=1):
     try:
-      valid.append(validate_record(record))
+      valid.append(validate_record(record, spec))
     except MalformedRecord as error:
       dead.append(dead_letter(record, error, f"{path}:{line}"))
-  return rows_to_columns(valid), dead
+  return rows_to_columns(valid, spec), dead
+
+
+def join_item_features(columns: dict[str, np.ndarray], path: str | pathlib.Path,
+                       spec: FeatureSpec, fmt: str | None = None
+                       ) -> tuple[dict[str, np.ndarray], list[dict]]:
+  """Replaces the item features of behaviors with those of an item-feature file.
+
+  The file (Parquet, CSV or TFRecord) has item_id and some of spec.item_feature_names; those
+  it has replace the log's values for the items it lists (an empty value is 0, unknown), the
+  others stay. Returns (columns, dead letters of malformed item rows); an item's last row wins.
+  """
+  records, dead = list(enumerate(iter_raw_records(path, fmt), start=1)), []
+  names = [n for n in spec.item_feature_names if any(n in r for _, r in records)]
+  table = {}
+  for line, record in records:
+    try:
+      item = _non_negative_int(schema.ITEM_ID, _required(record, schema.ITEM_ID))
+      table[item] = tuple(_non_negative_int(n, 0 if _is_missing(record.get(n)) else
+                                            record.get(n)) for n in names)
+    except MalformedRecord as error:
+      dead.append(dead_letter(record, error, f"{path}:{line}"))
+  if not table or not names:
+    return columns, dead
+  ids = np.array(sorted(table), np.int64)
+  values = np.array([table[i] for i in ids], np.int64).reshape(len(ids), len(names))
+  at = np.minimum(np.searchsorted(ids, columns[schema.ITEM_ID]), len(ids) - 1)
+  listed = ids[at] == columns[schema.ITEM_ID]
+  out = dict(columns)
+  for j, name in enumerate(names):
+    out[name] = np.where(listed, values[at, j], columns[name])
+  return out, dead
+
+
+def _required(record: Mapping[str, Any], name: str):
+  if _is_missing(record.get(name)):
+    raise MalformedRecord(name, "missing")
+  return record.get(name)
 
 
 def record_from_example(serialized: bytes) -> dict[str, list]:
@@ -232,23 +273,23 @@ def record_from_example(serialized: bytes) -> dict[str, list]:
 
 def example_from_row(row: Mapping[str, Any]) -> bytes:
   """A behavior row -> serialized tf.train.Example with one value per field."""
-  return tfexample.encode({f.name: np.asarray(row[f.name], dtype=f.dtype)
-                           for f in schema.BEHAVIOR_FIELDS if f.name in row})
+  return tfexample.encode({name: np.asarray(value) for name, value in row.items()})
 
 
 def write_behavior_log(columns: dict[str, np.ndarray], path: str | pathlib.Path,
                        fmt: str | None = None) -> None:
-  """Writes behavior columns as Parquet, CSV or TFRecord (format from the suffix)."""
+  """Writes behavior columns (every column given) as Parquet, CSV or TFRecord (format from
+  the suffix)."""
   fmt = fmt or detect_format(path)
   if fmt == "parquet":
     import pyarrow as pa  # pylint: disable=import-outside-toplevel
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-    pq.write_table(pa.table({n: columns[n] for n in schema.FIELD_NAMES}), path)
+    pq.write_table(pa.table(dict(columns)), path)
   elif fmt == "csv":
     with open(path, "w", newline="") as f:
-      writer = csv.DictWriter(f, fieldnames=schema.FIELD_NAMES)
+      writer = csv.DictWriter(f, fieldnames=list(columns))
       writer.writeheader()
-      writer.writerows(columns_to_rows({n: columns[n] for n in schema.FIELD_NAMES}))
+      writer.writerows(columns_to_rows(columns))
   elif fmt == "tfrecord":
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     with tf.io.TFRecordWriter(str(path)) as writer:

@@ -4,11 +4,17 @@ MovieLens has no impressions and no play time, so the mapping is a stated conven
 (../shared/data/README.md):
   behavior        one rating: user, movie, timestamp.
   label           rating >= 4 (the usual MovieLens CTR framing).
-  play_time       the rating, duration 5.0: the completion ratio rating / 5 stands in for
-                  play completion, so TWIN-V2's M = 5 completion groups are rating bands.
-  category        the movie's first listed genre (1..G in sorted genre order, 0 = none).
-  year_bucket     release year from the title "(1995)", in 5-year buckets from 1900
-                  (1 = before 1905 ... ; 0 = unknown).
+  play_time       the rating, duration 5.0: the completion ratio r = rating / 5 stands in
+                  for play completion. Completion group (twin_tf.clustering.grouping) =
+                  min(floor(r * M), M - 1), so with M = 5: ratings 0.5-0.5 -> 0, 1-1.5 -> 1,
+                  2-2.5 -> 2, 3-3.5 -> 3, 4-5 -> 4.
+  category        the movie's first listed genre: the first name of movies.csv's
+                  pipe-separated `genres` ("Adventure" for "Adventure|Animation|Children"),
+                  as 1 + its position among all genre names sorted alphabetically (Action =
+                  1, Adventure = 2, ...); 0 for "(no genres listed)".
+  year_bucket     release year y from the title's trailing "(1995)":
+                  max(1, (y - 1900) // 5 + 2), so 1900-1904 -> 2, 1995-1999 -> 21, before
+                  1900 -> 1; 0 when the title has no year.
   tagged          the user had tagged that movie (tags.csv) at or before the rating's time
                   (a cross feature). Tags made later are not counted: most MovieLens tags
                   come long after the rating, and counting them would let an example see
@@ -29,7 +35,10 @@ import re
 import numpy as np
 
 from twin_tf.data import logs, schema
+from twin_tf.data.feature_spec import MOVIELENS
 
+CATEGORY, YEAR_BUCKET = MOVIELENS.item_feature_names
+(TAGGED,) = MOVIELENS.behavior_flags
 RATING_SCALE = 5.0
 CLICK_THRESHOLD = 4.0
 YEAR_ORIGIN, YEAR_BUCKET_WIDTH = 1900, 5
@@ -95,6 +104,12 @@ def load_movielens(data_dir: str | pathlib.Path
     A rating of a movie missing from movies.csv is a dead letter (field item_id).
   """
   data_dir = pathlib.Path(data_dir)
+  missing = [n for n in ("ratings.csv", "movies.csv") if not (data_dir / n).is_file()]
+  if missing:
+    raise FileNotFoundError(
+        f"{data_dir} lacks {' and '.join(missing)}: expected a MovieLens latest folder "
+        "(ratings.csv, movies.csv, tags.csv as GroupLens publishes them; e.g. the unpacked "
+        "ml-latest-small.zip)")
   catalog = load_catalog(data_dir)
   first_tag: dict[tuple[str, str], int] = {}  # (userId, movieId) -> earliest tag time
   tags_path = data_dir / "tags.csv"
@@ -119,8 +134,8 @@ def load_movielens(data_dir: str | pathlib.Path
     error = logs.MalformedRecord(schema.ITEM_ID, "movie not in movies.csv")
     dead.append(logs.dead_letter(raw, error, f"{ratings_path}:{line}"))
   columns = schema.take(columns, found)
-  columns[schema.CATEGORY] = catalog.category[pos[found]]
-  columns[schema.YEAR_BUCKET] = catalog.year_bucket[pos[found]]
+  columns[CATEGORY] = catalog.category[pos[found]]
+  columns[YEAR_BUCKET] = catalog.year_bucket[pos[found]]
   return columns, dead, catalog
 
 
@@ -146,5 +161,5 @@ def _behavior_record(raw: dict, first_tag: dict) -> dict:
       schema.PLAY_TIME: rating,
       schema.DURATION: RATING_SCALE,
       schema.LABEL: click,
-      schema.TAGGED: _tagged_before(raw, first_tag),
+      TAGGED: _tagged_before(raw, first_tag),
   }

@@ -1,10 +1,11 @@
 """The main job (the README's first command), end to end on the real data:
 
-  MovieLens -> behavior log -> bootstrap embeddings -> cluster_behaviors (Beam) -> compression
-  summary -> build_examples (Beam) -> train every model x seed -> evaluate (AUC, GAUC,
-  logloss, GAUC per activity quartile, top-10 diversity) -> export the first model ->
-  key cache (Beam) -> development server: score a real user over gRPC (in-model, exact and
-  ScaNN GSU) -> stop -> gamma sweep -> ScaNN against exact -> report (HTML with plots).
+  MovieLens, KuaiRand or a user's log -> behavior log + feature spec -> bootstrap embeddings
+  -> cluster_behaviors (Beam) -> compression summary -> build_examples (Beam) -> train
+  every model x seed -> evaluate (AUC, GAUC, logloss, GAUC per activity quartile, top-10
+  diversity) -> export the first model -> key cache (Beam) -> development server: score a
+  real user over gRPC (in-model, exact and ScaNN GSU) -> stop -> gamma sweep -> ScaNN against
+  exact -> report (HTML with plots).
 
 Outputs under `workdir`: main_job.json (every stage's figures and seconds), quality.json/.md,
 report/report.html. Stages that are unchanged since their last success are skipped
@@ -31,7 +32,11 @@ DEFAULT_SCANN_SIZES = (10_000, 100_000)
 @dataclasses.dataclass(frozen=True)
 class MainJobConfig:
   """Attributes:
-    data: the MovieLens latest folder.
+    dataset: "movielens", "kuairand" or "log" (twin_tf.commands.DATASETS).
+    data: the MovieLens or KuaiRand folder, or the behavior log file for "log".
+    features: for "log", its FeatureSpec (preset name or feature_spec.json; None: the one
+      beside the log, else movielens).
+    item_features: for "log", an optional item-feature file (twin_tf.commands.convert).
     workdir: every output of the job.
     max_users: only the first N users (None: all).
     gamma: the largest cluster of the main clustering.
@@ -44,7 +49,10 @@ class MainJobConfig:
     scann_sizes: SYNTHETIC key counts for ScaNN against exact.
   """
 
+  dataset: str = "movielens"
   data: str = "../shared/data/ml-latest-small"
+  features: Optional[str] = None
+  item_features: Optional[str] = None
   workdir: str = "work_dir"
   max_users: Optional[int] = None
   gamma: int = 20
@@ -82,12 +90,13 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   clustering = ClusteringConfig(gamma=config.gamma, cutoff_quantile=config.cutoff_quantile)
   @functools.lru_cache(maxsize=None)  # read the log once, for both stages that need it
   def reference_time() -> int:
-    from twin_tf.data import logs  # pylint: disable=import-outside-toplevel
-    return int(logs.read_behavior_log(log)[0]["timestamp"].max())
+    from twin_tf.data import feature_spec, logs  # pylint: disable=import-outside-toplevel
+    columns, _ = logs.read_behavior_log(log, spec=feature_spec.for_log(log))
+    return int(columns["timestamp"].max())
 
   def evaluate_all() -> dict:
     summary = quality.evaluate_runs(examples, runs_dir, models, seeds,
-                                    f"MovieLens ({config.data})", **overrides)
+                                    f"{config.dataset} ({config.data})", **overrides)
     quality.write_summary(summary, work)
     return summary
 
@@ -117,9 +126,12 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
                         dataclasses.asdict(config))
 
   plan = [
-      stages.Stage("convert-movielens", lambda: commands.convert_movielens(
-          config.data, log, config.max_users), [config.data], [log],
-          {"max_users": config.max_users}),
+      stages.Stage("convert", lambda: commands.convert(
+          config.dataset, config.data, log, config.max_users, config.features,
+          config.item_features), [config.data] + [config.item_features] * bool(
+              config.item_features), [log],
+          {"dataset": config.dataset, "max_users": config.max_users,
+           "features": config.features}),
       stages.Stage("embeddings", lambda: commands.embeddings(
           log, embeddings, cutoff=clustering), [log], [embeddings],
           {"cutoff_quantile": config.cutoff_quantile}),

@@ -111,7 +111,7 @@ def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: s
               **overrides)).items() if k not in ("examples", "output_dir", "model", "seed")},
           "models": {m: summarize(runs) for m, runs in per_model.items()},
           "random_diversity": diversity.random_ranking_diversity(
-              test[schema.USER_ID], test[schema.CATEGORY])}
+              test[schema.USER_ID], test[data.spec.primary])}
 
 
 def gbdt_run(data: ExampleData, seed: int) -> dict:

@@ -191,6 +191,9 @@ def write_report(results: dict, seconds: dict, out_dir, settings: dict,
     if q.get("clustering_method"):
       sections.append(("Clustering method", *_variants_section(
           q["clustering_method"], "clustering method")))
+    if q.get("freshness"):
+      sections.append(("Cluster freshness: stale, incremental and full re-clustering",
+                       *_variants_section(q["freshness"], "cluster freshness")))
   if "cluster-summary" in results:  # the main job's stages from here on
     sections.append(("Clustering compression",
                      *_clustering_section(results["cluster-summary"], results.get("cluster", {}))))

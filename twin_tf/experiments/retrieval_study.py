@@ -25,7 +25,6 @@ from twin_tf.export.retrieval import (
   recall_at_k,
   scann_config,
 )
-from twin_tf.export.saved_model import CANDIDATE_RAW
 
 
 def synthetic_keys(num_keys: int, candidates: int, dim: int = 64, topics: int = 300,
@@ -79,16 +78,16 @@ def compare(keys: np.ndarray, queries: np.ndarray, config: ScannConfig | None = 
 def real_keys(key_cache_dir: str, version_dir: str, examples, candidates: int = 200
               ) -> tuple[np.ndarray, np.ndarray]:
   """(every user's cached key vectors pooled (N, D), queries of distinct test candidates)."""
-  from twin_tf.model.features import ItemVocabulary  # pylint: disable=import-outside-toplevel
   from twin_tf.training.input_pipeline import load_example_data  # pylint: disable=import-outside-toplevel
   records = [key_cache.decode(s) for s in
              tfexample.read_serialized(f"{str(key_cache_dir).rstrip('/')}/user_keys-*")]
   keys = np.concatenate([r["key_vectors"] for r in records]).astype(np.float32)
-  test = load_example_data(examples, ItemVocabulary(np.zeros(0, np.int64))).impressions["test"]
+  data = load_example_data(examples)
+  test = data.impressions["test"]
   _, first = np.unique(test[schema.ITEM_ID], return_index=True)
   picked = np.sort(first)[:candidates]
   _, queries, _ = key_cache.ModelKeys(version_dir).item_keys(
-      *(test[f][picked] for f in CANDIDATE_RAW))
+      {f: test[f][picked] for f in data.spec.candidate_fields})
   return keys, gsu_query_vectors(queries)
 
 

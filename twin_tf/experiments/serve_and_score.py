@@ -20,14 +20,13 @@ from serving.dev_server import DevServer
 from serving.gsu import ClientSideGsu
 from twin_tf.data import schema
 from twin_tf.export import requests
-from twin_tf.model import features
 from twin_tf.training import metrics
 from twin_tf.training.input_pipeline import load_example_data
 
 
-def score_user(base: str, examples: str, key_cache_dir: str, reference_time: int,
+def score_user(model_base_path: str, examples: str, key_cache_dir: str, reference_time: int,
                max_candidates: int = 100) -> dict:
-  data = load_example_data(examples, features.ItemVocabulary(np.zeros(0, np.int64)))
+  data = load_example_data(examples)
   row = int(np.argmax(data.cluster_len))
   imp = data.impressions["test"]
   picked = np.flatnonzero(imp["user_row"] == row)[:max_candidates]
@@ -35,7 +34,7 @@ def score_user(base: str, examples: str, key_cache_dir: str, reference_time: int
   request, short = requests.user_request(data, row, candidates, reference_time,
                                          data.num_pre_cutoff[row])
 
-  server = DevServer(base, "twin")
+  server = DevServer(model_base_path, "twin")
   port, _ = server.start()
   client = TwinClient(f"127.0.0.1:{port}")
   try:
@@ -60,7 +59,7 @@ def score_user(base: str, examples: str, key_cache_dir: str, reference_time: int
 
 def serve_and_score(work: pathlib.Path, examples: pathlib.Path, reference_time: int) -> dict:
   """score_user over the main job's folders; prints and returns its figures."""
-  result = score_user(str(work / "serving"), str(examples), str(work / "key_cache"),
+  result = score_user(str(work / "serving" / "twin"), str(examples), str(work / "key_cache"),
                       reference_time)
   print(f"user {result['user_id']} ({result['clusters']} clusters), {result['candidates']} "
         "test candidates over gRPC (DEVELOPMENT server): " + ", ".join(

@@ -6,7 +6,9 @@ On the main job's work folder (its behavior log, bootstrap embeddings and exampl
   2. the sequence-budget sweep: TwinV2 against Twin and TwinV2-uniform at equal cost L,
      with TwinV2 minus Twin and its paired-bootstrap interval per L (sweeps.py);
   3. the number of completion groups M and the clustering method (hierarchical k-means
-     against time-ordered chunks), TwinV2 only.
+     against time-ordered chunks), TwinV2 only;
+  4. freshness: TwinV2 over clusters 0, 30, 90, 365 days stale, and over stale clusters
+     updated incrementally to the cutoff against the full re-clustering.
 Sweep points equal to the main clustering reuse its examples and the quality runs. Writes
 quality.json, quality.md and quality_report/ (HTML with the plots) under `out_dir`.
 """
@@ -25,7 +27,8 @@ from twin_tf.experiments import quality, sweeps
 def run_study(log, embeddings, examples, workdir, out_dir, models=quality.MODELS,
               seeds=(0, 1, 2, 3, 4),
               sweep_seeds=(0, 1, 2, 3, 4), budgets=sweeps.BUDGETS, groups=sweeps.GROUPS,
-              methods=sweeps.METHODS, grid=quality.GRID,
+              methods=sweeps.METHODS, staleness_days=sweeps.STALENESS_DAYS,
+              grid=quality.GRID,
               clustering: ClusteringConfig = ClusteringConfig(gamma=20, cutoff_quantile=0.5),
               dataset: str = "MovieLens ml-latest-small", beam_args: Sequence[str] = (),
               **overrides) -> dict:
@@ -46,7 +49,7 @@ def run_study(log, embeddings, examples, workdir, out_dir, models=quality.MODELS
   summary = quality.run_experiment(examples, runs_dir, out_dir, models, seeds, dataset,
                                    grid, **overrides)
   tuned = {m: t["chosen"] for m, t in summary["tuning"].items()}
-  main = sweeps.Variant(clustering, examples, runs_dir)
+  main = sweeps.Variant(clustering, examples.parent / "clusters", examples, runs_dir)
   study_dir = work / "study"
   if budgets:
     summary["budget_sweep"] = sweeps.budget_sweep(
@@ -62,6 +65,10 @@ def run_study(log, embeddings, examples, workdir, out_dir, models=quality.MODELS
         log, embeddings, study_dir / "method", main, {
             m: dataclasses.replace(clustering, method=m) for m in methods},
         sweep_seeds, tuned, beam_args, **overrides)
+  if staleness_days:
+    summary["freshness"] = sweeps.freshness_sweep(
+        log, embeddings, study_dir / "freshness", main, sweep_seeds, staleness_days,
+        sweeps.INCREMENTAL_FROM_DAYS, tuned, beam_args, **overrides)
   summary["sweep_seeds"] = list(sweep_seeds)
   quality.write_summary(summary, out_dir)
   from twin_tf.experiments.report import write_report  # pylint: disable=import-outside-toplevel

@@ -8,6 +8,10 @@
                    uniformly. TwinV2 minus Twin per L with a paired bootstrap over users.
   clustering_sweep TwinV2 over other clusterings: M completion groups, or hierarchical
                    k-means against time-ordered chunks of gamma (same sizes, no similarity).
+  freshness_sweep  TwinV2 over clusters 0, 30, 90, 365 days stale (clustered that long before
+                   the cutoff; impressions unchanged), and over clusters updated
+                   incrementally from stale ones to the cutoff (twin_tf.clustering.incremental)
+                   against the full re-clustering at the same cutoff (the fresh variant).
 Every clustering variant gets its own clusters/ and examples/ under the sweep's folder
 (rebuilt only when its settings change); the main clustering's variant reuses the main
 examples and runs. Runs resume like the quality experiment's.
@@ -32,33 +36,42 @@ BUDGETS = (8, 16, 32, 64, 128, None)  # None: no budget ("full")
 BUDGET_MODELS = ("TwinV2", "Twin", "TwinV2-uniform")
 GROUPS = (1, 2, 5, 10)
 METHODS = ("hierarchical", "time_chunks")
+STALENESS_DAYS = (0, 30, 90, 365)
+INCREMENTAL_FROM_DAYS = 90
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-  """A clustering whose examples and runs already exist (the main job's)."""
+  """A clustering (its cluster records, examples and runs); the main one is the main job's."""
 
   clustering: ClusteringConfig
+  clusters: pathlib.Path
   examples: pathlib.Path
   runs_dir: pathlib.Path
 
 
 def variant(log, embeddings, folder: pathlib.Path, clustering: ClusteringConfig, main: Variant,
-            beam_args: Sequence[str] = ()) -> Variant:
-  """The main variant when `clustering` is its clustering; otherwise `log` clustered with
-  `clustering` and its examples built under `folder` (skipped when `folder` already holds
-  them for the same settings)."""
-  if clustering == main.clustering:
+            beam_args: Sequence[str] = (), previous: Variant | None = None) -> Variant:
+  """The main variant when `clustering` is its clustering (and nothing is `previous`);
+  otherwise `log` clustered with `clustering` (incrementally from `previous`'s records when
+  given) and its examples built under `folder` (skipped when `folder` already holds them for
+  the same settings)."""
+  if clustering == main.clustering and previous is None:
     return main
-  settings = {"log": str(log), "embeddings": str(embeddings),
-              "clustering": dataclasses.asdict(clustering)}
+  # Settings at their defaults are left out, so folders built before they existed still match.
+  settings = {"log": str(log), "embeddings": str(embeddings), "clustering": {
+      k: v for k, v in dataclasses.asdict(clustering).items()
+      if k != "staleness_days" or v != ClusteringConfig.staleness_days}}
+  if previous is not None:
+    settings["previous"] = str(previous.clusters)
   marker = folder / "variant.json"
   if not (marker.exists() and json.loads(marker.read_text()) == settings):
-    commands.cluster(log, embeddings, folder / "clusters", clustering, beam_args)
+    commands.cluster(log, embeddings, folder / "clusters", clustering, beam_args,
+                     previous=previous and previous.clusters)
     commands.build_examples(log, folder / "clusters", folder / "examples", beam_args,
                             clustering.num_groups)
     marker.write_text(json.dumps(settings, sort_keys=True))
-  return Variant(clustering, folder / "examples", folder / "runs")
+  return Variant(clustering, folder / "clusters", folder / "examples", folder / "runs")
 
 
 def scores_on_test(examples, data: ExampleData, runs_dir, model: str, seeds,
@@ -134,5 +147,36 @@ def clustering_sweep(log, embeddings, workdir, main: Variant, variants: dict, se
     models, runs = _point(chosen, ("TwinV2",), seeds, tuned or {}, **overrides)
     points.append({"variant": name, "num_groups": clustering.num_groups,
                    "method": clustering.method,
+                   "clusters": int(runs["data"].cluster_len.sum()), "models": models})
+  return points
+
+
+def freshness_sweep(log, embeddings, workdir, main: Variant, seeds,
+                    staleness_days=STALENESS_DAYS, incremental_from=INCREMENTAL_FROM_DAYS,
+                    tuned: dict | None = None, beam_args: Sequence[str] = (), **overrides
+                    ) -> list[dict]:
+  """TwinV2 over clusters `staleness_days` stale, and over the `incremental_from`-days stale
+  clusters updated incrementally to the cutoff: [{"variant", "staleness_days", "incremental",
+  "clusters", "models": {"TwinV2": summary}}] (the 0-day variant is the full re-clustering)."""
+  work = pathlib.Path(workdir)
+  chosen = {}
+  for days in staleness_days:
+    chosen[days] = variant(log, embeddings, work / f"stale{days}", dataclasses.replace(
+        main.clustering, staleness_days=days), main, beam_args)
+  if incremental_from is not None:
+    start = chosen.get(incremental_from) or variant(
+        log, embeddings, work / f"stale{incremental_from}", dataclasses.replace(
+            main.clustering, staleness_days=incremental_from), main, beam_args)
+    chosen["incremental"] = variant(log, embeddings, work / "incremental", main.clustering,
+                                    main, beam_args, previous=start)
+  points = []
+  for key, picked in chosen.items():
+    incremental = key == "incremental"
+    name = (f"incremental from {incremental_from} d" if incremental else
+            f"{key} d stale" if key else "fresh (full)")
+    print(f"freshness: {name}", flush=True)
+    models, runs = _point(picked, ("TwinV2",), seeds, tuned or {}, **overrides)
+    points.append({"variant": name, "staleness_days": 0 if incremental else key,
+                   "incremental": incremental,
                    "clusters": int(runs["data"].cluster_len.sum()), "models": models})
   return points

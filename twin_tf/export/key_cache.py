@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 
 from twin_tf.data import schema, tfexample
-from twin_tf.export.saved_model import CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.data.feature_spec import FeatureSpec
+from twin_tf.export.saved_model import exported_spec
 
 MODEL_VERSION = "model_version"
 REFERENCE_TIME = "reference_time"
@@ -32,26 +33,29 @@ class ModelKeys:
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     self._tf = tf
     self.version = int(str(version_dir).rstrip("/").split("/")[-1])
+    self.spec = exported_spec(version_dir)
     loaded = tf.saved_model.load(str(version_dir))
     self._item_keys = loaded.signatures["item_keys"]
     self._cluster_bias = loaded.signatures["cluster_bias"]
     self._loaded = loaded  # keeps the functions' variables alive
 
-  def item_keys(self, item_id, category, year_bucket):
-    """(N,) item features -> (keys (N, H*d_k), queries (N, H*d_k), known (N,) bool)."""
+  def item_keys(self, items: dict):
+    """{f: (N,)} for spec.candidate_fields -> (keys (N, H*d_k), queries (N, H*d_k), known (N,)
+    bool)."""
     tf = self._tf
-    out = self._item_keys(**{name: tf.constant(np.asarray(v, np.int64)) for name, v in
-                             zip(CANDIDATE_RAW, (item_id, category, year_bucket))})
-    n = len(item_id)
+    out = self._item_keys(**{f: tf.constant(np.asarray(items[f], np.int64))
+                             for f in self.spec.candidate_fields})
+    n = len(items[schema.ITEM_ID])
     return (out["keys"].numpy().reshape(n, -1), out["queries"].numpy().reshape(n, -1),
             out["known"].numpy())
 
   def cluster_bias(self, clusters: dict, reference_time: int) -> np.ndarray:
-    """One user's clusters {f: (L,)} (SEQUENCE_RAW + cluster_size) -> (L,) summed bias."""
+    """One user's clusters {f: (L,)} (spec.sequence_fields + cluster_size) -> (L,) summed
+    bias."""
     tf = self._tf
     length = len(clusters[schema.ITEM_ID])
     arrays = {f"long_{f}": tf.constant(np.asarray(clusters[f], np.int64)[None])
-              for f in SEQUENCE_RAW}
+              for f in self.spec.sequence_fields}
     arrays["long_size"] = tf.constant(np.asarray(clusters[schema.CLUSTER_SIZE],
                                                  np.float32)[None])
     arrays["long_length"] = tf.constant([length], tf.int32)
@@ -59,9 +63,9 @@ class ModelKeys:
     return self._cluster_bias(**arrays)["bias"].numpy()[0]
 
 
-def user_clusters(user_record: dict) -> dict[str, np.ndarray]:
+def user_clusters(user_record: dict, spec: FeatureSpec) -> dict[str, np.ndarray]:
   """The cluster fields of a build_examples user record: {f: (L,)}."""
-  return {f: user_record[f"cluster_{f}"] for f in SEQUENCE_RAW + (schema.CLUSTER_SIZE,)}
+  return {f: user_record[f"cluster_{f}"] for f in spec.sequence_fields + (schema.CLUSTER_SIZE,)}
 
 
 def key_vectors(item_keys: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -97,5 +101,6 @@ def decode(serialized: bytes) -> dict:
           MODEL_VERSION: int(raw[MODEL_VERSION][0]),
           REFERENCE_TIME: int(raw[REFERENCE_TIME][0]),
           "key_vectors": raw["key_vectors"].reshape(-1, dim),
-          "clusters": {f: raw[f"cluster_{f}"] for f in SEQUENCE_RAW + (schema.CLUSTER_SIZE,)},
+          "clusters": {k[len("cluster_"):]: v for k, v in raw.items()
+                       if k.startswith("cluster_")},
           SEARCHER: searcher}

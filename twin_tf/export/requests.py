@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from twin_tf.data import schema
-from twin_tf.export.saved_model import CANDIDATE_DENSE, CANDIDATE_RAW, SEQUENCE_RAW
+from twin_tf.export.saved_model import CANDIDATE_DENSE
 from twin_tf.model import features
 from twin_tf.training.input_pipeline import ExampleData
 
@@ -20,19 +20,20 @@ def impression_requests(data: ExampleData, impressions: np.ndarray, split: str =
   rows = imp["user_row"][impressions]
   width = max(int(data.cluster_len[rows].max()), 1)
   request = {"request_time": imp[schema.TIMESTAMP][impressions]}
-  for field in SEQUENCE_RAW:
+  spec = data.spec
+  for field in spec.sequence_fields:
     request[f"long_{field}"] = data.clusters[field][rows][:, :width]
   request["long_size"] = data.clusters[schema.CLUSTER_SIZE][rows][:, :width].astype(np.float32)
   request["long_length"] = data.cluster_len[rows].astype(np.int32)
   end = imp["history_end"][impressions]
   start = np.maximum(end - features.SHORT_LENGTH, 0)
   position = start[:, None] + np.arange(features.SHORT_LENGTH)[None]  # valid ones first
-  for field in SEQUENCE_RAW:
+  for field in spec.sequence_fields:
     request[f"short_{field}"] = np.take_along_axis(
         data.history[field][rows], np.minimum(position, data.history[field].shape[1] - 1), 1)
   request["short_size"] = np.ones(position.shape, np.float32)
   request["short_length"] = (end - start).astype(np.int32)
-  for field in CANDIDATE_RAW:
+  for field in spec.candidate_fields:
     request[f"candidate_{field}"] = imp[field][impressions][:, None]
   request[CANDIDATE_DENSE] = imp[features.DENSE][impressions][:, None, :]
   return request, rows
@@ -54,28 +55,29 @@ def user_request(data: ExampleData, row: int, candidates: dict, request_time: in
   """One user's serving_default arrays (B = 1) scoring C candidates.
 
   Long: the user's clusters; short: the SHORT_LENGTH behaviors before `history_end`;
-  candidates: {f: (C,)} for CANDIDATE_RAW and {"dense": (C, D)} (candidates_of gives them
-  for impressions). Returns (arrays, short {f: (S,)} as ClientSideGsu takes it).
+  candidates: {f: (C,)} for data.spec.candidate_fields and {"dense": (C, D)} (candidates_of
+  gives them for impressions). Returns (arrays, short {f: (S,)} as ClientSideGsu takes it).
   """
   length = data.cluster_len[row]
   short = {f: data.history[f][row, max(0, history_end - features.SHORT_LENGTH):history_end]
-           for f in SEQUENCE_RAW}
+           for f in data.spec.sequence_fields}
   request = {"request_time": np.array([request_time], np.int64),
              "long_size": data.clusters[schema.CLUSTER_SIZE][row:row + 1, :length].astype(
                  np.float32),
              "long_length": np.array([length], np.int32),
              "short_size": np.ones((1, len(short[schema.ITEM_ID])), np.float32),
              "short_length": np.array([len(short[schema.ITEM_ID])], np.int32)}
-  for f in SEQUENCE_RAW:
+  for f in data.spec.sequence_fields:
     request[f"long_{f}"] = data.clusters[f][row:row + 1, :length]
     request[f"short_{f}"] = short[f][None]
-  for f in CANDIDATE_RAW:
+  for f in data.spec.candidate_fields:
     request[f"candidate_{f}"] = np.asarray(candidates[f])[None]
   request[CANDIDATE_DENSE] = np.asarray(candidates[features.DENSE], np.float32)[None]
   return request, short
 
 
 def candidates_of(data: ExampleData, impressions: np.ndarray, split: str = "test") -> dict:
-  """The candidate fields of impressions: {f: (C,)} for CANDIDATE_RAW, "dense": (C, D)."""
+  """The candidate fields of impressions: {f: (C,)} for data.spec.candidate_fields, "dense":
+  (C, D)."""
   imp = data.impressions[split]
-  return {f: imp[f][impressions] for f in CANDIDATE_RAW + (features.DENSE,)}
+  return {f: imp[f][impressions] for f in data.spec.candidate_fields + (features.DENSE,)}

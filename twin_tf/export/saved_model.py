@@ -3,6 +3,11 @@
 `<base>/<version>/` is written to a temporary folder beside it and renamed into place, so TF
 Serving never sees a half-written version. Signatures (method tensorflow/serving/predict):
 
+Field names come from the run's FeatureSpec (twin_tf.data.feature_spec, written to
+assets.extra/feature_spec.json): SEQUENCE_RAW = spec.sequence_fields (item_id, the item
+features, group, the flags, timestamp), CANDIDATE_RAW = spec.candidate_fields (item_id and the
+item features).
+
   serving_default  one row per user request:
     request_time                         (B,)      int64   unix seconds of the request
     long_<f>  f in SEQUENCE_RAW          (B, L)    int64   the user's clusters (or behaviors)
@@ -15,13 +20,14 @@ Serving never sees a half-written version. Signatures (method tensorflow/serving
     -> scores (B, C) float32. The GSU keys of the clusters are projected once per request.
   esu  the same, but long_* are (B, C, K) clusters already chosen per candidate (by ScaNN or
     any retriever) and long_length is (B, C).
-  item_keys  item_id, category, year_bucket (N,) int64 -> keys (N, H, d_k), the cacheable
+  item_keys  CANDIDATE_RAW (N,) int64 -> keys (N, H, d_k), the cacheable
     K_h W_h / sqrt(d_k); queries (N, H, d_k), q W_q of the same items as candidates; known (N,)
     bool, whether the item is in the model's vocabulary.
   cluster_bias  long_* (B, L) fields, long_size, long_length, request_time -> bias (B, L),
     (K_c W_c) beta + ln n summed over heads (0 at padding): with item_keys, the GSU key vector
     of each cluster (twin_tf.export.retrieval).
-Item ids map through the model's vocabulary inside the graph (unknown ids -> OOV index).
+Item ids and item features map through the run's vocabularies inside the graph (unknown
+ids -> OOV index; hashed features: id mod buckets).
 """
 
 from __future__ import annotations
@@ -31,26 +37,31 @@ import pathlib
 import shutil
 import uuid
 
-from twin_tf.data import schema
+from twin_tf.data import feature_spec, schema
+from twin_tf.data.feature_spec import FeatureSpec
 from twin_tf.model import features
+from twin_tf.model.vocabulary import OOV, Vocabularies
 
-SEQUENCE_RAW = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET, schema.GROUP,
-                schema.TAGGED, schema.TIMESTAMP)
-CANDIDATE_RAW = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET)
 CANDIDATE_DENSE = f"candidate_{features.DENSE}"
 WARMUP_FILE = "tf_serving_warmup_requests"
+EXTRA = "assets.extra"
 
 
-def _input_specs(tf, sequence_rank: int) -> dict:
+def exported_spec(version_dir: str | pathlib.Path) -> FeatureSpec:
+  """The FeatureSpec an export was written with (its signatures' field names)."""
+  return feature_spec.load(pathlib.Path(version_dir) / EXTRA)
+
+
+def _input_specs(tf, spec: FeatureSpec, sequence_rank: int) -> dict:
   """TensorSpecs of a request: long sequences of rank `sequence_rank` (2 or 3)."""
   long_shape = [None] * sequence_rank
   specs = {"request_time": tf.TensorSpec([None], tf.int64, "request_time")}
   for prefix, shape in (("long", long_shape), ("short", [None, None])):
-    for field in SEQUENCE_RAW:
+    for field in spec.sequence_fields:
       specs[f"{prefix}_{field}"] = tf.TensorSpec(shape, tf.int64, f"{prefix}_{field}")
     specs[f"{prefix}_size"] = tf.TensorSpec(shape, tf.float32, f"{prefix}_size")
     specs[f"{prefix}_length"] = tf.TensorSpec(shape[:-1], tf.int32, f"{prefix}_length")
-  for field in CANDIDATE_RAW:
+  for field in spec.candidate_fields:
     specs[f"candidate_{field}"] = tf.TensorSpec([None, None], tf.int64, f"candidate_{field}")
   specs[CANDIDATE_DENSE] = tf.TensorSpec([None, None, len(features.DENSE_FEATURES)],
                                          tf.float32, CANDIDATE_DENSE)
@@ -60,44 +71,54 @@ def _input_specs(tf, sequence_rank: int) -> dict:
 class ServingModule:
   """Wraps a trained CtrModel (TensorFlow backend) with the serving signatures."""
 
-  def __init__(self, model, vocabulary: features.ItemVocabulary):
+  def __init__(self, model, vocabularies: Vocabularies):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    self.tf, self.model = tf, model
+    self.tf, self.model, self.spec = tf, model, vocabularies.spec
+    spec = self.spec
     module = tf.Module()
     module.model = model
     # Track the backing tf.Variables explicitly: the session-based loader (what TF Serving
     # runs) can only restore variables the SavedModel's object graph holds.
     module.model_variables = [v.value for v in model.variables]
-    keys = tf.constant(vocabulary.item_ids, tf.int64)
-    module.vocabulary = tf.lookup.StaticHashTable(
-        tf.lookup.KeyValueTensorInitializer(keys, tf.range(2, len(keys) + 2, dtype=tf.int64)),
-        default_value=features.OOV)
+    self.buckets = {f: v.hash_buckets for f, v in vocabularies.items()}
+    module.vocabularies = {
+        f: tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(
+            tf.constant(v.ids, tf.int64), tf.range(2, len(v.ids) + 2, dtype=tf.int64)),
+            default_value=OOV)
+        for f, v in vocabularies.items() if not v.hash_buckets}
     module.serving_default = tf.function(self._serving_default,
-                                         input_signature=[_input_specs(tf, 2)])
-    module.esu = tf.function(self._esu, input_signature=[_input_specs(tf, 3)])
+                                         input_signature=[_input_specs(tf, spec, 2)])
+    module.esu = tf.function(self._esu, input_signature=[_input_specs(tf, spec, 3)])
     module.item_keys = tf.function(self._item_keys, input_signature=[{
-        f: tf.TensorSpec([None], tf.int64, f) for f in CANDIDATE_RAW}])
-    bias_specs = {k: v for k, v in _input_specs(tf, 2).items()
+        f: tf.TensorSpec([None], tf.int64, f) for f in spec.candidate_fields}])
+    bias_specs = {k: v for k, v in _input_specs(tf, spec, 2).items()
                   if k.startswith("long_") or k == "request_time"}
     module.cluster_bias = tf.function(self._cluster_bias, input_signature=[bias_specs])
     self.module = module
+
+  def _lookup(self, raw, prefix):
+    """{f: vocabulary indexes} of the candidate fields `<prefix>_<f>` of a request."""
+    out = {}
+    for f in self.spec.candidate_fields:
+      ids = raw[f"{prefix}{f}"]
+      out[f] = (self.tf.math.floormod(ids, self.buckets[f]) + 2 if self.buckets[f] else
+                self.module.vocabularies[f].lookup(ids))
+    return out
 
   def _sequence(self, raw, prefix, reference_time):
     tf = self.tf
     ids = raw[f"{prefix}_{schema.ITEM_ID}"]
     valid = tf.range(tf.shape(ids)[-1])[None] < raw[f"{prefix}_length"][..., None]
-    return features.sequence_inputs(
-        tf, prefix, self.module.vocabulary.lookup(ids),
-        *(raw[f"{prefix}_{f}"] for f in SEQUENCE_RAW[1:]), raw[f"{prefix}_size"], valid,
-        reference_time)
+    seq = {f: raw[f"{prefix}_{f}"] for f in self.spec.sequence_fields}
+    seq.update(self._lookup(raw, f"{prefix}_"))
+    return features.sequence_inputs(tf, self.spec, prefix, seq, raw[f"{prefix}_size"], valid,
+                                    reference_time)
 
   def _targets(self, raw):
     tf = self.tf
     shape = tf.shape(raw[f"candidate_{schema.ITEM_ID}"])
     time = tf.broadcast_to(raw["request_time"][:, None], shape)
-    inputs = features.target_inputs(
-        tf, self.module.vocabulary.lookup(raw[f"candidate_{schema.ITEM_ID}"]),
-        raw[f"candidate_{schema.CATEGORY}"], raw[f"candidate_{schema.YEAR_BUCKET}"], time)
+    inputs = features.target_inputs(tf, self.spec, self._lookup(raw, "candidate_"), time)
     inputs[features.DENSE] = raw[CANDIDATE_DENSE]  # (B, C, D)
     return inputs
 
@@ -124,14 +145,13 @@ class ServingModule:
     return {"scores": tf.reshape(self.model(inputs), shape)}
 
   def _item_keys(self, raw):
-    index = self.module.vocabulary.lookup(raw[schema.ITEM_ID])
-    inputs = features.target_inputs(self.tf, index, raw[schema.CATEGORY],
-                                    raw[schema.YEAR_BUCKET], self.tf.zeros_like(index))
-    inherent = self.model.item_embedding(inputs["target_item"], inputs["target_category"],
-                                         inputs["target_year"])
+    ids = self._lookup(raw, "")
+    inputs = features.target_inputs(self.tf, self.spec, ids, self.tf.zeros_like(
+        ids[schema.ITEM_ID]))
+    inherent = self.model.embed_items(inputs, "target")
     return {"keys": self.model.attention.item_keys(inherent),
             "queries": self.model.attention.query_projection(inherent),
-            "known": index != features.OOV}
+            "known": ids[schema.ITEM_ID] != OOV}
 
   def _cluster_bias(self, raw):
     seq = self._sequence(raw, "long", raw["request_time"][:, None])
@@ -163,8 +183,8 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
   from twin_tf.training.trainer import restore_model  # pylint: disable=import-outside-toplevel
   if keras.backend.backend() != "tensorflow":
     raise RuntimeError("export needs KERAS_BACKEND=tensorflow (weights from JAX runs load fine)")
-  model, vocabulary, _ = restore_model(run_dir)
-  serving = ServingModule(model, vocabulary)
+  model, vocabularies, _ = restore_model(run_dir)
+  serving = ServingModule(model, vocabularies)
   base = pathlib.Path(base)
   base.mkdir(parents=True, exist_ok=True)
   version = version or next_version(base)
@@ -179,6 +199,8 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
     signatures = {"serving_default": serving.module.serving_default}
   try:
     tf.saved_model.save(serving.module, str(staging), signatures=signatures)
+    (staging / EXTRA).mkdir(exist_ok=True)
+    vocabularies.spec.save(staging / EXTRA)
     if warmup_requests:
       write_warmup(staging, warmup_requests)
     os.rename(staging, final)
@@ -195,7 +217,7 @@ def write_warmup(version_dir: str | pathlib.Path, requests) -> None:
   requests = list(requests)
   if len(requests) > 1000:
     raise ValueError(f"TF Serving reads at most 1000 warmup records, got {len(requests)}")
-  folder = pathlib.Path(version_dir) / "assets.extra"
+  folder = pathlib.Path(version_dir) / EXTRA
   folder.mkdir(parents=True, exist_ok=True)
   with tf.io.TFRecordWriter(str(folder / WARMUP_FILE)) as writer:
     for request in requests:

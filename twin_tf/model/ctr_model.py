@@ -18,6 +18,7 @@ import dataclasses
 import keras
 from keras import ops
 
+from twin_tf.data.feature_spec import FeatureSpec
 from twin_tf.model import features
 from twin_tf.model.layers import (
   ClusterAwareTargetAttention,
@@ -81,6 +82,11 @@ PRESETS = {
 class CtrModel(keras.Model):
   """CTR model over a long-term sequence, the recent behaviors and the target.
 
+  Args:
+    config: the architecture.
+    spec: the item features and flags of the data (twin_tf.data.feature_spec).
+    vocab_sizes: {field: vocabulary size} for spec.candidate_fields (Vocabularies.sizes()).
+
   Call:
     inputs: dict of twin_tf.model.features model inputs. Target features (B,) score one candidate
       per row -> (B,); target features (B, C) score C candidates of one user per row against
@@ -88,15 +94,16 @@ class CtrModel(keras.Model):
     returns: click probabilities.
   """
 
-  def __init__(self, config: ModelConfig = ModelConfig(), item_vocab: int = 2, **kwargs):
+  def __init__(self, config: ModelConfig, spec: FeatureSpec, vocab_sizes: dict, **kwargs):
     super().__init__(name=kwargs.pop("name", config.name.replace("-", "_")), **kwargs)
-    self.config, self.item_vocab = config, item_vocab
-    self.item_embedding = ItemEmbedding(item_vocab, features.CATEGORY_VOCAB, features.YEAR_VOCAB,
-                                        config.item_dim, config.feature_dim, config.item_l2)
-    self.cross_embedding = CrossFeatureEmbedding(
-        [features.CROSS_VOCAB[f] for f in features.CROSS_FEATURES], config.cross_dim)
-    self.hour = keras.layers.Embedding(features.CROSS_VOCAB["hour"], config.feature_dim)
-    self.weekday = keras.layers.Embedding(features.CROSS_VOCAB["weekday"], config.feature_dim)
+    self.config, self.spec = config, spec
+    self.vocab_sizes = {f: int(vocab_sizes[f]) for f in spec.candidate_fields}
+    self.item_embedding = ItemEmbedding(self.vocab_sizes, config.item_dim, config.feature_dim,
+                                        config.item_l2)
+    self.cross_embedding = CrossFeatureEmbedding(features.cross_vocab(spec), config.cross_dim)
+    self.hour = keras.layers.Embedding(features.TIME_CROSS_VOCAB["hour"], config.feature_dim)
+    self.weekday = keras.layers.Embedding(features.TIME_CROSS_VOCAB["weekday"],
+                                          config.feature_dim)
     if config.long_term != "none":
       self.attention = ClusterAwareTargetAttention(config.num_heads, config.key_dim,
                                                    config.use_log_size)
@@ -112,26 +119,34 @@ class CtrModel(keras.Model):
     self.top = [keras.layers.Dense(u, activation="relu") for u in config.hidden_units]
     self.top.append(keras.layers.Dense(1, activation="sigmoid"))
 
+  def build(self, input_shape):
+    """Every sublayer builds on the first call, from the shapes it is called with."""
+    self.built = True
+
+  def embed_items(self, inputs, prefix):
+    """Inherent embeddings (..., D_h) of the items `<prefix>_<f>` of inputs."""
+    return self.item_embedding([inputs[f"{prefix}_{f}"] for f in self.spec.candidate_fields])
+
   def _sequence(self, inputs, prefix):
     """(inherent (B, L, D_h), cross embeddings (B, L, J, 8), values K (B, L, D_h + 8J))."""
-    inherent = self.item_embedding(inputs[f"{prefix}_item"], inputs[f"{prefix}_category"],
-                                   inputs[f"{prefix}_year"])
+    inherent = self.embed_items(inputs, prefix)
     cross = self.cross_embedding(inputs[f"{prefix}_cross"])
     flat = ops.reshape(cross, ops.shape(cross)[:2] + (cross.shape[-2] * cross.shape[-1],))
     return inherent, cross, ops.concatenate([inherent, flat], axis=-1)
 
   def call(self, inputs):
-    single = len(inputs["target_item"].shape) == 1
-    target = {k: (inputs[k][:, None] if single else inputs[k]) for k in features.TARGET_KEYS}
-    query = self.item_embedding(target["target_item"], target["target_category"],
-                                target["target_year"])  # (B, C, D_h)
+    single = len(inputs["target_item_id"].shape) == 1
+    target = {k: (inputs[k][:, None] if single else inputs[k])
+              for k in features.target_keys(self.spec)}
+    query = self.embed_items(target, "target")  # (B, C, D_h)
     dense = inputs[features.DENSE]
     dense = self.dense_normalization(dense[:, None, :] if single else dense)  # (B, C, D)
     parts = [query, self.hour(target["target_hour"]), self.weekday(target["target_weekday"]),
              dense]
 
     if self.config.long_term != "none":
-      parts.append(self.long_term_interest(inputs, query, target["target_category"]))
+      parts.append(self.long_term_interest(inputs, query,
+                                           target[f"target_{self.spec.primary}"]))
 
     _, _, short_values = self._sequence(inputs, "short")
     short_mask = inputs["short_mask"]
@@ -147,8 +162,9 @@ class CtrModel(keras.Model):
     return x[:, 0] if single else x
 
   def long_term_interest(self, inputs, query, target_category):
-    """GSU + ESU (or SIM-hard search + ESU): (B, C, interest_dim)."""
-    inputs = _pad_long_to(inputs, self.config.gsu_top_k)
+    """GSU + ESU (or SIM-hard search + ESU over target_category, the spec's primary item
+    feature): (B, C, interest_dim)."""
+    inputs = _pad_long_to(inputs, self.config.gsu_top_k, self.spec)
     inherent, cross, values = self._sequence(inputs, "long")
     mask = inputs["long_mask"]
     attention = self.attention
@@ -163,8 +179,9 @@ class CtrModel(keras.Model):
     if self.config.long_term == "gsu":
       indices, valid = self.gsu(attention.summed_scores(keys, queries, bias, mask), mask)
     else:  # SIM-hard: same category as the target, the most recent first
+      category = inputs[f"long_{self.spec.primary}"]
       same = ops.logical_and(mask[:, None, :],
-                             inputs["long_category"][:, None, :] == target_category[..., None])
+                             category[:, None, :] == target_category[..., None])
       recency = ops.cast(ops.arange(ops.shape(mask)[1]), "float32")
       _, indices = ops.top_k(ops.where(same, recency, -1.0), self.config.gsu_top_k)
       valid = ops.take_along_axis(same, indices, axis=2)
@@ -172,26 +189,19 @@ class CtrModel(keras.Model):
     selected_alpha = attention.scores_at(keys, queries, bias, indices)  # (B, C, K, H)
     return self.esu(selected_alpha, gather_selected(values, indices), valid)
 
-  def item_keys(self, item, category, year):
-    """Cacheable GSU keys of items, K_h W_h / sqrt(d_k): (N,) ids -> (N, H, d_k).
-
-    They depend on the item alone, so the key cache computes them once per item.
-    """
-    if self.config.long_term == "none":
-      raise ValueError(f"{self.config.name} has no long-term attention, hence no item keys")
-    return self.attention.item_keys(self.item_embedding(item, category, year))
-
   def get_config(self):
-    return {"config": dataclasses.asdict(self.config), "item_vocab": self.item_vocab}
+    return {"config": dataclasses.asdict(self.config), "spec": self.spec.to_json(),
+            "vocab_sizes": self.vocab_sizes}
 
   @classmethod
   def from_config(cls, config):
     values = dict(config["config"])
     values["hidden_units"] = tuple(values["hidden_units"])
-    return cls(ModelConfig(**values), config["item_vocab"])
+    return cls(ModelConfig(**values), FeatureSpec.from_json(config["spec"]),
+               config["vocab_sizes"])
 
 
-def _pad_long_to(inputs, k: int):
+def _pad_long_to(inputs, k: int, spec: FeatureSpec):
   """Pads the long sequence with padding positions so that L >= k (also when L is only known
   at run time, as in TensorFlow's traced graphs): top-k then always takes k positions."""
   length = inputs["long_mask"].shape[1]
@@ -199,19 +209,20 @@ def _pad_long_to(inputs, k: int):
     return inputs
   extra = k if length is None else k - length
   padded = dict(inputs)
-  for key in features.sequence_keys("long"):
+  for key in features.sequence_keys(spec, "long"):
     value = inputs[key]
     widths = [(0, 0), (0, extra)] + [(0, 0)] * (len(value.shape) - 2)
     padded[key] = ops.pad(value, widths)
   return padded
 
 
-def build_model(config: ModelConfig | str, item_vocab: int) -> CtrModel:
-  """A model from a config or a preset name (PRESETS)."""
+def build_model(config: ModelConfig | str, spec: FeatureSpec, vocab_sizes: dict) -> CtrModel:
+  """A model from a config or a preset name (PRESETS), for data of `spec` with
+  vocabularies of `vocab_sizes` ({field: size})."""
   if isinstance(config, str):
     if config not in PRESETS:
       raise ValueError(f"unknown model {config!r}; presets: {sorted(PRESETS)}")
     config = PRESETS[config]
   if config.long_term not in LONG_TERM:
     raise ValueError(f"long_term must be one of {LONG_TERM}, got {config.long_term!r}")
-  return CtrModel(config, item_vocab)
+  return CtrModel(config, spec, vocab_sizes)

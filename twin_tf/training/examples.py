@@ -7,15 +7,16 @@ every sample.
 
 User record (one per user, tf.train.Example):
   user_id, cutoff, num_pre_cutoff       int64[1]  behaviors before the cutoff
-  history_<f>  for f in HISTORY_FIELDS  int64[T]  every behavior, sorted by (timestamp,
-                                                  item_id, play_time); features of an
-                                                  impression only read history[:history_end]
-  cluster_<f>  for f in CLUSTER_FIELDS  int64[C]  clusters of the behaviors before the cutoff
-                                                  (cluster_timestamp = members' mean)
+  history_<f>  for f in spec.sequence_fields  int64[T]  every behavior, sorted by
+                               (timestamp, item_id, play_time); features of an impression
+                               only read history[:history_end]
+  cluster_<f>  for f in spec.sequence_fields + (cluster_size,)  int64[C]  clusters of the
+                               behaviors before the cutoff (cluster_timestamp = members' mean)
 Impression record (one per impression, i.e. behavior at or after the cutoff):
-  user_id, item_id, category, year_bucket, timestamp, label, history_end, split   int64[1]
+  user_id, item_id, <spec.item_feature_names>, timestamp, label, history_end, split  int64[1]
   dense                                     float32[D]  statistics.DENSE_FEATURES, from
                                                         behaviors strictly before it
+(spec: the log's FeatureSpec, twin_tf.data.feature_spec, saved beside the records.)
 
 The split is chronological per user: of a user's impressions in time order, the last
 `test_fraction` are test, the `validation_fraction` before them validation, the rest train.
@@ -31,17 +32,19 @@ import numpy as np
 from twin_tf.clustering import completion_groups
 from twin_tf.clustering import records as cluster_records
 from twin_tf.data import schema
+from twin_tf.data.feature_spec import FeatureSpec
 from twin_tf.model import features
 from twin_tf.training import statistics
 
 SPLITS = ("train", "validation", "test")
-HISTORY_FIELDS = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET, schema.TIMESTAMP,
-                  schema.GROUP, schema.TAGGED)
-CLUSTER_FIELDS = HISTORY_FIELDS + (schema.CLUSTER_SIZE,)
-IMPRESSION_FIELDS = (schema.USER_ID, schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET,
-                     schema.TIMESTAMP, schema.LABEL, "history_end", "split")
 DENSE = features.DENSE
 NUM_PRE_CUTOFF = "num_pre_cutoff"
+
+
+def impression_fields(spec: FeatureSpec) -> tuple[str, ...]:
+  """The int64 fields of an impression record."""
+  return ((schema.USER_ID,) + spec.candidate_fields +
+          (schema.TIMESTAMP, schema.LABEL, "history_end", "split"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,17 +57,20 @@ class ExampleConfig:
 
 
 def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: ExampleConfig,
-                  item_stats: np.ndarray) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+                  item_stats: np.ndarray, spec: FeatureSpec
+                  ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
   """One user's behaviors and cluster record -> (user record, impressions).
 
   Args:
-    columns: the user's behavior columns (schema.BEHAVIOR_FIELDS), any order.
+    columns: the user's behavior columns (the fields of `spec`), any order.
     clusters: the user's decoded cluster record (twin_tf.clustering.records.decode).
     config: split fractions.
     item_stats: (N, len(statistics.ITEM_FEATURES)) per row of `columns`, computed over
       every user's behaviors (statistics.item_statistics of the whole log).
+    spec: the log's item features and flags.
   Returns:
-    (user record {name: array}, impressions {IMPRESSION_FIELDS: (I,) arrays, DENSE: (I, D)}).
+    (user record {name: array}, impressions {impression_fields(spec): (I,) arrays,
+    DENSE: (I, D)}).
   """
   order = np.lexsort((columns[schema.PLAY_TIME], columns[schema.ITEM_ID],
                       columns[schema.TIMESTAMP]))
@@ -76,16 +82,18 @@ def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: Exampl
   num_pre_cutoff = int(np.sum(timestamps < cutoff)) if cutoff >= 0 else len(timestamps)
   user = {schema.USER_ID: clusters[schema.USER_ID], cluster_records.CUTOFF: cutoff,
           NUM_PRE_CUTOFF: num_pre_cutoff}
-  user.update({f"history_{f}": history[f] for f in HISTORY_FIELDS})
-  user.update({f"cluster_{f}": clusters[f] for f in CLUSTER_FIELDS})
+  user.update({f"history_{f}": history[f] for f in spec.sequence_fields})
+  user.update({f"cluster_{f}": clusters[f]
+               for f in spec.sequence_fields + (schema.CLUSTER_SIZE,)})
 
   chosen = np.arange(num_pre_cutoff, len(timestamps)) if cutoff >= 0 else np.zeros(0, int)
-  impressions = {f: history[f][chosen] for f in IMPRESSION_FIELDS[:6]}
+  impressions = {f: history[f][chosen] for f in impression_fields(spec)[:-2]}
   impressions["history_end"] = np.searchsorted(timestamps, timestamps[chosen], side="left")
   impressions["split"] = split_ids(len(chosen), config)
   impressions[DENSE] = np.concatenate([
       statistics.user_statistics(history, impressions["history_end"],
-                                 impressions[schema.CATEGORY], impressions[schema.TIMESTAMP]),
+                                 impressions[spec.primary], impressions[schema.TIMESTAMP],
+                                 spec.primary),
       np.asarray(item_stats, np.float32)[order][chosen]], axis=1)
   return user, impressions
 

@@ -1,7 +1,8 @@
 """The practitioner's baseline: LightGBM on the same dense "other features" as the models.
 
 Inputs per impression: features.DENSE_FEATURES (statistics strictly before the impression)
-and the target item's category and year bucket (categorical). No sequence, no item id. It is
+and the target item's features of the FeatureSpec (categorical, as vocabulary indexes). No
+sequence, no item id. It is
 trained on the train split with early stopping on validation AUC and scored with the same
 metrics as every model (trainer.split_metrics), so a quality table shows what the sequence
 modules add over statistics.
@@ -18,7 +19,6 @@ from twin_tf.model import features
 from twin_tf.training.input_pipeline import ExampleData
 
 NAME = "GBDT"
-CATEGORICAL = (schema.CATEGORY, schema.YEAR_BUCKET)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,10 +36,12 @@ class GbdtConfig:
 
 
 def design_matrix(data: ExampleData, split: str) -> np.ndarray:
-  """(I, D + 2) float32: dense features, then the target's category and year bucket."""
+  """(I, D + F) float32: dense features, then the vocabulary indexes of the target's F item
+  features."""
   imp = data.impressions[split]
-  return np.concatenate([imp[features.DENSE]] + [imp[f][:, None].astype(np.float32)
-                                                 for f in CATEGORICAL], axis=1)
+  return np.concatenate([imp[features.DENSE]] + [
+      data.vocabularies[f].lookup(imp[f])[:, None].astype(np.float32)
+      for f in data.spec.item_feature_names], axis=1)
 
 
 def train_and_score(data: ExampleData, config: GbdtConfig = GbdtConfig(),
@@ -47,9 +49,10 @@ def train_and_score(data: ExampleData, config: GbdtConfig = GbdtConfig(),
   """Fits on train (early stopping on validation AUC); returns (scores of `split` (I,),
   boosting rounds kept)."""
   import lightgbm  # pylint: disable=import-outside-toplevel
-  names = list(features.DENSE_FEATURES + CATEGORICAL)
+  categorical = list(data.spec.item_feature_names)
   datasets = {s: lightgbm.Dataset(design_matrix(data, s), data.impressions[s][schema.LABEL],
-                                  feature_name=names, categorical_feature=list(CATEGORICAL),
+                                  feature_name=list(features.DENSE_FEATURES) + categorical,
+                                  categorical_feature=categorical,
                                   free_raw_data=False)
               for s in ("train", "validation")}
   params = {"objective": "binary", "metric": "auc", "verbosity": -1,

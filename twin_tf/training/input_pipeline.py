@@ -20,29 +20,34 @@ import pathlib
 
 import numpy as np
 
-from twin_tf.data import schema, tfexample
+from twin_tf.data import feature_spec, schema, tfexample
+from twin_tf.data.feature_spec import FeatureSpec
 from twin_tf.model import features
+from twin_tf.model.vocabulary import Vocabularies
 from twin_tf.training import examples, statistics
 
 BUCKETS = (32, 128, 512, 1024, 2048, 4096, 10_000)
 LONG_SOURCES = ("clusters", "raw", "uniform")
-_FIELDS = (schema.ITEM_ID, schema.CATEGORY, schema.YEAR_BUCKET, schema.TIMESTAMP,
-           schema.GROUP, schema.TAGGED)
 
 
 @dataclasses.dataclass
 class ExampleData:
-  """Users as padded tables, impressions per split, and the item vocabulary.
+  """Users as padded tables, impressions per split, the feature spec and the vocabularies.
 
   Attributes:
+    spec: the item features and flags of the examples (their feature_spec.json).
     user_ids: (U,) sorted.
-    history: {field: (U, T) int64}, behaviors in time order, zero padded; history_len (U,).
+    history: {field: (U, T) int64} for spec.sequence_fields, behaviors in time order, zero
+      padded (raw ids); history_len (U,).
     num_pre_cutoff: (U,) behaviors before the user's cutoff.
     clusters: {field: (U, C) int64} plus cluster_size; cluster_len (U,).
-    impressions: {split: {IMPRESSION_FIELDS + "user_row": (I,) int64, "dense": (I, D)
-      float32}}.
-    vocabulary: item vocabulary (built from train targets and pre-cutoff behaviors).
+    impressions: {split: {examples.impression_fields(spec) + "user_row": (I,) int64,
+      "dense": (I, D) float32}}.
+    vocabularies: of the item id and item features (built from train targets and pre-cutoff
+      behaviors, or hashed).
   """
+
+  spec: FeatureSpec
 
   user_ids: np.ndarray
   history: dict[str, np.ndarray]
@@ -51,7 +56,7 @@ class ExampleData:
   clusters: dict[str, np.ndarray]
   cluster_len: np.ndarray
   impressions: dict[str, dict[str, np.ndarray]]
-  vocabulary: features.ItemVocabulary
+  vocabularies: Vocabularies
 
 
 def _pad(rows: list[np.ndarray], fill: int = 0) -> np.ndarray:
@@ -63,35 +68,46 @@ def _pad(rows: list[np.ndarray], fill: int = 0) -> np.ndarray:
 
 
 def load_example_data(folder: str | pathlib.Path,
-                      vocabulary: features.ItemVocabulary | None = None) -> ExampleData:
-  """Reads users-* and impressions_<split>-* written by beam_pipelines.build_examples."""
+                      vocabularies: Vocabularies | None = None) -> ExampleData:
+  """Reads users-* and impressions_<split>-* written by beam_pipelines.build_examples.
+
+  Without `vocabularies` (a trained run's), they are built from this data's train split.
+  """
   folder = str(folder).rstrip("/")
+  spec = feature_spec.load(folder)
   users = sorted(tfexample.read(f"{folder}/users-*"), key=lambda u: int(u[schema.USER_ID][0]))
   user_ids = np.array([int(u[schema.USER_ID][0]) for u in users], dtype=np.int64)
-  history = {f: _pad([u[f"history_{f}"] for u in users]) for f in _FIELDS}
+  fields = spec.sequence_fields
+  history = {f: _pad([u[f"history_{f}"] for u in users]) for f in fields}
   clusters = {f: _pad([u[f"cluster_{f}"] for u in users])
-              for f in _FIELDS + (schema.CLUSTER_SIZE,)}
+              for f in fields + (schema.CLUSTER_SIZE,)}
   data = ExampleData(
-      user_ids=user_ids, history=history,
+      spec=spec, user_ids=user_ids, history=history,
       history_len=np.array([len(u[f"history_{schema.ITEM_ID}"]) for u in users]),
       num_pre_cutoff=np.array([int(u[examples.NUM_PRE_CUTOFF][0]) for u in users]),
       clusters=clusters,
       cluster_len=np.array([len(u[f"cluster_{schema.CLUSTER_SIZE}"]) for u in users]),
-      impressions={}, vocabulary=vocabulary)
+      impressions={}, vocabularies=vocabularies)
   for split in examples.SPLITS:
     records = tfexample.read(f"{folder}/impressions_{split}-*")
     table = {name: np.array([r[name][0] for r in records], dtype=np.int64)
-             for name in examples.IMPRESSION_FIELDS}
+             for name in examples.impression_fields(spec)}
     table[examples.DENSE] = np.array([r[examples.DENSE] for r in records], np.float32
                                      ).reshape(len(records), len(statistics.DENSE_FEATURES))
     table["user_row"] = np.searchsorted(user_ids, table[schema.USER_ID])
     data.impressions[split] = table
-  if data.vocabulary is None:
+  if data.vocabularies is None:
     pre_cutoff = np.arange(history[schema.ITEM_ID].shape[1])[None, :] < \
         data.num_pre_cutoff[:, None]
-    data.vocabulary = features.ItemVocabulary(np.concatenate([
-        data.impressions["train"][schema.ITEM_ID], history[schema.ITEM_ID][pre_cutoff]]))
+    data.vocabularies = Vocabularies.from_values(spec, {
+        f: np.concatenate([data.impressions["train"][f], history[f][pre_cutoff]])
+        for f in spec.candidate_fields})
   return data
+
+
+def oov_shares(data: ExampleData) -> dict[str, dict[str, float]]:
+  """{split: {field: share of the split's targets out of vocabulary}} per data vocabulary."""
+  return {split: data.vocabularies.oov_shares(imp) for split, imp in data.impressions.items()}
 
 
 def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed: int = 0,
@@ -135,7 +151,7 @@ class DatasetBuilder:
                buckets=BUCKETS, budget: int | None = None):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     self._tf, self.data, self.source, self.buckets = tf, data, source, tuple(buckets)
-    vocab = data.vocabulary
+    spec, vocabularies = data.spec, data.vocabularies
     index = long_term_index(data, source, max_raw, seed, budget)  # (U, L)
     if index.shape[1] > self.buckets[-1]:  # keep the most recent positions of each user
       index = _pad([row[row >= 0][-self.buckets[-1]:] for row in index], fill=-1)
@@ -144,8 +160,8 @@ class DatasetBuilder:
     index = np.pad(index, ((0, 0), (0, width - index.shape[1])), constant_values=-1)
     table = data.clusters if source == "clusters" else data.history
     safe = np.maximum(index, 0)
-    gathered = {f: np.take_along_axis(table[f], safe, axis=1) for f in _FIELDS}
-    gathered[schema.ITEM_ID] = vocab.lookup(gathered[schema.ITEM_ID])
+    gathered = {f: np.take_along_axis(table[f], safe, axis=1) for f in spec.sequence_fields}
+    gathered.update({f: v.lookup(gathered[f]) for f, v in vocabularies.items()})
     size = (np.take_along_axis(table[schema.CLUSTER_SIZE], safe, axis=1)
             if source == "clusters" else np.ones_like(safe))
     valid = index >= 0
@@ -153,7 +169,7 @@ class DatasetBuilder:
     self._long["size"] = tf.constant(np.where(valid, size, 0).astype(np.float32))
     self._long["mask"] = tf.constant(valid)
     history = dict(data.history)
-    history[schema.ITEM_ID] = vocab.lookup(history[schema.ITEM_ID])
+    history.update({f: v.lookup(history[f]) for f, v in vocabularies.items()})
     self._history = {f: tf.constant(v) for f, v in history.items()}
 
   def example_lengths(self, split: str) -> np.ndarray:
@@ -197,16 +213,16 @@ class DatasetBuilder:
   def _impression_tensors(self, split: str) -> dict:
     tf = self._tf
     table = dict(self.data.impressions[split])
-    table[schema.ITEM_ID] = self.data.vocabulary.lookup(table[schema.ITEM_ID])
+    table.update({f: v.lookup(table[f]) for f, v in self.data.vocabularies.items()})
     return {k: tf.constant(v) for k, v in table.items()}
 
   def _batch(self, imp: dict, idx, length: int):
     tf = self._tf
     rows = tf.gather(imp["user_row"], idx)
     target_time = tf.gather(imp[schema.TIMESTAMP], idx)
+    spec = self.data.spec
     inputs = features.target_inputs(
-        tf, *(tf.gather(imp[f], idx) for f in (schema.ITEM_ID, schema.CATEGORY,
-                                               schema.YEAR_BUCKET)), target_time)
+        tf, spec, {f: tf.gather(imp[f], idx) for f in spec.candidate_fields}, target_time)
     long = {f: tf.gather(v, rows)[:, :length] for f, v in self._long.items()}
     inputs.update(self._sequence("long", long, target_time, length))
     # Short-term: the SHORT_LENGTH behaviors just before the impression, oldest first.
@@ -223,9 +239,9 @@ class DatasetBuilder:
     return inputs, label
 
   def _sequence(self, prefix, seq, target_time, length):
-    out = features.sequence_inputs(
-        self._tf, prefix, seq[schema.ITEM_ID], seq[schema.CATEGORY], seq[schema.YEAR_BUCKET],
-        seq[schema.GROUP], seq[schema.TAGGED], seq[schema.TIMESTAMP], seq["size"],
-        seq["mask"], target_time[:, None])
+    spec = self.data.spec
+    out = features.sequence_inputs(self._tf, spec, prefix, seq, seq["size"], seq["mask"],
+                                   target_time[:, None])
     return {k: self._tf.ensure_shape(v, [None, length] + (
-        [len(features.CROSS_FEATURES)] if k.endswith("cross") else [])) for k, v in out.items()}
+        [len(features.cross_features(spec))] if k.endswith("cross") else []))
+        for k, v in out.items()}

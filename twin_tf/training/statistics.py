@@ -15,7 +15,8 @@ known duration.
   user_completion_mean, _std     completion ratio of those behaviors
   user_log_gap_days              log1p(days since the user's previous behavior)
   user_log_tenure_days           log1p(days since the user's first behavior)
-  user_category_share            share of those behaviors in the target's category
+  user_category_share            share of those behaviors in the target's category (the
+                                 FeatureSpec's primary item feature)
   user_category_positive_rate    smoothed click rate in the target's category
   item_log_count                 log1p(every user's behaviors on the item before t)
   item_positive_rate             their smoothed click rate
@@ -86,13 +87,15 @@ def item_statistics(columns: dict[str, np.ndarray]) -> np.ndarray:
 
 
 def user_statistics(history: dict[str, np.ndarray], history_end: np.ndarray,
-                    target_category: np.ndarray, target_time: np.ndarray) -> np.ndarray:
+                    target_category: np.ndarray, target_time: np.ndarray,
+                    category: str) -> np.ndarray:
   """USER_FEATURES of one user's impressions.
 
   Args:
     history: the user's behavior columns sorted by timestamp (T,).
     history_end: (I,) per impression, the number of behaviors with timestamp < its time.
     target_category, target_time: (I,) the impressions' item category and timestamp.
+    category: the history column that holds the category (FeatureSpec.primary).
   Returns:
     (I, len(USER_FEATURES)) float32.
   """
@@ -112,13 +115,17 @@ def user_statistics(history: dict[str, np.ndarray], history_end: np.ndarray,
   std = np.sqrt(np.maximum(completion_sq[end] / known_count - mean ** 2, 0))
   last = times[np.maximum(end - 1, 0)] if len(times) else np.zeros_like(end)
   first = times[0] if len(times) else 0
-  # Behaviors of the target's category before `end`: keys (category, position) sorted.
+  # Behaviors of the target's category before `end`: keys (category code, position) sorted;
+  # codes index the user's distinct categories (a target's unseen category gets its own).
   width = len(times) + 1
-  category = history[schema.CATEGORY]
-  keys = np.sort(category * width + np.arange(len(times)))
-  by_key = np.argsort(category * width + np.arange(len(times)), kind="stable")
-  low = np.searchsorted(keys, target_category * width)
-  high = np.searchsorted(keys, target_category * width + end)
+  seen, code = np.unique(history[category], return_inverse=True)
+  at = np.minimum(np.searchsorted(seen, target_category), max(len(seen) - 1, 0))
+  target_code = np.where(seen[at] == target_category, at, len(seen)) if len(seen) else \
+      np.zeros_like(target_category)
+  keys = np.sort(code * width + np.arange(len(times)))
+  by_key = np.argsort(code * width + np.arange(len(times)), kind="stable")
+  low = np.searchsorted(keys, target_code * width)
+  high = np.searchsorted(keys, target_code * width + end)
   category_positives = _prefix(labels[by_key])
   in_category = (high - low).astype(np.float64)
   stats = np.stack([

@@ -2,7 +2,9 @@
 
 A run directory holds:
   config.json              the TrainConfig (and the model's ModelConfig)
-  vocabulary.npy           item ids of the item vocabulary (index = position + 2)
+  feature_spec.json        the examples' item features and flags (twin_tf.data.feature_spec)
+  vocabulary.npz           known ids of each data vocabulary (twin_tf.model.vocabulary)
+  oov.json                 per split and feature, the share of targets out of vocabulary
   backup/                  BackupAndRestore state: a killed run resumes mid-epoch from here
   checkpoints/best.weights.h5   best validation AUC so far (ModelCheckpoint)
   logs/                    TensorBoard
@@ -24,8 +26,14 @@ from twin_tf.config import TrainConfig  # noqa: F401  (also imported from here)
 from twin_tf.data import schema
 from twin_tf.model import features
 from twin_tf.model.ctr_model import PRESETS, build_model
+from twin_tf.model.vocabulary import Vocabularies
 from twin_tf.training import diversity, metrics, ranking
-from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData, load_example_data
+from twin_tf.training.input_pipeline import (
+  DatasetBuilder,
+  ExampleData,
+  load_example_data,
+  oov_shares,
+)
 
 
 def _builder(config: TrainConfig, data: ExampleData) -> DatasetBuilder:
@@ -49,12 +57,17 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   config_lib.save(config, out / "config.json")
   keras.utils.set_random_seed(config.seed)
   data = data or load_example_data(config.examples)
-  data.vocabulary.save(out / "vocabulary.npy")
+  data.vocabularies.save(out)
+  oov = oov_shares(data)
+  (out / "oov.json").write_text(json.dumps(oov, indent=2) + "\n")
+  print("out of vocabulary (share of targets): " + "; ".join(
+      f"{split} " + ", ".join(f"{f} {share:.1%}" for f, share in shares.items())
+      for split, shares in oov.items()), flush=True)
   builder = _builder(config, data)
   train_ds, _ = builder.dataset("train", config.batch_size, shuffle=True, seed=config.seed)
   validation_ds, _ = builder.dataset("validation", config.batch_size * 4)
 
-  model = _built_model(config.model, len(data.vocabulary), config.item_l2)
+  model = _built_model(config.model, data.vocabularies, config.item_l2)
   model.dense_normalization.adapt(data.impressions["train"][features.DENSE])
   learning_rate = config.learning_rate
   if config.cosine_decay:
@@ -80,7 +93,8 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   ]
   start = time.time()
   history = model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs,
-                      callbacks=callbacks, verbose=verbose)
+                      callbacks=callbacks, verbose=verbose,
+                      shuffle=False)  # the dataset shuffles itself, per epoch
   best = out / "checkpoints" / "best.weights.h5"
   if best.exists():  # EarlyStopping restores only when it stopped early
     model.load_weights(str(best))
@@ -89,22 +103,23 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   return history.history
 
 
-def _built_model(model_name: str, item_vocab: int, item_l2: float = 0.0):
+def _built_model(model_name: str, vocabularies: Vocabularies, item_l2: float = 0.0):
   """A new model with its variables created (by a call on placeholder inputs)."""
-  model = build_model(dataclasses.replace(PRESETS[model_name], item_l2=item_l2), item_vocab)
-  model(features.placeholder_inputs())
+  model = build_model(dataclasses.replace(PRESETS[model_name], item_l2=item_l2),
+                      vocabularies.spec, vocabularies.sizes())
+  model(features.placeholder_inputs(vocabularies.spec))
   return model
 
 
 def restore_model(run_dir: str | pathlib.Path):
-  """(model with the run's final weights, item vocabulary, TrainConfig) of a finished run,
+  """(model with the run's final weights, its Vocabularies, TrainConfig) of a finished run,
   on the current Keras backend."""
   run_dir = pathlib.Path(run_dir)
   config = config_lib.load(TrainConfig, run_dir / "config.json")
-  vocabulary = features.ItemVocabulary.load(run_dir / "vocabulary.npy")
-  model = _built_model(config.model, len(vocabulary))
+  vocabularies = Vocabularies.load(run_dir)
+  model = _built_model(config.model, vocabularies)
   model.load_weights(str(run_dir / "model.weights.h5"))
-  return model, vocabulary, config
+  return model, vocabularies, config
 
 
 def load_trained(config: TrainConfig, data: ExampleData):
@@ -120,8 +135,7 @@ def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None 
   trained run. Writes metrics_<split>.json and the
   scores, predictions_<split>.npz (impression index, score)."""
   out = pathlib.Path(config.output_dir)
-  data = data or load_example_data(config.examples,
-                                   features.ItemVocabulary.load(out / "vocabulary.npy"))
+  data = data or load_example_data(config.examples, Vocabularies.load(out))
   model, builder = load_trained(config, data)
   dataset, order = builder.dataset(split, config.batch_size * 4)
   scores = model.predict(dataset, verbose=0).reshape(-1)
@@ -142,5 +156,6 @@ def split_metrics(data: ExampleData, split: str, scores: np.ndarray, order: np.n
   activity = data.num_pre_cutoff[impressions["user_row"][order]]
   return {"split": split, "impressions": int(len(labels)),
           **metrics.all_metrics(labels, scores, users, activity),
-          "diversity": diversity.diversity(scores, users, impressions[schema.CATEGORY][order]),
+          "diversity": diversity.diversity(scores, users,
+                                           impressions[data.spec.primary][order]),
           "ranking": ranking.ranking_metrics(scores, users, labels)}

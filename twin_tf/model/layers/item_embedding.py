@@ -1,4 +1,4 @@
-"""Inherent item features (id, category, release bucket) -> one embedding vector, K_h."""
+"""Inherent item features (the id and the FeatureSpec's item features) -> one vector, K_h."""
 
 import keras
 from keras import ops
@@ -10,38 +10,38 @@ class ItemEmbedding(keras.layers.Layer):
   sequences, so a cluster's key and a candidate's query live in the same space.
 
   Args:
-    item_vocab, category_vocab, year_vocab: vocabulary sizes (index 0 is padding).
-    item_dim: item-id embedding size.  feature_dim: category / year embedding size.
+    vocab_sizes: {field: vocabulary size (index 0 is padding)}, the item id first.
+    item_dim: item-id embedding size.  feature_dim: every other feature's embedding size.
     item_l2: L2 penalty on the item-id table (0: none).
 
   Call:
-    item, category, year: (...) int ids.
-    returns: (..., item_dim + 2 * feature_dim).
+    ids: list of (...) int ids, one per field in vocab_sizes order.
+    returns: (..., item_dim + (F - 1) * feature_dim) for F fields.
   """
 
-  def __init__(self, item_vocab: int, category_vocab: int, year_vocab: int,
-               item_dim: int = 32, feature_dim: int = 8, item_l2: float = 0.0, **kwargs):
+  def __init__(self, vocab_sizes: dict, item_dim: int = 32, feature_dim: int = 8,
+               item_l2: float = 0.0, **kwargs):
     super().__init__(**kwargs)
-    self.item_vocab, self.category_vocab, self.year_vocab = item_vocab, category_vocab, year_vocab
+    self.vocab_sizes = {str(k): int(v) for k, v in vocab_sizes.items()}
     self.item_dim, self.feature_dim, self.item_l2 = item_dim, feature_dim, item_l2
-    self.item = keras.layers.Embedding(
-        item_vocab, item_dim, name="item",
-        embeddings_regularizer=keras.regularizers.L2(item_l2) if item_l2 else None)
-    self.category = keras.layers.Embedding(category_vocab, feature_dim, name="category")
-    self.year = keras.layers.Embedding(year_vocab, feature_dim, name="year")
+    sizes = list(self.vocab_sizes.items())
+    self.tables = [keras.layers.Embedding(
+        sizes[0][1], item_dim, name="item",
+        embeddings_regularizer=keras.regularizers.L2(item_l2) if item_l2 else None)]
+    self.tables += [keras.layers.Embedding(size, feature_dim, name=name)
+                    for name, size in sizes[1:]]
 
   @property
   def output_dim(self) -> int:
-    return self.item_dim + 2 * self.feature_dim
+    return self.item_dim + (len(self.tables) - 1) * self.feature_dim
 
-  def build(self, item_shape, category_shape=None, year_shape=None):
-    for layer in (self.item, self.category, self.year):
-      layer.build(item_shape)
+  def build(self, ids_shape):
+    for layer, shape in zip(self.tables, ids_shape):
+      layer.build(shape)
 
-  def call(self, item, category, year):
-    return ops.concatenate([self.item(item), self.category(category), self.year(year)], axis=-1)
+  def call(self, ids):
+    return ops.concatenate([table(i) for table, i in zip(self.tables, ids)], axis=-1)
 
   def get_config(self):
-    return {**super().get_config(), "item_vocab": self.item_vocab,
-            "category_vocab": self.category_vocab, "year_vocab": self.year_vocab,
-            "item_dim": self.item_dim, "feature_dim": self.feature_dim, "item_l2": self.item_l2}
+    return {**super().get_config(), "vocab_sizes": self.vocab_sizes, "item_dim": self.item_dim,
+            "feature_dim": self.feature_dim, "item_l2": self.item_l2}

@@ -1,0 +1,42 @@
+"""The model follows its data's FeatureSpec: one embedding per item feature, J cross features."""
+
+import numpy as np
+
+from twin_tf.data.feature_spec import KUAIRAND, MOVIELENS
+from twin_tf.model import features
+from twin_tf.model.ctr_model import CtrModel, build_model
+
+
+def test_a_kuairand_model_embeds_every_item_feature_and_flag():
+  sizes = {"item_id": 50, "tag": 12, "author_id": 103, "music_id": 103, "upload_type": 5}
+  model = build_model("TwinV2", KUAIRAND, sizes)
+  inputs = features.placeholder_inputs(KUAIRAND, batch=3, length=7)
+  assert inputs["long_cross"].shape == (3, 7, 4 + len(KUAIRAND.behavior_flags))
+  rng = np.random.default_rng(0)
+  for prefix, shape in (("target", (3,)), ("long", (3, 7)), ("short", (3, 50))):
+    for field, size in sizes.items():
+      inputs[f"{prefix}_{field}"] = rng.integers(2, size, shape).astype(np.int32)
+  inputs["long_mask"][:] = True
+  inputs["long_size"][:] = 1.0
+  scores = np.asarray(model(inputs))
+  assert scores.shape == (3,) and np.all((scores > 0) & (scores < 1))
+  assert model.item_embedding.output_dim == 32 + 4 * 8
+  assert [t.input_dim for t in model.item_embedding.tables] == list(sizes.values())
+  assert model.cross_embedding.vocab_sizes == features.cross_vocab(KUAIRAND)
+  restored = CtrModel.from_config(model.get_config())
+  assert restored.spec == KUAIRAND and restored.vocab_sizes == sizes
+
+
+def test_simhard_searches_the_primary_item_feature():
+  sizes = {"item_id": 20, "category": 6, "year_bucket": 9}
+  model = build_model("SimHard", MOVIELENS, sizes)
+  inputs = features.placeholder_inputs(MOVIELENS, batch=1, length=120)
+  inputs["long_mask"][:] = True
+  inputs["long_category"][0, :60] = 3
+  inputs["target_category"][:] = 3
+  scores = np.asarray(model(inputs))
+  inputs["long_year_bucket"][0, :60] = 5  # behaviors SIM-hard keeps: the score moves
+  assert not np.allclose(np.asarray(model(inputs)), scores)
+  inputs["long_year_bucket"][0, :60] = 0
+  inputs["long_year_bucket"][0, 60:] = 5  # behaviors of other categories: it does not
+  np.testing.assert_allclose(np.asarray(model(inputs)), scores, rtol=1e-6)

@@ -33,6 +33,7 @@ import threading
 import grpc
 import numpy as np
 import tensorflow as tf
+from google.protobuf import json_format
 from tensorflow.core.protobuf import saved_model_pb2
 from tensorflow_serving.apis import (
   get_model_metadata_pb2,
@@ -41,6 +42,11 @@ from tensorflow_serving.apis import (
   predict_pb2,
   prediction_service_pb2_grpc,
 )
+
+from twin_tf.data import feature_spec, schema
+from twin_tf.data.feature_spec import FeatureSpec
+from twin_tf.export.saved_model import CANDIDATE_DENSE, EXTRA, WARMUP_FILE
+from twin_tf.model import features
 
 MAX_REQUEST_ELEMENTS = 20_000_000  # per input; bigger requests are refused, not attempted
 # Messages up to 2 GiB, as TF Serving accepts (gRPC's default is 4 MiB): a request of 10^5
@@ -64,6 +70,7 @@ class LoadedVersion:
   version: int
   loaded: object  # the tf.saved_model.load result
   signature_defs: dict  # name -> SignatureDef proto
+  spec: FeatureSpec  # the export's (its field names and flags)
 
 
 def _signature_defs(version_dir: pathlib.Path) -> dict:
@@ -73,32 +80,46 @@ def _signature_defs(version_dir: pathlib.Path) -> dict:
 
 
 class VersionStore:
-  """The loaded versions of one model; polls its base path for new version folders."""
+  """The loaded versions of one model; polls its base path for new version folders.
+
+  A new version is loaded and warmed with its own warmup requests
+  (assets.extra/tf_serving_warmup_requests, as TF Serving replays them) before it takes
+  traffic; the previous one serves until then. A version that fails to load is logged once
+  and tried again only when its folder changes.
+  """
 
   def __init__(self, base_path: str | pathlib.Path, poll_seconds: float = 1.0):
     self.base_path, self.poll_seconds = pathlib.Path(base_path), poll_seconds
     self._current: LoadedVersion | None = None
+    self._failed: dict[int, float] = {}  # version -> folder mtime when it failed
     self._lock = threading.Lock()
     self._stop = threading.Event()
     self._thread = None
 
   def refresh(self) -> None:
-    """Loads the highest complete version if it is new, then makes it current."""
+    """Loads and warms the highest complete version if it is new, then makes it current."""
     versions = sorted(int(p.name) for p in self.base_path.iterdir()
                       if p.name.isdigit() and (p / "saved_model.pb").exists()) \
         if self.base_path.exists() else []
     if not versions or (self._current and self._current.version == versions[-1]):
       return
     version_dir = self.base_path / str(versions[-1])
+    stamp = version_dir.stat().st_mtime
+    if self._failed.get(versions[-1]) == stamp:
+      return  # unchanged since it failed: logged already
     try:
       loaded = LoadedVersion(versions[-1], tf.saved_model.load(str(version_dir)),
-                             _signature_defs(version_dir))
+                             _signature_defs(version_dir),
+                             feature_spec.load(version_dir / EXTRA))
+      warmed = warm_up(loaded, version_dir)
     except Exception:  # pylint: disable=broad-except
-      LOG.exception("could not load %s; will retry", version_dir)
+      self._failed[versions[-1]] = stamp
+      LOG.exception("could not load %s; serving %s until that folder changes", version_dir,
+                    f"version {self._current.version}" if self._current else "nothing")
       return
     with self._lock:
       previous, self._current = self._current, loaded  # in-flight requests keep `previous`
-    LOG.info("serving version %d%s", loaded.version,
+    LOG.info("serving version %d after %d warmup requests%s", loaded.version, warmed,
              f" (unloaded {previous.version})" if previous else "")
 
   def get(self, version: int | None = None) -> LoadedVersion:
@@ -124,15 +145,21 @@ class VersionStore:
     self._stop.set()
 
 
-def validate_inputs(signature_def, arrays: dict[str, np.ndarray]) -> None:
+def validate_inputs(signature_def, arrays: dict[str, np.ndarray],
+                    spec: FeatureSpec | None = None) -> None:
   """Raises INVALID_ARGUMENT naming the input for any mismatch with the signature, and for
-  values the model would silently mis-score."""
+  values the model would silently mis-score: inputs of one sequence (or of the candidates)
+  that disagree in shape, an empty batch, and, with the export's FeatureSpec, completion
+  groups above features.MAX_GROUPS, flags other than 0/1 and sizes <= 0 at valid positions
+  (each would land in another feature's rows of the shared tables)."""
   expected = signature_def.inputs
   missing = sorted(set(expected) - set(arrays))
   extra = sorted(set(arrays) - set(expected))
   if missing or extra:
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                        f"inputs do not match the signature: missing {missing}, extra {extra}")
+  if all(arrays[name].shape[:1] == (0,) for name in expected):  # before ranks: JSON's [] is 1-D
+    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "empty batch (B = 0)")
   for name in expected:  # first: JSON cannot carry the trailing sizes of an empty array
     if name.startswith("candidate_") and arrays[name].ndim > 1 and arrays[name].shape[1] == 0:
       raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r}: no candidates")
@@ -140,35 +167,98 @@ def validate_inputs(signature_def, arrays: dict[str, np.ndarray]) -> None:
     value = arrays[name]
     want = tf.dtypes.as_dtype(info.dtype).as_numpy_dtype
     if value.dtype != want:
-      raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"input {name!r}: dtype {value.dtype}, expected {np.dtype(want)}")
-    if len(info.tensor_shape.dim) != value.ndim:
-      raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"input {name!r}: rank {value.ndim} (shape {value.shape}), "
-                         f"expected rank {len(info.tensor_shape.dim)}")
+      _refuse(name, f"dtype {value.dtype}, expected {np.dtype(want)}")
+    dims = [d.size for d in info.tensor_shape.dim]
+    if len(dims) != value.ndim:
+      _refuse(name, f"rank {value.ndim} (shape {value.shape}), expected rank {len(dims)}")
+    if any(0 <= d != v for d, v in zip(dims, value.shape)):
+      _refuse(name, f"shape {value.shape}, expected {tuple(d if d >= 0 else None for d in dims)}")
     if value.size > MAX_REQUEST_ELEMENTS:
-      raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                         f"input {name!r}: {value.size:,} values, over the limit of "
-                         f"{MAX_REQUEST_ELEMENTS:,} per input")
+      _refuse(name, f"{value.size:,} values, over the limit of {MAX_REQUEST_ELEMENTS:,} per "
+              "input")
     if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
-      raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r}: NaN or infinity")
+      _refuse(name, "NaN or infinity")
     if np.issubdtype(value.dtype, np.integer) and np.any(value < 0):
-      raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r}: negative values")
+      _refuse(name, "negative values")
   batch = {arrays[name].shape[0] for name in expected}
   if len(batch) > 1:
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                        f"inputs disagree on the batch size: {sorted(batch)}")
-  for name in expected:
-    if name.endswith("_length"):
-      width = arrays[name.replace("_length", "_item_id")].shape[-1]
-      if np.any(arrays[name] > width):
-        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
-                           f"input {name!r}: a length exceeds the padded width {width}")
+  _check_shapes(arrays)
+  if spec is not None:
+    _check_ranges(arrays, spec)
 
 
-def predict(store: VersionStore, model_name: str, request_model: str, version: int | None,
-            signature: str, arrays: dict[str, np.ndarray]) -> tuple[int, dict]:
-  """(version, outputs) of one request, or RequestError."""
+def _refuse(name: str, reason: str):
+  raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r}: {reason}")
+
+
+def _check_shapes(arrays: dict[str, np.ndarray]) -> None:
+  """Every field of a sequence (and of the candidates) has one shape; lengths, dense
+  features and per-candidate sequences (esu) agree with it."""
+  candidate = [n for n in arrays if n.startswith("candidate_") and n != CANDIDATE_DENSE]
+  shapes = {}
+  for prefix, names in (("candidate", candidate),) + tuple(
+      (p, [n for n in arrays if n.startswith(f"{p}_") and n != f"{p}_length"])
+      for p in ("long", "short")):
+    for name in names:
+      shapes.setdefault(prefix, (name, arrays[name].shape))
+      first, shape = shapes[prefix]
+      if arrays[name].shape != shape:
+        _refuse(name, f"shape {arrays[name].shape} disagrees with {first!r} {shape}")
+  for prefix in ("long", "short"):
+    if prefix in shapes and f"{prefix}_length" in arrays:
+      if arrays[f"{prefix}_length"].shape != shapes[prefix][1][:-1]:
+        _refuse(f"{prefix}_length", f"shape {arrays[f'{prefix}_length'].shape}, expected "
+                f"{shapes[prefix][1][:-1]} (one length per sequence)")
+      width = shapes[prefix][1][-1]
+      if np.any(arrays[f"{prefix}_length"] > width):
+        _refuse(f"{prefix}_length", f"a length exceeds the padded width {width}")
+  if "candidate" in shapes:
+    c_name, c_shape = shapes["candidate"]
+    if CANDIDATE_DENSE in arrays and arrays[CANDIDATE_DENSE].shape[:2] != c_shape:
+      _refuse(CANDIDATE_DENSE, f"shape {arrays[CANDIDATE_DENSE].shape} disagrees with "
+              f"{c_name!r} {c_shape}")
+    long = shapes.get("long")
+    if long and len(long[1]) == 3 and long[1][:2] != c_shape:  # esu: clusters per candidate
+      _refuse(long[0], f"shape {long[1]}: (B, C, K) with (B, C) = {c_shape} of {c_name!r}")
+
+
+def _check_ranges(arrays: dict[str, np.ndarray], spec: FeatureSpec) -> None:
+  for prefix in ("long", "short"):
+    if f"{prefix}_length" not in arrays:
+      continue
+    size = arrays[f"{prefix}_size"]
+    valid = np.arange(size.shape[-1]) < arrays[f"{prefix}_length"][..., None]
+    limits = {f"{prefix}_{schema.GROUP}": features.MAX_GROUPS}
+    limits.update({f"{prefix}_{flag}": 1 for flag in spec.behavior_flags})
+    for name, limit in limits.items():
+      if name in arrays and np.any(arrays[name][valid] > limit):
+        _refuse(name, f"values above {limit} at valid positions (at most {limit})")
+    if np.any(size[valid] <= 0):
+      _refuse(f"{prefix}_size", "sizes must be > 0 at valid positions")
+
+
+def warm_up(loaded: LoadedVersion, version_dir: pathlib.Path) -> int:
+  """Replays the version's warmup requests (each signature they name); returns their count."""
+  path = version_dir / EXTRA / WARMUP_FILE
+  if not path.exists():
+    return 0
+  from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+  count = 0
+  for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+    request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+    signature = request.model_spec.signature_name or "serving_default"
+    loaded.loaded.signatures[signature](**{k: tf.constant(tf.make_ndarray(v))
+                                           for k, v in request.inputs.items()})
+    count += 1
+  return count
+
+
+def _current_signature(store: VersionStore, model_name: str, request_model: str,
+                       version: int | None, signature: str):
+  """(loaded version, signature name) a request asks for: NOT_FOUND for an unknown model or
+  version (before the signature is looked at), FAILED_PRECONDITION for a missing signature."""
   if request_model != model_name:
     raise RequestError(grpc.StatusCode.NOT_FOUND, f"model {request_model!r} is not served")
   current = store.get(version)
@@ -177,9 +267,32 @@ def predict(store: VersionStore, model_name: str, request_model: str, version: i
     raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
                        f"signature {signature!r} not found; the model has "
                        f"{sorted(current.signature_defs)}")
-  validate_inputs(current.signature_defs[signature], arrays)
-  outputs = current.loaded.signatures[signature](**{k: tf.constant(v) for k, v in arrays.items()})
+  return current, signature
+
+
+def predict(store: VersionStore, model_name: str, request_model: str, version: int | None,
+            signature: str, arrays: dict[str, np.ndarray]) -> tuple[int, dict]:
+  """(version, outputs) of one request, or RequestError."""
+  current, signature = _current_signature(store, model_name, request_model, version,
+                                          signature)
+  validate_inputs(current.signature_defs[signature], arrays, current.spec)
+  try:
+    outputs = current.loaded.signatures[signature](**{k: tf.constant(v)
+                                                      for k, v in arrays.items()})
+  except tf.errors.InvalidArgumentError as error:  # what validation could not foresee
+    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, error.message) from None
   return current.version, {k: v.numpy() for k, v in outputs.items()}
+
+
+def request_arrays(inputs) -> dict[str, np.ndarray]:
+  """A PredictRequest's TensorProtos -> arrays; INVALID_ARGUMENT naming a malformed one."""
+  arrays = {}
+  for name, proto in inputs.items():
+    try:
+      arrays[name] = tf.make_ndarray(proto)
+    except (TypeError, ValueError, KeyError) as error:
+      _refuse(name, f"malformed TensorProto ({error})")
+  return arrays
 
 
 def _requested_version(store: VersionStore, model_name: str, model_spec, context):
@@ -200,7 +313,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
 
   def Predict(self, request, context):  # pylint: disable=invalid-name
     try:
-      arrays = {k: tf.make_ndarray(v) for k, v in request.inputs.items()}
+      arrays = request_arrays(request.inputs)
       version, outputs = predict(self.store, self.model_name, request.model_spec.name,
                                  request.model_spec.version.value or None,
                                  request.model_spec.signature_name, arrays)
@@ -240,42 +353,99 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
     return response
 
 
-_REST_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?:predict$")
+_REST_PATH = re.compile(r"^/v1/models/([^/:]+)(?:/versions/(\d+))?(:predict|/metadata)?$")
 _HTTP_STATUS = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.FAILED_PRECONDITION: 400,
                 grpc.StatusCode.NOT_FOUND: 404}
+
+
+def rest_array(name: str, value, dtype) -> np.ndarray:
+  """A JSON value -> the signature's dtype; INVALID_ARGUMENT for what would change on the
+  way (a fractional or boolean value for an integer input, an integer beyond int64, text)."""
+  try:
+    raw = np.asarray(value)
+  except (ValueError, OverflowError) as error:
+    _refuse(name, f"not a rectangular array of numbers ({error})")
+  if raw.dtype == object and all(isinstance(v, int) for v in raw.ravel()):
+    _refuse(name, "values beyond int64")  # numpy keeps Python ints over 2**63 as objects
+  if raw.dtype == object or raw.dtype.kind in "USb":
+    _refuse(name, f"values must be numbers, got {raw.dtype.kind!r} values")
+  if np.issubdtype(dtype, np.integer) and raw.dtype.kind == "f" and raw.size and (
+      not np.all(np.isfinite(raw)) or np.any(raw != np.trunc(raw))):
+    _refuse(name, f"fractional values for an {np.dtype(dtype)} input")
+  try:
+    with np.errstate(over="raise", invalid="raise"):
+      out = raw.astype(dtype)
+  except (OverflowError, FloatingPointError) as error:
+    _refuse(name, f"values beyond {np.dtype(dtype)} ({error})")
+  if raw.dtype.kind == "f" and np.issubdtype(dtype, np.integer) and np.any(out != raw):
+    _refuse(name, f"values beyond {np.dtype(dtype)}")
+  return out
+
+
+def _rest_predict(store: VersionStore, model_name: str, match, raw_body: bytes) -> dict:
+  """POST :predict with columnar {"signature_name", "inputs": {name: nested lists}}."""
+  try:
+    body = json.loads(raw_body or b"{}")
+  except (ValueError, UnicodeDecodeError) as error:
+    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"body is not JSON: {error}") from None
+  if not isinstance(body, dict) or not isinstance(body.get("inputs", {}), dict):
+    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                       'body must be a JSON object with "inputs": {name: values} (columnar)')
+  version = int(match.group(2)) if match.group(2) else None
+  current, signature = _current_signature(store, model_name, match.group(1), version,
+                                          body.get("signature_name", "serving_default"))
+  definition = current.signature_defs[signature]
+  arrays = {}
+  for name, value in body.get("inputs", {}).items():
+    info = definition.inputs.get(name)
+    arrays[name] = (rest_array(name, value, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
+                    if info else np.asarray(value))
+  answered, outputs = predict(store, model_name, match.group(1), version, signature, arrays)
+  return {"outputs": {k: v.tolist() for k, v in outputs.items()}, "model_version": answered}
+
+
+def _rest_get(store: VersionStore, model_name: str, match) -> dict:
+  """GET model status (TF Serving's JSON) or /metadata (the signature defs)."""
+  if match.group(1) != model_name:
+    raise RequestError(grpc.StatusCode.NOT_FOUND, f"model {match.group(1)!r} is not served")
+  current = store.get(int(match.group(2)) if match.group(2) else None)
+  if match.group(3) == "/metadata":
+    signatures = get_model_metadata_pb2.SignatureDefMap()
+    for name, definition in current.signature_defs.items():
+      signatures.signature_def[name].CopyFrom(definition)
+    return {"model_spec": {"name": model_name, "version": str(current.version)},
+            "metadata": {"signature_def": json_format.MessageToDict(signatures)}}
+  return {"model_version_status": [{"version": str(current.version), "state": "AVAILABLE",
+                                    "status": {"error_code": "OK", "error_message": ""}}]}
 
 
 def _rest_handler(store: VersionStore, model_name: str):
 
   class Handler(http.server.BaseHTTPRequestHandler):
-    """POST /v1/models/{name}[/versions/{v}]:predict, columnar "inputs" JSON."""
+    """POST /v1/models/{name}[/versions/{v}]:predict (columnar "inputs" JSON); GET
+    /v1/models/{name}[/versions/{v}] (status) and .../metadata. Every error is a JSON
+    {"error": message} with TF Serving's HTTP status: 400 for a bad request, 404 for an
+    unknown model, version or endpoint."""
 
     def do_POST(self):  # pylint: disable=invalid-name
+      self._answer(lambda match: _rest_predict(
+          store, model_name, match, self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+
+    def do_GET(self):  # pylint: disable=invalid-name
+      self._answer(lambda match: _rest_get(store, model_name, match))
+
+    def _answer(self, handle):
       match = _REST_PATH.match(self.path)
       try:
-        if not match:
-          raise RequestError(grpc.StatusCode.NOT_FOUND, f"no such endpoint {self.path}")
-        body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
-        signature = body.get("signature_name", "serving_default")
-        current = store.get(int(match.group(2)) if match.group(2) else None)
-        definition = current.signature_defs.get(signature)
-        if definition is None:
-          raise RequestError(grpc.StatusCode.FAILED_PRECONDITION,
-                             f"signature {signature!r} not found")
-        arrays = {}
-        for name, value in (body.get("inputs") or {}).items():
-          info = definition.inputs.get(name)
-          dtype = tf.dtypes.as_dtype(info.dtype).as_numpy_dtype if info else None
-          arrays[name] = np.asarray(value, dtype=dtype)
-        version, outputs = predict(store, model_name, match.group(1),
-                                   int(match.group(2)) if match.group(2) else None,
-                                   signature, arrays)
-        self._reply(200, {"outputs": {k: v.tolist() for k, v in outputs.items()},
-                          "model_version": version})
+        if not match or (self.command == "POST") != (match.group(3) == ":predict"):
+          raise RequestError(grpc.StatusCode.NOT_FOUND,
+                             f"no such endpoint: {self.command} {self.path}")
+        self._reply(200, handle(match))
       except RequestError as error:
         self._reply(_HTTP_STATUS.get(error.code, 500), {"error": error.message})
-      except (ValueError, TypeError) as error:
-        self._reply(400, {"error": f"malformed request: {error}"})
+      except Exception as error:  # pylint: disable=broad-except
+        LOG.exception("REST %s %s", self.command, self.path)
+        self._reply(500, {"error": f"internal error: {type(error).__name__}: {error}"})
 
     def _reply(self, status: int, payload: dict):
       data = json.dumps(payload).encode()

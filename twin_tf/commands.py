@@ -184,8 +184,7 @@ def evaluate(config: TrainConfig, split: str = "test") -> dict:
 
 def export(run_dir: Path, model_base_path: Path, version: int | None = None,
            examples: Path | None = None, warmup: int = 10, model_name: str = "twin") -> dict:
-  """SavedModel version + warmup requests built from the first test impressions."""
-  import numpy as np  # pylint: disable=import-outside-toplevel
+  """SavedModel version + warmup requests (every signature) from the first test impressions."""
 
   from twin_tf.export import requests, saved_model  # pylint: disable=import-outside-toplevel
   from twin_tf.model.vocabulary import Vocabularies  # pylint: disable=import-outside-toplevel
@@ -193,10 +192,7 @@ def export(run_dir: Path, model_base_path: Path, version: int | None = None,
   warmup_requests = []
   if examples and warmup:
     data = load_example_data(examples, Vocabularies.load(run_dir))
-    count = min(warmup, len(data.impressions["test"]["label"]))
-    for i in range(count):
-      arrays, _ = requests.impression_requests(data, np.array([i]))
-      warmup_requests.append(requests.predict_request(arrays, model_name))
+    warmup_requests = requests.warmup_requests(data, warmup, model_name)
   version_dir = saved_model.export_saved_model(run_dir, model_base_path, version,
                                                warmup_requests)
   print(f"exported {run_dir} -> {version_dir} ({len(warmup_requests)} warmup requests)")

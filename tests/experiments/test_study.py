@@ -12,7 +12,8 @@ def test_study_small(real_examples, tmp_path):
   summary = run_study(
       folder / "behaviors.parquet", folder / "emb.npz", folder / "examples", tmp_path,
       tmp_path / "out", models=("TwinV2", "Twin"), seeds=(0,), sweep_seeds=(0,),
-      budgets=(8, None), groups=(1,), methods=("time_chunks",),
+      budgets=(8, None), groups=(1,), methods=("time_chunks",), staleness_days=(0, 30),
+      incremental_from=30,
       grid=({"learning_rate": 1e-3}, {"learning_rate": 3e-4}), epochs=1)
   written = json.loads((tmp_path / "out" / "quality.json").read_text())
   assert written == json.loads(json.dumps(summary))
@@ -32,6 +33,12 @@ def test_study_small(real_examples, tmp_path):
   assert written["groups_sweep"][0]["num_groups"] == 1
   assert written["groups_sweep"][0]["clusters"] < budget["full"]["clusters"]
   assert written["clustering_method"][0]["method"] == "time_chunks"
+  fresh, stale, incremental = written["freshness"]
+  assert (fresh["staleness_days"], stale["staleness_days"]) == (0, 30)
+  assert fresh["models"] == {"TwinV2": {k: budget["full"]["models"]["TwinV2"][k] for k in
+                                        fresh["models"]["TwinV2"]}}  # the main clustering
+  assert stale["clusters"] <= fresh["clusters"] and incremental["incremental"]
   html = (tmp_path / "out" / "quality_report" / "report.html").read_text()
-  for title in ("at equal cost", "completion groups M", "Clustering method", "GBDT"):
+  for title in ("at equal cost", "completion groups M", "Clustering method", "GBDT",
+                "Cluster freshness"):
     assert title in html

@@ -2,14 +2,20 @@
 version published mid-run. The server is the development server, not TF Serving."""
 
 import concurrent.futures
+import json
+import logging
+import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from serving import dev_server
 from serving.client import InvalidRequestError, ModelNotFoundError, TwinClient, pad_request
@@ -94,6 +100,20 @@ def test_pad_request_builds_the_signature_layout(served):
      "'long_length': a length exceeds"),
     (lambda a: [a.update({k: a[k][:, :0]}) for k in list(a) if k.startswith("candidate_")],
      InvalidRequestError, "no candidates"),
+    (lambda a: a.update(long_group=a["long_group"][:, 1:]), InvalidRequestError,
+     "'long_group': shape"),
+    (lambda a: a.update(candidate_category=np.repeat(a["candidate_category"], 2, axis=1)),
+     InvalidRequestError, "'candidate_category': shape"),
+    (lambda a: a.update(candidate_dense=a["candidate_dense"][:, :, :3]), InvalidRequestError,
+     "'candidate_dense': shape"),
+    (lambda a: a["long_group"].__setitem__((0, 0), 100), InvalidRequestError,
+     "'long_group': values above 10"),
+    (lambda a: a["short_tagged"].__setitem__((0, -1), 7), InvalidRequestError,
+     "'short_tagged': values above 1"),
+    (lambda a: a["long_size"].__setitem__((0, 0), 0.0), InvalidRequestError,
+     "'long_size': sizes must be > 0"),
+    (lambda a: [a.update({k: v[:0]}) for k, v in list(a.items())], InvalidRequestError,
+     "empty batch"),
 ])
 def test_bad_requests_are_refused_precisely(served, mutate, error, words):
   arrays = _request(served["data"])
@@ -223,3 +243,114 @@ def test_a_request_of_100k_clusters_passes_over_grpc(served):
   arrays["long_length"] = np.array([length], np.int32)
   scores = served["client"].predict(arrays)
   assert scores.shape == (1, 1) and 0 < scores[0, 0] < 1
+
+
+def test_a_malformed_tensor_proto_is_invalid_argument(served):
+  from tensorflow_serving.apis import predict_pb2
+  client = served["client"]
+  for corrupt in ("short content", "unknown dtype"):
+    request = predict_pb2.PredictRequest()
+    request.model_spec.name = "twin"
+    for name, value in _request(served["data"]).items():
+      request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
+    proto = request.inputs["long_size"]
+    if corrupt == "short content":
+      proto.tensor_content = proto.tensor_content[:5]
+    else:
+      proto.dtype = 999
+    with pytest.raises(InvalidRequestError, match="'long_size': malformed TensorProto"):
+      client._call(client._predictions.Predict, request)  # pylint: disable=protected-access
+
+
+def _rest(served, method, path, body=None):
+  """(HTTP status, JSON) of a raw REST call."""
+  url = served["client"].rest_url + path
+  data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
+  request = urllib.request.Request(url, data=data, method=method)
+  try:
+    with urllib.request.urlopen(request, timeout=30) as response:
+      return response.status, json.loads(response.read())
+  except urllib.error.HTTPError as error:
+    return error.code, json.loads(error.read())
+
+
+@pytest.mark.parametrize("body, words", [
+    ([1, 2], "JSON object"),
+    ("text", "JSON object"),
+    ({"inputs": [1, 2]}, "JSON object"),
+    (b"{not json", "not JSON"),
+])
+def test_rest_refuses_malformed_bodies_with_400(served, body, words):
+  status, answer = _rest(served, "POST", "/v1/models/twin:predict", body)
+  assert status == 400 and words in answer["error"]
+
+
+def test_rest_refuses_values_that_would_change_on_the_way(served):
+  arrays = {k: np.asarray(v).tolist() for k, v in _request(served["data"]).items()}
+  rows = len(arrays["request_time"])
+  for name, value, words in (("candidate_item_id", [[2**70]] * rows, "beyond int64"),
+                             ("candidate_item_id", [[1.5]] * rows, "fractional"),
+                             ("request_time", ["soon"] * rows, "must be numbers")):
+    status, answer = _rest(served, "POST", "/v1/models/twin:predict",
+                           {"inputs": {**arrays, name: value}})
+    assert status == 400 and words in answer["error"], (name, answer)
+
+
+def test_rest_status_metadata_and_unknown_model(served):
+  status, answer = _rest(served, "GET", "/v1/models/twin")
+  assert status == 200 and answer["model_version_status"][0]["state"] == "AVAILABLE"
+  status, answer = _rest(served, "GET", "/v1/models/twin/metadata")
+  assert status == 200 and "serving_default" in answer["metadata"]["signature_def"][
+      "signatureDef"]
+  status, _ = _rest(served, "POST", "/v1/models/other:predict",
+                    {"signature_name": "nope", "inputs": {}})
+  assert status == 404  # the unknown model is named first, as TF Serving does
+
+
+def test_a_new_version_is_warmed_before_it_serves(served, caplog):
+  """The export writes warmup requests for every signature; the store replays them before
+  the version takes traffic, so no client pays for its first calls."""
+  from tensorflow_serving.apis import prediction_log_pb2
+  base = served["base"] / "twin"
+  data = served["data"]
+  version = saved_model.export_saved_model(
+      served["runs"][1].output_dir, base, version=5,
+      warmup_requests=requests.warmup_requests(data, 2, "twin"))
+  signatures = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request.model_spec
+                .signature_name for r in tf.data.TFRecordDataset(
+                    str(version / "assets.extra" / saved_model.WARMUP_FILE)).as_numpy_iterator()]
+  assert sorted(set(signatures)) == ["cluster_bias", "esu", "item_keys", "serving_default"]
+  store = dev_server.VersionStore(base)
+  with caplog.at_level(logging.INFO, logger="twin_tf.dev_server"):
+    store.refresh()
+  assert store.get().version == 5
+  assert "after 8 warmup requests" in caplog.text
+  shutil.rmtree(version)
+
+
+def test_a_broken_version_is_logged_once_and_the_previous_keeps_serving(served, caplog):
+  base = served["base"] / "twin"
+  store = dev_server.VersionStore(base)
+  store.refresh()
+  broken = base / "7"
+  broken.mkdir()
+  (broken / "saved_model.pb").write_bytes(b"not a saved model")
+  try:
+    with caplog.at_level(logging.INFO, logger="twin_tf.dev_server"):
+      for _ in range(3):
+        store.refresh()
+    assert caplog.text.count("could not load") == 1
+    assert store.get().version == 1
+  finally:
+    shutil.rmtree(broken)
+
+
+def test_an_abandoned_export_folder_is_removed_by_the_next_export(served, tmp_path):
+  base = tmp_path / "twin"
+  base.mkdir()
+  abandoned = base / ".tmp-3-999999999-dead"  # no such process
+  running = base / f".tmp-4-{os.getpid()}-live"
+  abandoned.mkdir()
+  running.mkdir()
+  saved_model.export_saved_model(served["runs"][0].output_dir, base)
+  assert not abandoned.exists() and running.exists()

@@ -28,7 +28,7 @@ def run_study(log, embeddings, examples, workdir, out_dir, models=quality.MODELS
               seeds=(0, 1, 2, 3, 4),
               sweep_seeds=(0, 1, 2, 3, 4), budgets=sweeps.BUDGETS, groups=sweeps.GROUPS,
               methods=sweeps.METHODS, staleness_days=sweeps.STALENESS_DAYS,
-              grid=quality.GRID,
+              incremental_from=sweeps.INCREMENTAL_FROM_DAYS, grid=quality.GRID,
               clustering: ClusteringConfig = ClusteringConfig(gamma=20, cutoff_quantile=0.5),
               dataset: str = "MovieLens ml-latest-small", beam_args: Sequence[str] = (),
               **overrides) -> dict:
@@ -68,7 +68,7 @@ def run_study(log, embeddings, examples, workdir, out_dir, models=quality.MODELS
   if staleness_days:
     summary["freshness"] = sweeps.freshness_sweep(
         log, embeddings, study_dir / "freshness", main, sweep_seeds, staleness_days,
-        sweeps.INCREMENTAL_FROM_DAYS, tuned, beam_args, **overrides)
+        incremental_from, tuned, beam_args, **overrides)
   summary["sweep_seeds"] = list(sweep_seeds)
   quality.write_summary(summary, out_dir)
   from twin_tf.experiments.report import write_report  # pylint: disable=import-outside-toplevel

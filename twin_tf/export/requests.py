@@ -39,6 +39,21 @@ def impression_requests(data: ExampleData, impressions: np.ndarray, split: str =
   return request, rows
 
 
+def warmup_requests(data: ExampleData, count: int, model_name: str) -> list:
+  """PredictRequests for every signature (serving_default, esu, item_keys, cluster_bias) from
+  the first `count` test impressions, so that a version is warm for all of them."""
+  out = []
+  for i in range(min(count, len(data.impressions["test"][schema.LABEL]))):
+    arrays, _ = impression_requests(data, np.array([i]))
+    per_candidate = {k: (v[:, None] if k.startswith("long_") else v) for k, v in arrays.items()}
+    items = {f: arrays[f"candidate_{f}"][0] for f in data.spec.candidate_fields}
+    bias = {k: v for k, v in arrays.items() if k.startswith("long_") or k == "request_time"}
+    out += [predict_request(arrays, model_name), predict_request(per_candidate, model_name, "esu"),
+            predict_request(items, model_name, "item_keys"),
+            predict_request(bias, model_name, "cluster_bias")]
+  return out
+
+
 def predict_request(arrays: dict, model_name: str, signature: str = "serving_default"):
   """A tensorflow_serving PredictRequest with one input per array."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel

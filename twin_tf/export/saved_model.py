@@ -175,7 +175,8 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
     run_dir: a finished `twin-tf train` run (weights trained on TensorFlow or JAX).
     base: the model base path TF Serving watches.
     version: default next_version(base).
-    warmup_requests: PredictRequests written to assets.extra (at most 1000).
+    warmup_requests: PredictRequests written to assets.extra (at most 1000); those of a
+      signature this model does not export are left out.
   """
   import keras  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -191,7 +192,9 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
   final = base / str(version)
   if final.exists():
     raise FileExistsError(f"version {version} already exists under {base}")
-  staging = base / f".tmp-{version}-{uuid.uuid4().hex}"  # not numeric: TF Serving ignores it
+  remove_abandoned_staging(base)
+  # not numeric: TF Serving ignores it; the pid tells a later export whether it was abandoned
+  staging = base / f".tmp-{version}-{os.getpid()}-{uuid.uuid4().hex}"
   signatures = {"serving_default": serving.module.serving_default,
                 "esu": serving.module.esu, "item_keys": serving.module.item_keys,
                 "cluster_bias": serving.module.cluster_bias}
@@ -201,6 +204,8 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
     tf.saved_model.save(serving.module, str(staging), signatures=signatures)
     (staging / EXTRA).mkdir(exist_ok=True)
     vocabularies.spec.save(staging / EXTRA)
+    warmup_requests = [r for r in warmup_requests or ()
+                       if (r.model_spec.signature_name or "serving_default") in signatures]
     if warmup_requests:
       write_warmup(staging, warmup_requests)
     os.rename(staging, final)
@@ -208,6 +213,28 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
     if staging.exists():
       shutil.rmtree(staging)
   return final
+
+
+def remove_abandoned_staging(base: pathlib.Path) -> list[pathlib.Path]:
+  """Removes .tmp-<version>-<pid>-* folders of exports whose process is gone (killed
+  midway); returns them. Folders of running exports are left alone."""
+  removed = []
+  for folder in base.glob(".tmp-*-*-*"):
+    pid = folder.name.split("-")[2]
+    if pid.isdigit() and not _alive(int(pid)):
+      shutil.rmtree(folder, ignore_errors=True)
+      removed.append(folder)
+  return removed
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True
+  return True
 
 
 def write_warmup(version_dir: str | pathlib.Path, requests) -> None:

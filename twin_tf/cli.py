@@ -333,10 +333,11 @@ def experiment(args: argparse.Namespace, beam_args) -> dict:
   work = pathlib.Path(args.workdir)
   summary = run_study(
       work / "behaviors.parquet", work / "item_embeddings.npz", work / "examples", work,
-      args.out, tuple(args.models), tuple(args.seeds), tuple(args.sweep_seeds),
-      tuple(b or None for b in args.budgets), tuple(args.groups), tuple(args.methods),
-      tuple(int(d) if d == int(d) else d for d in args.staleness_days),
-      quality.GRID if args.tuning else (), dataset=args.dataset, beam_args=beam_args,
+      args.out, models=tuple(args.models), seeds=tuple(args.seeds),
+      sweep_seeds=tuple(args.sweep_seeds), budgets=tuple(b or None for b in args.budgets),
+      groups=tuple(args.groups), methods=tuple(args.methods),
+      staleness_days=tuple(int(d) if d == int(d) else d for d in args.staleness_days),
+      grid=quality.GRID if args.tuning else (), dataset=args.dataset, beam_args=beam_args,
       epochs=args.epochs, cosine_decay=True)
   print((pathlib.Path(args.out) / "quality.md").read_text())
   return summary

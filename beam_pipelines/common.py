@@ -88,42 +88,50 @@ class ReadBehaviorLog(beam.PTransform):
 
   def expand(self, pbegin):
     if self._format == "csv":
-      header = _csv_header(self._pattern)
+      headers = _csv_headers(self._pattern)  # per file: files may order columns differently
       raw = (pbegin
-             | "ReadLines" >> beam.io.ReadFromTextWithFilename(self._pattern,
-                                                               skip_header_lines=1)
-             | "ParseCsv" >> beam.Map(lambda fl, h: (fl[0], _csv_record(h, fl[1])), header))
+             | "ReadLines" >> beam.io.ReadFromTextWithFilename(
+                 self._pattern, skip_header_lines=1, coder=beam.coders.BytesCoder())
+             | "ParseCsv" >> beam.Map(lambda fl, h: (fl[0], _csv_record(h[fl[0]], fl[1])),
+                                      headers))
     elif self._format == "parquet":
       raw = (pbegin
-             | "ReadParquet" >> beam.io.ReadFromParquet(self._pattern)
-             | "TagSource" >> beam.Map(lambda r, src: (src, r), self._pattern))
+             | "Pattern" >> beam.Create([self._pattern])
+             | "ReadParquet" >> beam.io.ReadAllFromParquet(with_filename=True))
     elif self._format == "tfrecord":
       raw = (pbegin
-             | "ReadTFRecord" >> beam.io.ReadFromTFRecord(self._pattern)
-             | "ParseExample" >> beam.Map(
-                 lambda s, src: (src, logs.record_from_example(s)), self._pattern))
+             | "Pattern" >> beam.Create([self._pattern])
+             | "ReadTFRecord" >> beam.io.ReadAllFromTFRecord(with_filename=True)
+             | "ParseExample" >> beam.MapTuple(
+                 lambda source, s: (source, logs.readable_example(s))))
     else:
       raise ValueError(f"unknown format {self._format!r}; expected one of {logs.FORMATS}")
     return raw | "Validate" >> beam.ParDo(ValidateRecord(self._namespace, self._spec)).with_outputs(
         DEAD_LETTER, main="rows")
 
 
-def _csv_header(pattern: str) -> list[str]:
+def _csv_headers(pattern: str) -> dict[str, list[str]]:
+  """{file: its header} of every file matching the pattern."""
   matches = FileSystems.match([pattern])[0].metadata_list
   if not matches:
     raise FileNotFoundError(f"no input matches {pattern}")
-  with FileSystems.open(sorted(m.path for m in matches)[0]) as f:
-    first = io.TextIOWrapper(f, encoding="utf-8").readline()
-  return next(csv.reader([first]))
+  headers = {}
+  for path in sorted(m.path for m in matches):
+    with FileSystems.open(path) as f:
+      first = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape").readline()
+    headers[path] = next(csv.reader([first]), [])
+  return headers
 
 
-def _csv_record(header: list[str], line: str) -> dict:
-  """Like csv.DictReader: missing values are None, extra values go under the key None."""
-  values = next(csv.reader([line]), [])
+def _csv_record(header: list[str], line: bytes) -> dict:
+  """Like csv.DictReader over one line (bytes that are not UTF-8 kept as surrogate escapes,
+  which validation names): missing values are None (marked FEWER_VALUES), extra values go
+  under the key None."""
+  values = next(csv.reader([line.decode("utf-8", errors="surrogateescape")]), [])
   record = dict(zip(header, values + [None] * (len(header) - len(values))))
   if len(values) > len(header):
     record[None] = values[len(header):]
-  return record
+  return logs.mark_short_row(record)
 
 
 class _ProgressDoFn(beam.DoFn):

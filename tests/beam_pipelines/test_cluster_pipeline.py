@@ -148,3 +148,39 @@ def test_previous_records_are_updated_incrementally(real_subset, movielens_embed
                       movielens_embeddings, CONFIG)
   np.testing.assert_array_equal(by_user[int(subset["user_id"][0])]["cluster_size"],
                                 full.clusters["cluster_size"])
+
+
+def test_a_glob_of_csv_files_with_other_column_orders_and_bad_bytes(real_subset,
+                                                                    movielens_embeddings,
+                                                                    tmp_path):
+  """Each CSV file is read with its own header (the second orders its columns differently);
+  a non-UTF-8 byte, a short row and a TFRecord entry that is no Example are dead letters,
+  never a failed run, and every good row is clustered as the library clusters it."""
+  subset, folder = real_subset
+  few = schema.take(subset, np.isin(subset["user_id"], np.unique(subset["user_id"])[:6]))
+  first = few["user_id"] <= np.unique(few["user_id"])[2]
+  logs.write_behavior_log(schema.take(few, first), tmp_path / "a.csv")
+  second = schema.take(few, ~first)
+  logs.write_behavior_log({k: second[k] for k in reversed(list(second))}, tmp_path / "b.csv")
+  with open(tmp_path / "b.csv", "ab") as f:
+    f.write(b"0,0,0,1,5.0,3.0,1000,50,\xff1\n")  # not UTF-8 (reversed column order)
+    f.write(b"0,0\n")  # short
+  counters = cluster_behaviors.run(
+      [f"--input={tmp_path / '*.csv'}", f"--embeddings={folder / 'emb.npz'}",
+       f"--output={tmp_path / 'out'}", "--cutoff_quantile=0.8"])
+  assert counters["dead_letters"] == 2 and counters["users"] == 6
+  assert counters["behaviors_read"] == len(few["user_id"])
+  by_user = {r["user_id"]: r for r in records.read(str(tmp_path / "out" / "clusters-*"))}
+  for user in np.unique(few["user_id"]):
+    expected = cluster_user(schema.take(few, few["user_id"] == user), movielens_embeddings,
+                            CONFIG)
+    np.testing.assert_array_equal(by_user[int(user)]["item_id"], expected.clusters["item_id"])
+  logs.write_behavior_log(few, tmp_path / "few.tfrecord")
+  with tf.io.TFRecordWriter(str(tmp_path / "bad.tfrecord")) as writer:
+    writer.write(b"not an Example")
+  counters = cluster_behaviors.run(
+      [f"--input={tmp_path / '*.tfrecord'}", f"--embeddings={folder / 'emb.npz'}",
+       f"--output={tmp_path / 'out2'}", "--cutoff_quantile=0.8"])
+  assert counters["dead_letters"] == 1 and counters["users"] == 6
+  letter = json.loads((next((tmp_path / "out2").glob("dead_letters-*"))).read_text())
+  assert letter["field"] == "record" and letter["source"].endswith("bad.tfrecord")

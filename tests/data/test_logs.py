@@ -135,3 +135,44 @@ def test_tfrecord_malformed_example_becomes_dead_letter(tmp_path):
   read, dead = logs.read_behavior_log(path)
   assert len(read["user_id"]) == 1
   assert dead[0]["field"] == "item_id" and dead[0]["reason"] == "missing"
+
+
+@pytest.mark.parametrize("field, value, reason", [
+    ("user_id", str(2**64), "beyond int64"),
+    ("timestamp", "1969-12-31T23:59:00", "before 1970"),
+    ("play_time", "1e39", "beyond float32"),
+])
+def test_values_no_column_can_hold_are_refused(field, value, reason):
+  record = {"user_id": 1, "item_id": 2, "timestamp": 3, "play_time": 1.0, "duration": 2.0,
+            "label": 1, field: value}
+  with pytest.raises(logs.MalformedRecord, match=f"'{field}': {reason}"):
+    logs.validate_record(record)
+
+
+def test_unreadable_rows_become_dead_letters_not_crashes(tmp_path):
+  """A non-UTF-8 byte, a short row (CSV); non-UTF-8 bytes and an entry that is not a
+  tf.train.Example (TFRecord): each one row's dead letter, the other rows read."""
+  import tensorflow as tf
+  from tensorflow.core.example import example_pb2
+  columns = _columns(3)
+  logs.write_behavior_log(columns, tmp_path / "log.csv")
+  with open(tmp_path / "log.csv", "ab") as f:
+    f.write(b"1,5,1000,3.0,5.0,1,0,0,\xff\n")  # not UTF-8
+    f.write(b"1,5,1000\n")  # short
+  read, dead = logs.read_behavior_log(tmp_path / "log.csv")
+  assert len(read["user_id"]) == 3
+  assert sorted((d["field"], d["reason"][:14]) for d in dead) == [
+      ("row", "6 fewer values"), ("tagged", "not UTF-8 text")]
+  logs.write_behavior_log(columns, tmp_path / "log.tfrecord")
+  with tf.io.TFRecordWriter(str(tmp_path / "more.tfrecord")) as writer:
+    for serialized in tf.data.TFRecordDataset(str(tmp_path / "log.tfrecord")).as_numpy_iterator():
+      writer.write(serialized)
+    writer.write(b"this is not an Example")
+    example = example_pb2.Example.FromString(logs.example_from_row(
+        next(logs.columns_to_rows(columns))))
+    example.features.feature["user_id"].Clear()
+    example.features.feature["user_id"].bytes_list.value.append(b"\xff\xfe")  # not UTF-8
+    writer.write(example.SerializeToString())
+  read, dead = logs.read_behavior_log(tmp_path / "more.tfrecord")
+  assert len(read["user_id"]) == 3
+  assert sorted(d["field"] for d in dead) == ["record", "user_id"]

@@ -21,6 +21,11 @@ from twin_tf.data import schema, tfexample
 from twin_tf.data.feature_spec import MOVIELENS, FeatureSpec
 
 FORMATS = ("parquet", "csv", "tfrecord")
+INT64_MAX = np.iinfo(np.int64).max
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+# Keys a reader adds to a raw record it could not read whole (validate_record refuses it):
+FEWER_VALUES = "__fewer_values__"  # a CSV row with fewer values than its header
+UNREADABLE = "__unreadable__"  # bytes that are not a tf.train.Example (the reason)
 
 
 class MalformedRecord(ValueError):
@@ -45,6 +50,13 @@ def validate_record(record: Mapping[str, Any], spec: FeatureSpec = MOVIELENS
   """
   if None in record:  # csv.DictReader's place for values beyond the header
     raise MalformedRecord("row", f"{len(record[None])} more values than columns")
+  if FEWER_VALUES in record:
+    raise MalformedRecord("row", f"{record[FEWER_VALUES]} fewer values than columns")
+  if UNREADABLE in record:
+    raise MalformedRecord("record", record[UNREADABLE])
+  for name, value in record.items():
+    if isinstance(value, str) and any("\udc80" <= c <= "\udcff" for c in value):
+      raise MalformedRecord(str(name), "not UTF-8 text")  # surrogate-escaped bytes
   row = {}
   for field in spec.fields:
     value = record.get(field.name)
@@ -77,7 +89,12 @@ def _scalar(name: str, value):
     if len(value) != 1:
       raise MalformedRecord(name, f"expected one value, got {len(value)}")
     value = value[0]
-  return value.decode() if isinstance(value, bytes) else value
+  if isinstance(value, bytes):
+    try:
+      return value.decode()
+    except UnicodeDecodeError:
+      raise MalformedRecord(name, f"not UTF-8 text: {value[:40]!r}") from None
+  return value
 
 
 def _non_negative_int(name: str, value) -> int:
@@ -98,6 +115,8 @@ def _non_negative_int(name: str, value) -> int:
     raise MalformedRecord(name, f"not an integer: {value!r}") from None
   if number < 0:
     raise MalformedRecord(name, f"negative: {number}")
+  if number > INT64_MAX:
+    raise MalformedRecord(name, f"beyond int64: {number}")
   return number
 
 
@@ -111,6 +130,8 @@ def _non_negative_float(name: str, value) -> float:
     raise MalformedRecord(name, f"not a finite number: {value!r}")
   if number < 0:
     raise MalformedRecord(name, f"negative: {number}")
+  if number > FLOAT32_MAX:
+    raise MalformedRecord(name, f"beyond float32: {number}")
   return number
 
 
@@ -127,10 +148,18 @@ def _timestamp(value) -> int:
       raise MalformedRecord(schema.TIMESTAMP, f"unparsable: {value!r}") from None
     if parsed.tzinfo is None:
       parsed = parsed.replace(tzinfo=datetime.timezone.utc)
-    return int(parsed.timestamp())
+    return _not_before_1970(parsed, value)
   if isinstance(value, datetime.datetime):
-    return int(value.timestamp())
+    return _not_before_1970(value, value)
   return _non_negative_int(schema.TIMESTAMP, value)
+
+
+def _not_before_1970(moment: datetime.datetime, value) -> int:
+  """Unix seconds of a datetime; refused before 1970, as negative seconds are."""
+  seconds = int(moment.timestamp())
+  if seconds < 0:
+    raise MalformedRecord(schema.TIMESTAMP, f"before 1970: {value!r}")
+  return seconds
 
 
 def dead_letter(record: Mapping[str, Any], error: MalformedRecord, source: str) -> dict:
@@ -196,8 +225,9 @@ def iter_raw_records(path: str | pathlib.Path, fmt: str | None = None) -> Iterat
   """Raw records (before validation) of one file, as dicts."""
   fmt = fmt or detect_format(path)
   if fmt == "csv":
-    with open(path, newline="") as f:
-      yield from csv.DictReader(f)
+    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+      for record in csv.DictReader(f):
+        yield mark_short_row(record)
   elif fmt == "parquet":
     import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
     for batch in pq.ParquetFile(path).iter_batches():
@@ -205,7 +235,7 @@ def iter_raw_records(path: str | pathlib.Path, fmt: str | None = None) -> Iterat
   elif fmt == "tfrecord":
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     for serialized in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-      yield record_from_example(serialized)
+      yield readable_example(serialized)
   else:
     raise ValueError(f"unknown format {fmt!r}; expected one of {FORMATS}")
 
@@ -258,6 +288,21 @@ def _required(record: Mapping[str, Any], name: str):
   if _is_missing(record.get(name)):
     raise MalformedRecord(name, "missing")
   return record.get(name)
+
+
+def mark_short_row(record: dict) -> dict:
+  """A csv.DictReader-style record: values missing at the end of a short row are None (CSV
+  gives "" for an empty value); such a row gets FEWER_VALUES."""
+  missing = sum(1 for k, v in record.items() if k is not None and v is None)
+  return {**record, FEWER_VALUES: missing} if missing else record
+
+
+def readable_example(serialized: bytes) -> dict[str, list]:
+  """record_from_example, or {UNREADABLE: reason} for bytes that are not an Example."""
+  try:
+    return record_from_example(serialized)
+  except Exception as error:  # pylint: disable=broad-except  (protobuf's DecodeError and kin)
+    return {UNREADABLE: f"not a tf.train.Example ({type(error).__name__}: {error})"[:200]}
 
 
 def record_from_example(serialized: bytes) -> dict[str, list]:

@@ -146,8 +146,17 @@ def run(argv=None) -> dict[str, int]:
   options = common.pipeline_options(argv, BuildExamplesOptions, ("clusters",))
   config = ExampleConfig(validation_fraction=options.validation_fraction,
                          test_fraction=options.test_fraction, num_groups=options.num_groups)
-  return common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
-                                  COUNTERS)
+  counters = common.run_to_completion(
+      options, lambda p: build(p, options, config), NAMESPACE, COUNTERS,
+      ("users-*", "impressions_*-*", "dead_letters-*", feature_spec.FILE_NAME))
+  if not counters["impressions_train"]:
+    raise SystemExit(
+        f"build_examples wrote no training impressions ({counters['users']:,} users, "
+        f"{counters['dead_letters']:,} dead letters -> "
+        f"{options.view_as(common.BehaviorLogOptions).output}/dead_letters-*): impressions "
+        "are the behaviors at or after each user's clustering cutoff, so the clusters were "
+        "probably built without one (cluster with --cutoff-quantile)")
+  return counters
 
 
 if __name__ == "__main__":

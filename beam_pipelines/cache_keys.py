@@ -152,7 +152,9 @@ def run(argv=None) -> dict[str, int]:
                                     needs_input=False)
   reference_time = options.reference_time or int(time.time())
   return common.run_to_completion(options, lambda p: build(p, options, reference_time),
-                                  NAMESPACE, COUNTERS)
+                                  NAMESPACE, COUNTERS,
+                                  ("item_keys-*", "user_keys-*", "dead_letters-*",
+                                   "searchers/*"))
 
 
 if __name__ == "__main__":

@@ -179,8 +179,14 @@ def run(argv=None, config: ClusteringConfig | None = None) -> dict[str, int]:
   options = common.pipeline_options(argv, ClusterBehaviorsOptions, ("embeddings",))
   config = config or clustering_config(options)
   logging.info("%s", config_lib.describe(config))
-  return common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
-                                  COUNTERS)
+  counters = common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
+                                      COUNTERS, ("clusters-*", "dead_letters-*"))
+  if not counters["users"]:
+    raise SystemExit(f"cluster_behaviors clustered no user: {counters['behaviors_read']:,} "
+                     f"behaviors read, {counters['dead_letters']:,} dead letters (-> "
+                     f"{options.view_as(common.BehaviorLogOptions).output}/dead_letters-*); "
+                     "is --input empty or every row malformed?")
+  return counters
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import logging
 import sys
 import time
 
@@ -176,13 +177,29 @@ class ReportProgress(beam.PTransform):
 
 
 def run_to_completion(options: PipelineOptions, build, namespace: str,
-                      names: tuple[str, ...]) -> dict[str, int]:
-  """Builds a pipeline with `build(pipeline)`, runs it, waits; returns its counters."""
+                      names: tuple[str, ...], outputs: tuple[str, ...] = ()) -> dict[str, int]:
+  """Builds a pipeline with `build(pipeline)`, runs it, waits; returns its counters.
+
+  `outputs`: the globs (under --output) of what the pipeline writes; what a previous run
+  left there is removed first, so the folder holds this run's outputs only (a rerun with
+  another shard count would otherwise leave old shards beside the new ones).
+  """
+  clear_previous_outputs(options.view_as(BehaviorLogOptions).output, outputs)
   pipeline = beam.Pipeline(options=options)
   build(pipeline)
   result = pipeline.run()
   result.wait_until_finish()
   return counters(result, namespace, names)
+
+
+def clear_previous_outputs(output: str, globs: tuple[str, ...]) -> list[str]:
+  """Deletes the files under `output` matching `globs` (local or gs://); returns them."""
+  patterns = [f"{output.rstrip('/')}/{g}" for g in globs]
+  paths = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+  if paths:
+    logging.info("removing %d outputs of a previous run under %s", len(paths), output)
+    FileSystems.delete(paths)
+  return paths
 
 
 def counters(result, namespace: str, names: tuple[str, ...]) -> dict[str, int]:

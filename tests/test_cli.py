@@ -95,3 +95,23 @@ def test_every_flag_has_help():
     for action in sub._actions:  # pylint: disable=protected-access
       if action.dest != "help":
         assert action.help, f"twin-tf {name} {action.option_strings} has no help text"
+
+
+def test_embeddings_write_every_dead_letter(tmp_path, capsys):
+  import json
+
+  from twin_tf import commands
+  from twin_tf.data import logs
+  from twin_tf.data.feature_spec import MOVIELENS
+  columns = MOVIELENS.empty_columns(30)
+  columns["user_id"][:] = [i % 3 for i in range(30)]
+  columns["item_id"][:] = [i % 7 for i in range(30)]
+  columns["timestamp"][:] = range(30)
+  logs.write_behavior_log(columns, tmp_path / "log.csv")
+  with open(tmp_path / "log.csv", "a") as f:
+    f.write("1,2,soon,1,5,1,0,0,0\n1,2,3,-1,5,1,0,0,0\n")
+  result = commands.embeddings(tmp_path / "log.csv", tmp_path / "emb.npz")
+  letters = (tmp_path / "emb.dead_letters.jsonl").read_text().splitlines()
+  assert result["dead_letters"] == len(letters) == 2
+  assert {json.loads(line)["field"] for line in letters} == {"timestamp", "play_time"}
+  assert "2 malformed rows skipped" in capsys.readouterr().err

@@ -184,3 +184,19 @@ def test_a_glob_of_csv_files_with_other_column_orders_and_bad_bytes(real_subset,
   assert counters["dead_letters"] == 1 and counters["users"] == 6
   letter = json.loads((next((tmp_path / "out2").glob("dead_letters-*"))).read_text())
   assert letter["field"] == "record" and letter["source"].endswith("bad.tfrecord")
+
+
+def test_a_rerun_replaces_the_previous_outputs_and_an_empty_input_fails(real_subset, tmp_path):
+  subset, folder = real_subset
+  out = tmp_path / "out"
+  out.mkdir()
+  stale = out / "clusters-00007-of-00009.tfrecord"  # a shard of a run with 9 shards
+  stale.write_bytes(b"old")
+  (out / "notes.txt").write_text("mine")  # not the pipeline's: kept
+  argv = [f"--embeddings={folder / 'emb.npz'}", f"--output={out}", "--cutoff_quantile=0.8"]
+  cluster_behaviors.run([f"--input={folder / 'behaviors.parquet'}"] + argv)
+  assert not stale.exists() and (out / "notes.txt").exists()
+  assert len(records.read(str(out / "clusters-*"))) == 40
+  (tmp_path / "empty.csv").write_text(",".join(schema.CORE_NAMES) + "\n")  # header only
+  with pytest.raises(SystemExit, match="clustered no user"):
+    cluster_behaviors.run([f"--input={tmp_path / 'empty.csv'}"] + argv)

@@ -16,6 +16,8 @@ import urllib.request
 import numpy as np
 import pytest
 import tensorflow as tf
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from serving import dev_server
 from serving.client import InvalidRequestError, ModelNotFoundError, TwinClient, pad_request
@@ -354,3 +356,50 @@ def test_an_abandoned_export_folder_is_removed_by_the_next_export(served, tmp_pa
   running.mkdir()
   saved_model.export_saved_model(served["runs"][0].output_dir, base)
   assert not abandoned.exists() and running.exists()
+
+
+MUTATIONS = ("value", "dtype", "drop_axis", "shrink_axis", "nan", "drop_input")
+SIGNATURE_INPUTS = ("request_time", "long_item_id", "long_category", "long_year_bucket",
+                    "long_group", "long_tagged", "long_timestamp", "long_size", "long_length",
+                    "short_item_id", "short_group", "short_tagged", "short_size",
+                    "short_length", "candidate_item_id", "candidate_category",
+                    saved_model.CANDIDATE_DENSE)
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.sampled_from(SIGNATURE_INPUTS), mutation=st.sampled_from(MUTATIONS),
+       value=st.integers(min_value=-3, max_value=2**62), where=st.integers(0, 10**6),
+       rest=st.booleans())
+def test_any_mutated_request_is_scored_or_refused_as_invalid(served, name, mutation, value,
+                                                             where, rest):
+  """Property-based: a valid request with one input mutated is either scored (finite scores
+  of the right shape) or refused with INVALID_ARGUMENT, over gRPC and REST; never UNKNOWN."""
+  arrays = _request(served["data"], 2)
+  array = arrays[name]
+  if mutation == "value":
+    flat = array.reshape(-1).copy()
+    flat[where % flat.size] = min(value, np.iinfo(flat.dtype).max) if flat.dtype.kind == "i" \
+        else value
+    arrays[name] = flat.reshape(array.shape).astype(array.dtype)
+  elif mutation == "dtype":
+    arrays[name] = array.astype(np.int32 if array.dtype != np.int32 else np.int64)
+  elif mutation == "drop_axis":
+    arrays[name] = array[..., 0] if array.ndim > 1 else array[:, None]
+  elif mutation == "shrink_axis":
+    axis = where % array.ndim
+    arrays[name] = np.take(array, range(max(array.shape[axis] - 1, 0)), axis=axis)
+  elif mutation == "nan" and array.dtype.kind == "f":
+    arrays[name] = np.where(np.arange(array.size).reshape(array.shape) == where % array.size,
+                            np.nan, array).astype(array.dtype)
+  elif mutation == "drop_input":
+    del arrays[name]
+  client = served["client"]
+  if rest and mutation == "dtype":
+    return  # JSON carries no dtype
+  try:
+    scores = (client.predict_rest if rest else client.predict)(arrays)
+  except InvalidRequestError as error:
+    assert error.code == "INVALID_ARGUMENT", error
+    return
+  assert scores.shape == (2, 1) and np.all(np.isfinite(scores))

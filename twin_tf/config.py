@@ -102,7 +102,8 @@ class TrainConfig:
       SIM read the most recent L raw behaviors, TwinV2-uniform L sampled ones, and TwinV2's
       clusters must already fit (examples clustered with ClusteringConfig.max_clusters = L).
       None: no budget (max_raw raw behaviors; uniform samples as many as the user's clusters).
-    backup_every: batches between BackupAndRestore saves (0: once per epoch).
+    backup_every: batches between mid-epoch backups (twin_tf.training.resume; 0: only at
+      epoch ends; None: a tenth of an epoch, at least 1).
     item_l2: L2 penalty on the item-id embedding table (0: none).
     cosine_decay: decay the learning rate along a cosine to 10% over `epochs`.
   """
@@ -117,7 +118,7 @@ class TrainConfig:
   seed: int = 0
   max_raw: int = 10_000
   budget: Optional[int] = None
-  backup_every: int = 50
+  backup_every: Optional[int] = None
   item_l2: float = 0.0
   cosine_decay: bool = False
 

@@ -11,7 +11,7 @@ import pytest
 
 from twin_tf.model.ctr_model import PRESETS, build_model
 from twin_tf.training.input_pipeline import DatasetBuilder, load_example_data
-from twin_tf.training.trainer import TrainConfig, evaluate, load_trained, train
+from twin_tf.training.trainer import TrainConfig, evaluate, load_trained, restore_model, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -94,21 +94,33 @@ class _Count(keras.callbacks.Callback):
     self.batches += 1
 
 
-def test_killed_run_resumes_from_backup(real_examples, data, tmp_path):
-  """Killed in the middle of epoch 2: the rerun restores the weights saved a few batches
-  before the crash and the epoch counter, so it does not train epoch 1 again."""
+def test_killed_run_resumes_from_its_last_backed_up_batch(real_examples, data, tmp_path):
+  """Killed after the 5th batch of epoch 2, backups every 3 batches: the rerun trains only
+  what was not backed up (from batch 4 of epoch 2 on), and ends with the weights of a run
+  that was never killed."""
   config = TrainConfig(examples=str(real_examples[0]), model="DIN", epochs=2, batch_size=32,
                        backup_every=3, patience=5, output_dir=str(tmp_path / "run"))
-  per_epoch = -(-len(data.impressions["train"]["label"]) // 32)
+  per_epoch = len(DatasetBuilder(data, PRESETS["DIN"].long_term_source).dataset(
+      "train", 32, shuffle=True)[0])  # batches per bucket, rounded up, summed
   with pytest.raises(RuntimeError, match="simulated crash"):
-    train(config, data, verbose=0, extra_callbacks=[_CrashAfter(per_epoch + 4)])
-  assert (tmp_path / "run" / "backup").exists()
+    train(config, data, verbose=0, extra_callbacks=[_CrashAfter(per_epoch + 5)])
+  progress = json.loads((tmp_path / "run" / "backup" / "progress.json").read_text())
+  assert (progress["epoch"], progress["batch"]) == (1, 3)
   resumed = _Count()
   train(config, data, verbose=0, extra_callbacks=[resumed])
-  full = _Count()
-  train(TrainConfig(**{**config.__dict__, "output_dir": str(tmp_path / "fresh")}), data,
-        verbose=0, extra_callbacks=[full])
-  assert 0 < resumed.batches < full.batches  # the resumed run skipped what was done
+  assert resumed.batches == per_epoch - 3
+  assert not (tmp_path / "run" / "backup").exists()  # removed once training ended
+  whole = TrainConfig(**{**config.__dict__, "output_dir": str(tmp_path / "whole")})
+  train(whole, data, verbose=0)
+  for a, b in zip(restore_model(config.output_dir)[0].weights,
+                  restore_model(whole.output_dir)[0].weights):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+
+
+def test_backups_scale_with_the_epoch():
+  from twin_tf.training.resume import backup_interval
+  assert [backup_interval(None, n) for n in (7, 95, 12_000)] == [1, 9, 1200]
+  assert backup_interval(0, 500) == 0 and backup_interval(25, 500) == 25
 
 
 def test_jax_backend_trains_and_loads_tensorflow_weights(trained, data, tmp_path):

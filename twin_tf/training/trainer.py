@@ -5,7 +5,8 @@ A run directory holds:
   feature_spec.json        the examples' item features and flags (twin_tf.data.feature_spec)
   vocabulary.npz           known ids of each data vocabulary (twin_tf.model.vocabulary)
   oov.json                 per split and feature, the share of targets out of vocabulary
-  backup/                  BackupAndRestore state: a killed run resumes mid-epoch from here
+  backup/                  the last mid-epoch backup (training.resume): a killed run resumes
+                           from its last backed-up batch
   checkpoints/best.weights.h5   best validation AUC so far (ModelCheckpoint)
   logs/                    TensorBoard
   model.weights.h5         final weights (the best epoch), Keras format, either backend
@@ -15,6 +16,7 @@ A run directory holds:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import pathlib
 import time
@@ -27,7 +29,7 @@ from twin_tf.data import schema
 from twin_tf.model import features
 from twin_tf.model.ctr_model import PRESETS, build_model
 from twin_tf.model.vocabulary import Vocabularies
-from twin_tf.training import diversity, metrics, ranking
+from twin_tf.training import diversity, metrics, ranking, resume
 from twin_tf.training.input_pipeline import (
   DatasetBuilder,
   ExampleData,
@@ -64,7 +66,13 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
       f"{split} " + ", ".join(f"{f} {share:.1%}" for f, share in shares.items())
       for split, shares in oov.items()), flush=True)
   builder = _builder(config, data)
-  train_ds, _ = builder.dataset("train", config.batch_size, shuffle=True, seed=config.seed)
+
+  def epoch_data(epoch: int):
+    """The training batches of one epoch, shuffled with that epoch's own seed."""
+    return builder.dataset("train", config.batch_size, shuffle=True,
+                           seed=config.seed * 100_003 + epoch)[0]
+
+  batches_per_epoch = len(epoch_data(0))
   validation_ds, _ = builder.dataset("validation", config.batch_size * 4)
 
   model = _built_model(config.model, data.vocabularies, config.item_l2)
@@ -72,35 +80,56 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   learning_rate = config.learning_rate
   if config.cosine_decay:
     learning_rate = keras.optimizers.schedules.CosineDecay(
-        config.learning_rate, decay_steps=config.epochs * len(train_ds), alpha=0.1)
+        config.learning_rate, decay_steps=config.epochs * batches_per_epoch, alpha=0.1)
   model.compile(optimizer=keras.optimizers.Adam(learning_rate),
                 loss="binary_crossentropy",
                 metrics=[keras.metrics.AUC(name="auc")],
                 # JAX: one jit-compiled step per padded length (a handful of buckets);
                 # TensorFlow: graph mode, since XLA would recompile for every bucket
                 jit_compile=keras.backend.backend() == "jax")
+  epoch, batch, best_auc = resume.restore(model, out / "backup")
+  if epoch or batch:
+    print(f"resuming from the backup: epoch {epoch + 1}, after its first {batch} batches",
+          flush=True)
   (out / "checkpoints").mkdir(exist_ok=True)
+  backup = resume.Backup(out / "backup",
+                         resume.backup_interval(config.backup_every, batches_per_epoch),
+                         best_auc)
   callbacks = [
-      keras.callbacks.BackupAndRestore(str(out / "backup"),
-                                       save_freq=config.backup_every or "epoch"),
+      backup,
       keras.callbacks.ModelCheckpoint(str(out / "checkpoints" / "best.weights.h5"),
                                       monitor="val_auc", mode="max", save_best_only=True,
-                                      save_weights_only=True),
+                                      save_weights_only=True, initial_value_threshold=best_auc),
       keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience,
                                     restore_best_weights=True),
       keras.callbacks.TensorBoard(str(out / "logs")),
       *extra_callbacks,
   ]
-  start = time.time()
-  history = model.fit(train_ds, validation_data=validation_ds, epochs=config.epochs,
-                      callbacks=callbacks, verbose=verbose,
-                      shuffle=False)  # the dataset shuffles itself, per epoch
+  fit = functools.partial(model.fit, validation_data=validation_ds, callbacks=callbacks,
+                          verbose=verbose, shuffle=False)  # the data shuffles itself
+  start, history = time.time(), {}
+  if batch:  # the rest of the interrupted epoch, then the others
+    backup.batch_offset = batch
+    _extend(history, fit(epoch_data(epoch).skip(batch), epochs=epoch + 1, initial_epoch=epoch))
+    epoch += 1
+  if epoch < config.epochs and not model.stop_training:
+    stream = epoch_data(epoch)
+    for later in range(epoch + 1, config.epochs):
+      stream = stream.concatenate(epoch_data(later))
+    _extend(history, fit(stream, epochs=config.epochs, initial_epoch=epoch,
+                         steps_per_epoch=batches_per_epoch))
+  resume.remove(out / "backup")
   best = out / "checkpoints" / "best.weights.h5"
   if best.exists():  # EarlyStopping restores only when it stopped early
     model.load_weights(str(best))
   model.save_weights(str(out / "model.weights.h5"))
   print(f"trained {config.model} in {time.time() - start:.0f} s -> {out / 'model.weights.h5'}")
-  return history.history
+  return history
+
+
+def _extend(history: dict, more) -> None:
+  for key, values in more.history.items():
+    history.setdefault(key, []).extend(values)
 
 
 def _built_model(model_name: str, vocabularies: Vocabularies, item_l2: float = 0.0):

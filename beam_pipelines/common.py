@@ -5,6 +5,9 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import pathlib
+import re
+import shutil
 import sys
 import time
 
@@ -15,6 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from twin_tf.data import feature_spec, logs
 
 DEAD_LETTER = "dead_letter"
+INPUT_OPTIONS = ("input", "clusters", "examples", "previous", "embeddings", "model_dir")
 # Beam's default DirectRunner first downloads the Prism binary; this machine has no internet.
 LOCAL_RUNNER = "FnApiRunner"
 
@@ -184,12 +188,34 @@ def run_to_completion(options: PipelineOptions, build, namespace: str,
   left there is removed first, so the folder holds this run's outputs only (a rerun with
   another shard count would otherwise leave old shards beside the new ones).
   """
-  clear_previous_outputs(options.view_as(BehaviorLogOptions).output, outputs)
+  output = options.view_as(BehaviorLogOptions).output
+  clear_previous_outputs(output, outputs)
   pipeline = beam.Pipeline(options=options)
   build(pipeline)
-  result = pipeline.run()
-  result.wait_until_finish()
+  try:
+    result = pipeline.run()
+    result.wait_until_finish()
+  except Exception as error:  # a corrupt input shard, a worker lost: name where, clean up
+    _remove_temp_folders(output)
+    stage = re.search(r"while running '([^']+)'", str(error))
+    given = options.get_all_options()
+    inputs = ", ".join(f"--{k}={given[k]}" for k in INPUT_OPTIONS if given.get(k))
+    raise PipelineFailed(
+        f"{namespace} failed{f' in stage {stage.group(1)}' if stage else ''} reading "
+        f"{inputs}: {type(error).__name__}: {str(error)[:500]}") from error
   return counters(result, namespace, names)
+
+
+def _remove_temp_folders(output: str) -> None:
+  """The beam-temp-* folders a failed write leaves under `output` (local or gs://)."""
+  clear_previous_outputs(output, ("beam-temp-*/*",))
+  if "://" not in output:  # local folders outlive their files
+    for folder in pathlib.Path(output).glob("beam-temp-*"):
+      shutil.rmtree(folder, ignore_errors=True)
+
+
+class PipelineFailed(RuntimeError):
+  """A pipeline that did not finish; the message names the pipeline and the stage."""
 
 
 def clear_previous_outputs(output: str, globs: tuple[str, ...]) -> list[str]:

@@ -200,3 +200,21 @@ def test_a_rerun_replaces_the_previous_outputs_and_an_empty_input_fails(real_sub
   (tmp_path / "empty.csv").write_text(",".join(schema.CORE_NAMES) + "\n")  # header only
   with pytest.raises(SystemExit, match="clustered no user"):
     cluster_behaviors.run([f"--input={tmp_path / 'empty.csv'}"] + argv)
+
+
+def test_a_corrupt_shard_names_the_pipeline_and_its_inputs_and_leaves_no_temp_folder(
+    real_subset, tmp_path):
+  from beam_pipelines import build_examples
+  subset, folder = real_subset
+  cluster_behaviors.run([f"--input={folder / 'behaviors.parquet'}",
+                         f"--embeddings={folder / 'emb.npz'}", f"--output={tmp_path / 'c'}",
+                         "--cutoff_quantile=0.8"])
+  shard = next((tmp_path / "c").glob("clusters-*"))
+  shard.write_bytes(shard.read_bytes()[:-40])  # truncated
+  with pytest.raises(common.PipelineFailed, match="build_examples failed") as raised:
+    build_examples.run([f"--input={folder / 'behaviors.parquet'}",
+                        f"--clusters={tmp_path / 'c' / 'clusters-*'}",
+                        f"--output={tmp_path / 'e'}"])
+  assert f"--clusters={tmp_path / 'c' / 'clusters-*'}" in str(raised.value)
+  assert "Not a valid TFRecord" in str(raised.value)
+  assert not list((tmp_path / "e").glob("beam-temp-*"))

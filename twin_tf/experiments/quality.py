@@ -219,4 +219,11 @@ def markdown(summary: dict) -> str:
   for name, r in rows.items():
     lines.append(f"| {name} | " + " | ".join(f"{b['gauc_mean']:.4f} ± {b['gauc_std']:.4f}"
                                              for b in r["gauc_by_bucket"]) + " |")
+  if summary.get("freshness"):
+    lines += ["", f"Cluster freshness, TwinV2 (seeds {summary.get('sweep_seeds')}):", "",
+              "| clusters | clusters in all | AUC | GAUC |", "|---|---|---|---|"]
+    for p in summary["freshness"]:
+      m = p["models"]["TwinV2"]
+      lines.append(f"| {p['variant']} | {p['clusters']:,} | {m['auc_mean']:.4f} ± "
+                   f"{m['auc_std']:.4f} | {m['gauc_mean']:.4f} ± {m['gauc_std']:.4f} |")
   return "\n".join(lines) + "\n"

@@ -7,8 +7,9 @@ from twin_tf.clustering import records
 from twin_tf.model import features
 from twin_tf.training import examples
 from twin_tf.training.input_pipeline import (
-  BUCKETS,
+  LEGACY_BUCKETS,
   DatasetBuilder,
+  fitted_buckets,
   load_example_data,
   long_term_index,
 )
@@ -73,7 +74,7 @@ def test_batches_have_static_bucket_shapes_and_the_right_short_term(data):
   seen = 0
   for inputs, labels in dataset:
     length = inputs["long_item_id"].shape[1]
-    assert length in BUCKETS
+    assert length in builder.buckets
     assert inputs["short_item_id"].shape[1] == features.SHORT_LENGTH
     batch = order[seen:seen + len(labels)]
     np.testing.assert_array_equal(labels.numpy(), imp["label"][batch])
@@ -88,3 +89,15 @@ def test_batches_have_static_bucket_shapes_and_the_right_short_term(data):
                                   data.cluster_len[imp["user_row"][i]])
     seen += len(labels)
   assert seen == len(imp["label"])
+
+
+def test_fitted_buckets_follow_the_lengths_and_cut_padding(data):
+  lengths = np.array([200] * 90 + [3, 17, 40, 41, 120, 700] * 2)
+  buckets = fitted_buckets(lengths, longest=1300)
+  assert buckets == tuple(sorted(buckets)) and all(b % 8 == 0 for b in buckets)
+  assert buckets[-1] == 1304 and 200 in buckets  # the longest, and the common length exactly
+  for source in ("raw", "clusters"):
+    fitted = DatasetBuilder(data, source, max_raw=200)
+    legacy = DatasetBuilder(data, source, max_raw=200, buckets=LEGACY_BUCKETS)
+    assert fitted.padding_share("train") < legacy.padding_share("train")
+    assert len(fitted.buckets) <= 6 and fitted.buckets[-1] >= fitted.long_len.max()

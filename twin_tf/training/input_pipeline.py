@@ -2,8 +2,11 @@
 
 User records are loaded once into padded in-memory tables (one row per user); each impression
 gathers its user's rows inside the tf.data graph, so a long sequence exists once per user, not
-once per sample. Long sequences are padded to a few fixed lengths (BUCKETS): every batch has a
-static shape, which the JAX backend needs, and short histories do not pay for long ones.
+once per sample. Long sequences are padded to a few fixed lengths (buckets): every batch has a
+static shape, which the JAX backend needs, and short histories do not pay for long ones. The
+buckets are fitted to the data (fitted_buckets: quantiles of the training examples' lengths,
+the largest at the longest sequence), so little of what is computed is padding; LEGACY_BUCKETS
+are the fixed lengths used before, kept for comparison (bench/train_throughput.py).
 
 Long-term sources (what the long-term module attends over):
   clusters  TWIN-V2: the user's clusters (virtual items), size n per cluster.
@@ -26,7 +29,21 @@ from twin_tf.model import features
 from twin_tf.model.vocabulary import Vocabularies
 from twin_tf.training import examples, statistics
 
-BUCKETS = (32, 128, 512, 1024, 2048, 4096, 10_000)
+LEGACY_BUCKETS = (32, 128, 512, 1024, 2048, 4096, 10_000)
+NUM_BUCKETS = 6
+
+
+def fitted_buckets(lengths: np.ndarray, longest: int, count: int = NUM_BUCKETS,
+                   multiple: int = 8) -> tuple[int, ...]:
+  """Padded lengths fitted to the examples' sequence lengths: their 1/count, 2/count, ...
+  quantiles rounded up to a multiple of 8, and `longest` (the longest sequence of any split),
+  deduplicated. An example pads at most to the next quantile of the lengths."""
+  top = -(-max(int(longest), 1) // multiple) * multiple
+  if not len(lengths):
+    return (top,)
+  quantiles = np.quantile(np.maximum(lengths, 1), np.arange(1, count) / count)
+  rounded = {int(-(-q // multiple) * multiple) for q in quantiles}
+  return tuple(sorted({min(b, top) for b in rounded} | {top}))
 LONG_SOURCES = ("clusters", "raw", "uniform")
 
 
@@ -138,7 +155,7 @@ def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed:
   return np.where(position < lengths[:, None], starts[:, None] + position, -1)
 
 
-def bucket_length(length: np.ndarray, buckets=BUCKETS) -> np.ndarray:
+def bucket_length(length: np.ndarray, buckets) -> np.ndarray:
   """Smallest bucket >= length (the largest bucket for longer sequences, then truncated)."""
   chosen = np.searchsorted(np.asarray(buckets), np.maximum(length, 1))
   return np.asarray(buckets)[np.minimum(chosen, len(buckets) - 1)]
@@ -148,11 +165,16 @@ class DatasetBuilder:
   """Builds tf.data datasets of model inputs for one long-term source."""
 
   def __init__(self, data: ExampleData, source: str, max_raw: int = 10_000, seed: int = 0,
-               buckets=BUCKETS, budget: int | None = None):
+               buckets=None, budget: int | None = None):
+    """buckets: padded lengths (None: fitted_buckets of the training examples)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    self._tf, self.data, self.source, self.buckets = tf, data, source, tuple(buckets)
+    self._tf, self.data, self.source = tf, data, source
     spec, vocabularies = data.spec, data.vocabularies
     index = long_term_index(data, source, max_raw, seed, budget)  # (U, L)
+    lengths = (index >= 0).sum(axis=1)
+    train_rows = data.impressions["train"]["user_row"] if "train" in data.impressions else []
+    self.buckets = tuple(buckets) if buckets is not None else fitted_buckets(
+        lengths[train_rows], lengths.max(initial=1))
     if index.shape[1] > self.buckets[-1]:  # keep the most recent positions of each user
       index = _pad([row[row >= 0][-self.buckets[-1]:] for row in index], fill=-1)
     self.long_len = (index >= 0).sum(axis=1)
@@ -174,6 +196,12 @@ class DatasetBuilder:
 
   def example_lengths(self, split: str) -> np.ndarray:
     return self.long_len[self.data.impressions[split]["user_row"]]
+
+  def padding_share(self, split: str) -> float:
+    """Share of the long-term positions a split's batches compute that are padding."""
+    lengths = self.example_lengths(split)
+    padded = bucket_length(lengths, self.buckets)
+    return float(1 - lengths.sum() / max(padded.sum(), 1))
 
   def dataset(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0):
     """(dataset of (inputs, label), example order) for one split.

@@ -40,8 +40,10 @@ class Esu(keras.layers.Layer):
   def call(self, alpha, values, valid):
     weights = ops.softmax(ops.where(valid[..., None], alpha, MASK_VALUE), axis=2)
     weights = weights * ops.cast(valid[..., None], weights.dtype)  # (B, C, K, H)
-    projected = ops.einsum("bckd,dhv->bckhv", values, self.value_kernel)
-    heads = ops.einsum("bckh,bckhv->bchv", weights, projected)  # (B, C, H, value_dim)
+    # sum_i w_ih (K_i W_v,h) = (sum_i w_ih K_i) W_v,h: pool the raw values per head first,
+    # then project once per (candidate, head) instead of once per (candidate, cluster, head).
+    pooled = ops.einsum("bckh,bckd->bchd", weights, values)  # (B, C, H, D)
+    heads = ops.einsum("bchd,dhv->bchv", pooled, self.value_kernel)  # (B, C, H, value_dim)
     merged = ops.reshape(heads, ops.shape(heads)[:2] + (-1,))
     return ops.matmul(merged, self.output_kernel)
 

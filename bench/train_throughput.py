@@ -82,7 +82,8 @@ def movielens_epoch(examples: str, model_name: str, max_raw: int | None, legacy:
   data = load_example_data(examples)
   source = PRESETS[model_name].long_term_source
   builder = DatasetBuilder(data, source, max_raw=max_raw or 10_000,
-                           buckets=LEGACY_BUCKETS if legacy else None)
+                           buckets=LEGACY_BUCKETS if legacy else None,
+                           min_bucket=trainer.min_bucket(PRESETS[model_name]))
   dataset, _ = builder.dataset("train", 256, shuffle=True)
   model = trainer._built_model(model_name, data.vocabularies)  # pylint: disable=protected-access
   model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")

@@ -34,16 +34,24 @@ NUM_BUCKETS = 6
 
 
 def fitted_buckets(lengths: np.ndarray, longest: int, count: int = NUM_BUCKETS,
-                   multiple: int = 8) -> tuple[int, ...]:
+                   multiple: int = 8, merge_within: float = 0.15, minimum: int = 1
+                   ) -> tuple[int, ...]:
   """Padded lengths fitted to the examples' sequence lengths: their 1/count, 2/count, ...
-  quantiles rounded up to a multiple of 8, and `longest` (the longest sequence of any split),
-  deduplicated. An example pads at most to the next quantile of the lengths."""
-  top = -(-max(int(longest), 1) // multiple) * multiple
+  quantiles rounded up to a multiple of 8, and `longest` (the longest sequence of any split);
+  a bucket within `merge_within` of the next larger one is dropped (one more traced shape
+  costs more than that little padding), and none is below `minimum` (a GSU model pads
+  shorter sequences to its top-k anyway). An example pads at most to the next bucket."""
+  top = -(-max(int(longest), minimum, 1) // multiple) * multiple
   if not len(lengths):
     return (top,)
-  quantiles = np.quantile(np.maximum(lengths, 1), np.arange(1, count) / count)
-  rounded = {int(-(-q // multiple) * multiple) for q in quantiles}
-  return tuple(sorted({min(b, top) for b in rounded} | {top}))
+  quantiles = np.quantile(np.maximum(lengths, minimum), np.arange(1, count) / count)
+  candidates = sorted({min(int(-(-q // multiple) * multiple), top) for q in quantiles},
+                      reverse=True)
+  kept = [top]
+  for bucket in candidates:
+    if bucket < (1 - merge_within) * kept[-1]:
+      kept.append(bucket)
+  return tuple(sorted(kept))
 LONG_SOURCES = ("clusters", "raw", "uniform")
 
 
@@ -165,16 +173,18 @@ class DatasetBuilder:
   """Builds tf.data datasets of model inputs for one long-term source."""
 
   def __init__(self, data: ExampleData, source: str, max_raw: int = 10_000, seed: int = 0,
-               buckets=None, budget: int | None = None):
-    """buckets: padded lengths (None: fitted_buckets of the training examples)."""
+               buckets=None, budget: int | None = None, min_bucket: int = 1):
+    """buckets: padded lengths (None: fitted_buckets of the training examples, none below
+    min_bucket: the model's GSU top-k, to which it pads shorter sequences itself)."""
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     self._tf, self.data, self.source = tf, data, source
     spec, vocabularies = data.spec, data.vocabularies
     index = long_term_index(data, source, max_raw, seed, budget)  # (U, L)
     lengths = (index >= 0).sum(axis=1)
     train_rows = data.impressions["train"]["user_row"] if "train" in data.impressions else []
+    self.min_bucket = min_bucket
     self.buckets = tuple(buckets) if buckets is not None else fitted_buckets(
-        lengths[train_rows], lengths.max(initial=1))
+        lengths[train_rows], lengths.max(initial=1), minimum=min_bucket)
     if index.shape[1] > self.buckets[-1]:  # keep the most recent positions of each user
       index = _pad([row[row >= 0][-self.buckets[-1]:] for row in index], fill=-1)
     self.long_len = (index >= 0).sum(axis=1)
@@ -198,9 +208,10 @@ class DatasetBuilder:
     return self.long_len[self.data.impressions[split]["user_row"]]
 
   def padding_share(self, split: str) -> float:
-    """Share of the long-term positions a split's batches compute that are padding."""
+    """Share of the long-term positions a split's batches compute that are padding (padded
+    lengths below min_bucket count as min_bucket: the model pads them that far)."""
     lengths = self.example_lengths(split)
-    padded = bucket_length(lengths, self.buckets)
+    padded = np.maximum(bucket_length(lengths, self.buckets), self.min_bucket)
     return float(1 - lengths.sum() / max(padded.sum(), 1))
 
   def dataset(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0):

@@ -39,8 +39,15 @@ from twin_tf.training.input_pipeline import (
 
 
 def _builder(config: TrainConfig, data: ExampleData) -> DatasetBuilder:
-  return DatasetBuilder(data, PRESETS[config.model].long_term_source, config.max_raw,
-                        config.seed, budget=config.budget)
+  preset = PRESETS[config.model]
+  return DatasetBuilder(data, preset.long_term_source, config.max_raw, config.seed,
+                        budget=config.budget, min_bucket=min_bucket(preset))
+
+
+def min_bucket(preset) -> int:
+  """The shortest long-term length worth a bucket: the GSU's top-k (the model pads shorter
+  sequences to it), 1 without long-term attention."""
+  return preset.gsu_top_k if preset.long_term != "none" else 1
 
 
 def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1,

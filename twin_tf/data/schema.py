@@ -56,10 +56,6 @@ GROUP = "group"  # rule-based completion group, 0..M-1, or M for unknown duratio
 CLUSTER_NUMERIC = (TIMESTAMP, PLAY_TIME, DURATION, LABEL, COMPLETION)
 
 
-def num_rows(columns: dict[str, np.ndarray]) -> int:
-  return len(columns[USER_ID])
-
-
 def take(columns: dict[str, np.ndarray], index) -> dict[str, np.ndarray]:
   """Row subset (boolean mask or integer index) of every column."""
   return {name: values[index] for name, values in columns.items()}

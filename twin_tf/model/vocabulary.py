@@ -87,9 +87,3 @@ class Vocabularies(dict):
     with np.load(folder / FILE_NAME) as stored:
       values = {f: stored[f] for f in stored.files}
     return cls.from_values(spec, values)
-
-  @classmethod
-  def empty(cls, spec: FeatureSpec) -> "Vocabularies":
-    """Every data vocabulary empty (every id OOV): for callers that only read raw ids."""
-    return cls.from_values(spec, {f: np.zeros(0, np.int64) for f in spec.candidate_fields})
-

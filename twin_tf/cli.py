@@ -285,10 +285,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def quiet_unactionable_logs() -> None:
   """Silences what a user cannot act on: TensorFlow's C++ start-up lines (no CUDA driver, CPU
-  instructions, oneDNN; set TF_CPP_MIN_LOG_LEVEL=0 to see them) and Beam's note that optional
-  Google Cloud clients are absent. Errors still arrive as Python exceptions."""
+  instructions, oneDNN; set TF_CPP_MIN_LOG_LEVEL=0 to see them), its note that a function
+  was traced again (once per padded length: by design), and Beam's note that optional Google
+  Cloud clients are absent. Errors still arrive as Python exceptions."""
   os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
   logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
+  logging.getLogger("tensorflow").addFilter(
+      lambda record: "triggered tf.function retracing" not in record.getMessage())
 
 
 def main(argv=None) -> int:

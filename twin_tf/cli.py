@@ -120,7 +120,8 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
   if path is None and args.command == "evaluate" and args.output_dir and saved.exists():
     path = saved  # the run knows its model, examples and settings
   return _with_overrides(TrainConfig, path, args,
-                         ("examples", "output_dir", "model", "epochs", "seed", "batch_size"))
+                         ("examples", "output_dir", "model", "epochs", "seed", "batch_size",
+                          "data_parallel"))
 
 
 def cluster_config(args: argparse.Namespace) -> ClusteringConfig:
@@ -215,6 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--seed", type=int, default=None, help="default: TrainConfig's, 0")
     command.add_argument("--backend", choices=("tensorflow", "jax"), default=None,
                          help="Keras backend (default: KERAS_BACKEND, else tensorflow)")
+    command.add_argument("--data-parallel", dest="data_parallel", action="store_true",
+                         default=None, help="data parallel over every local device (JAX)")
     if name == "evaluate":
       command.add_argument("--split", default="test", choices=("train", "validation", "test"),
                            help="the split to score")

@@ -106,6 +106,9 @@ class TrainConfig:
       epoch ends; None: a tenth of an epoch, at least 1).
     item_l2: L2 penalty on the item-id embedding table (0: none).
     cosine_decay: decay the learning rate along a cosine to 10% over `epochs`.
+    data_parallel: train data parallel over every local device (JAX: multi-GPU, multi-host,
+      Keras' DataParallel); batches are split evenly, so each bucket leaves out its last
+      few (fewer than the device count) examples of an epoch, others every epoch.
   """
 
   examples: str = "work_dir/examples"
@@ -121,6 +124,7 @@ class TrainConfig:
   backup_every: Optional[int] = None
   item_l2: float = 0.0
   cosine_decay: bool = False
+  data_parallel: bool = False
 
 
 C = TypeVar("C")

@@ -171,3 +171,44 @@ def test_item_keys_are_the_attention_keys(trained, data):
   kernel = np.asarray(model.attention.key_projection.kernel)
   expected = np.einsum("nd,dhk->nhk", inherent, kernel) / np.sqrt(model.config.key_dim)
   np.testing.assert_allclose(keys, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_data_parallel_on_two_devices_gives_the_one_device_loss(real_examples, tmp_path):
+  """Keras' DataParallel on JAX over two virtual CPU devices (XLA's host platform device
+  count): the same loss as one device, step after step, and a whole run trains."""
+  script = f"""
+import numpy as np, keras
+from twin_tf.data.feature_spec import MOVIELENS
+from twin_tf.model import features
+from twin_tf.model.ctr_model import build_model
+from twin_tf.training.trainer import TrainConfig, train
+assert len(keras.distribution.list_devices()) == 2
+rng = np.random.default_rng(0)
+batch = features.placeholder_inputs(MOVIELENS, 8, 120)
+for key in ("target_item_id", "long_item_id", "short_item_id", "long_category"):
+  batch[key] = rng.integers(2, 10, batch[key].shape).astype(np.int32)
+for prefix in ("long", "short"):
+  batch[prefix + "_mask"][:] = True
+  batch[prefix + "_size"][:] = 1.0
+labels = rng.integers(0, 2, 8).astype(np.float32)
+losses = []
+for devices in (None, keras.distribution.list_devices()):
+  keras.utils.set_random_seed(0)
+  keras.distribution.set_distribution(devices and keras.distribution.DataParallel(devices=devices))
+  model = build_model("TwinV2", MOVIELENS, {{"item_id": 50, "category": 10, "year_bucket": 10}})
+  model(features.placeholder_inputs(MOVIELENS))
+  model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+  losses.append([float(model.train_on_batch(batch, labels)) for _ in range(3)])
+keras.distribution.set_distribution(None)
+np.testing.assert_allclose(losses[0], losses[1], rtol=1e-5)
+history = train(TrainConfig(examples={str(real_examples[0])!r}, output_dir={str(tmp_path)!r},
+                            epochs=1, batch_size=64, data_parallel=True), verbose=0)
+assert np.isfinite(history["loss"][0])
+print("ok", losses)
+"""
+  env = {**os.environ, "KERAS_BACKEND": "jax",
+         "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+  completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                             env=env, cwd=REPO, check=False)
+  assert completed.returncode == 0, completed.stderr[-3000:]
+  assert (tmp_path / "model.weights.h5").exists()

@@ -73,14 +73,15 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
       f"{split} " + ", ".join(f"{f} {share:.1%}" for f, share in shares.items())
       for split, shares in oov.items()), flush=True)
   builder = _builder(config, data)
+  devices = _data_parallel(config)
 
   def epoch_data(epoch: int):
     """The training batches of one epoch, shuffled with that epoch's own seed."""
     return builder.dataset("train", config.batch_size, shuffle=True,
-                           seed=config.seed * 100_003 + epoch)[0]
+                           seed=config.seed * 100_003 + epoch, multiple_of=devices)[0]
 
   batches_per_epoch = len(epoch_data(0))
-  validation_ds, _ = builder.dataset("validation", config.batch_size * 4)
+  validation_ds, _ = builder.dataset("validation", config.batch_size * 4, multiple_of=devices)
 
   model = _built_model(config.model, data.vocabularies, config.item_l2)
   model.dense_normalization.adapt(data.impressions["train"][features.DENSE])
@@ -126,12 +127,27 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
     _extend(history, fit(stream, epochs=config.epochs, initial_epoch=epoch,
                          steps_per_epoch=batches_per_epoch))
   resume.remove(out / "backup")
+  keras.distribution.set_distribution(None)
   best = out / "checkpoints" / "best.weights.h5"
   if best.exists():  # EarlyStopping restores only when it stopped early
     model.load_weights(str(best))
   model.save_weights(str(out / "model.weights.h5"))
   print(f"trained {config.model} in {time.time() - start:.0f} s -> {out / 'model.weights.h5'}")
   return history
+
+
+def _data_parallel(config: TrainConfig) -> int:
+  """With config.data_parallel, Keras' DataParallel over every local device (JAX only);
+  returns the number of devices batches are split over (1 without)."""
+  import keras  # pylint: disable=import-outside-toplevel
+  if not config.data_parallel:
+    return 1
+  if keras.backend.backend() != "jax":
+    raise ValueError("data_parallel needs KERAS_BACKEND=jax (Keras' distribution API)")
+  devices = keras.distribution.list_devices()
+  keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+  print(f"data parallel over {len(devices)} devices: {devices}", flush=True)
+  return len(devices)
 
 
 def _extend(history: dict, more) -> None:

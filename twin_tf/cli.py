@@ -2,6 +2,7 @@
 
   twin-tf main                  the main job, end to end on the real data (see README)
   twin-tf convert               MovieLens, KuaiRand or a log -> behavior log + feature spec
+  twin-tf synth                 a SYNTHETIC life-cycle log (users of 10^3-10^5 behaviors)
   twin-tf embeddings            behavior log -> bootstrap item embeddings (PPMI-SVD)
   twin-tf cluster               behavior log -> per-user clusters (Beam pipeline)
   twin-tf cluster-summary       clusters -> compression ratio distribution
@@ -29,6 +30,7 @@ import sys
 from twin_tf import commands
 from twin_tf import config as config_lib
 from twin_tf.config import ClusteringConfig, EmbeddingConfig, TrainConfig
+from twin_tf.data.synthetic import SynthConfig
 from twin_tf.experiments import main_job, quality, sweeps
 
 DEFAULT_DATA = {"movielens": os.environ.get("TWIN_TF_DATA", "../shared/data/ml-latest-small"),
@@ -153,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
   add_source_arguments(convert)
   convert.add_argument("--out", required=True, help="behavior log path (.parquet/.csv/.tfrecord)")
   convert.add_argument("--max-users", type=int, default=None, help="only the first N users")
+
+  synth = add_command("synth", help="a SYNTHETIC life-cycle log (twin_tf/data/synthetic.py)")
+  synth.add_argument("--out", default="work_dir/SYNTHETIC_lifecycles.parquet",
+                     help="log path; the name must say SYNTHETIC")
+  synth.add_argument("--users", type=int, default=100, help="users")
+  synth.add_argument("--min-behaviors", dest="min_behaviors", type=int, default=1_000,
+                     help="fewest behaviors of a user")
+  synth.add_argument("--max-behaviors", dest="max_behaviors", type=int, default=100_000,
+                     help="most behaviors of a user")
+  synth.add_argument("--seed", type=int, default=0, help="seeds everything")
 
   emb = add_command("embeddings", help="bootstrap item embeddings from co-occurrence")
   emb.add_argument("--input", required=True, help="behavior log")
@@ -308,6 +320,9 @@ def main(argv=None) -> int:
       "main": lambda: main_job.main_job(main_job_config(args), extra),
       "convert": lambda: commands.convert(*source(args), args.out, args.max_users,
                                           args.features, args.item_features),
+      "synth": lambda: commands.synth(args.out, SynthConfig(
+          users=args.users, min_behaviors=args.min_behaviors,
+          max_behaviors=args.max_behaviors, seed=args.seed)),
       "embeddings": lambda: commands.embeddings(args.input, args.out, EmbeddingConfig(
           dim=args.dim, window=args.window, min_count=args.min_count, seed=args.seed),
           None if args.cutoff_quantile is None else ClusteringConfig(

@@ -73,6 +73,27 @@ def convert(dataset: str, data: Path, out: Path, max_users: int | None = None,
   return result
 
 
+def synth(out: Path, config) -> dict:
+  """A SYNTHETIC life-cycle log (twin_tf.data.synthetic) at `out` and its feature spec beside
+  it; the file name must say SYNTHETIC."""
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
+  from twin_tf.data import logs, synthetic  # pylint: disable=import-outside-toplevel
+  out = pathlib.Path(out)
+  if "SYNTHETIC" not in out.name.upper():
+    raise ValueError(f"{out.name}: a synthetic log's file name must say SYNTHETIC")
+  columns = synthetic.synthetic_log(config)
+  out.parent.mkdir(parents=True, exist_ok=True)
+  logs.write_behavior_log(columns, out)
+  synthetic.SPEC.save(out.parent)
+  counts = np.bincount(columns["user_id"])
+  result = {"behaviors": int(len(columns["user_id"])), "users": int(len(counts)),
+            "largest_user": int(counts.max()), "output": str(out)}
+  print(f"SYNTHETIC log: {result['behaviors']:,} behaviors of {result['users']:,} users "
+        f"(largest {result['largest_user']:,}) -> {out}")
+  return result
+
+
 def embeddings(log: Path, out: Path, config: EmbeddingConfig = EmbeddingConfig(),
                cutoff: ClusteringConfig | None = None, features: str | None = None) -> dict:
   """Behavior log -> bootstrap item embeddings (.npz) and their config beside them.

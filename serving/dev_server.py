@@ -20,6 +20,7 @@ where the real model server cannot be installed:
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import dataclasses
 import http.server
@@ -196,16 +197,19 @@ def _refuse(name: str, reason: str):
 def _check_shapes(arrays: dict[str, np.ndarray]) -> None:
   """Every field of a sequence (and of the candidates) has one shape; lengths, dense
   features and per-candidate sequences (esu) agree with it."""
-  candidate = [n for n in arrays if n.startswith("candidate_") and n != CANDIDATE_DENSE]
+  candidate = sorted(n for n in arrays if n.startswith("candidate_") and n != CANDIDATE_DENSE)
   shapes = {}
   for prefix, names in (("candidate", candidate),) + tuple(
-      (p, [n for n in arrays if n.startswith(f"{p}_") and n != f"{p}_length"])
+      (p, sorted(n for n in arrays if n.startswith(f"{p}_") and n != f"{p}_length"))
       for p in ("long", "short")):
-    for name in names:
-      shapes.setdefault(prefix, (name, arrays[name].shape))
-      first, shape = shapes[prefix]
-      if arrays[name].shape != shape:
-        _refuse(name, f"shape {arrays[name].shape} disagrees with {first!r} {shape}")
+    if not names:
+      continue
+    common = collections.Counter(arrays[n].shape for n in names).most_common(1)[0][0]
+    reference = next(n for n in names if arrays[n].shape == common)
+    shapes[prefix] = (reference, common)
+    for name in names:  # the odd one out is named, whatever order the request listed them in
+      if arrays[name].shape != common:
+        _refuse(name, f"shape {arrays[name].shape} disagrees with {reference!r} {common}")
   for prefix in ("long", "short"):
     if prefix in shapes and f"{prefix}_length" in arrays:
       if arrays[f"{prefix}_length"].shape != shapes[prefix][1][:-1]:

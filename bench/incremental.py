@@ -87,7 +87,7 @@ def movielens_runs(data_dir: str, fractions) -> list[dict]:
   for fraction in fractions:
     previous = [records.decode(records.encode(cluster_user(u, table, ClusteringConfig(
         cutoff_quantile=0.5 * (1 - fraction))))) for u in users]
-    new = sum(len(clustered_rows(u[schema.TIMESTAMP], config)[2]) - p[records.NUM_BEHAVIORS]
+    new = sum(len(clustered_rows(u, config)[2]) - p[records.NUM_BEHAVIORS]
               for u, p in zip(users, previous))
     seconds, _ = _time(lambda: [update_user(u, table, config, p)
                                 for u, p in zip(users, previous)])

@@ -29,14 +29,9 @@ import numpy as np
 from twin_tf.clustering import records
 from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.clustering.grouping import completion_groups
-from twin_tf.clustering.hierarchical import hierarchical_clusters, renumber_by_first_member
+from twin_tf.clustering.hierarchical import renumber_by_first_member
 from twin_tf.clustering.kmeans import cluster_sums
-from twin_tf.clustering.user import (
-  UserClusters,
-  canonical_order,
-  cluster_features,
-  clustered_rows,
-)
+from twin_tf.clustering.user import UserClusters, cluster_features, cluster_ids, clustered_rows
 from twin_tf.config import ClusteringConfig
 from twin_tf.data import schema
 
@@ -69,8 +64,7 @@ def update_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
   if previous.get(records.VERSION) != records.FORMAT_VERSION:
     raise StaleRecord(f"cluster record of format {previous.get(records.VERSION)} (this "
                       f"version reads {records.FORMAT_VERSION}): cluster in full")
-  cutoff, clustered_before, kept = clustered_rows(columns[schema.TIMESTAMP], config)
-  kept = canonical_order(columns, kept)
+  cutoff, clustered_before, kept = clustered_rows(columns, config)
   user = schema.take(columns, kept)
   since = previous[records.CLUSTERED_BEFORE] if since is None else since
   num_old = int(np.searchsorted(user[schema.TIMESTAMP], since))  # sorted by time first
@@ -91,9 +85,8 @@ def update_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
   _join_nearest(cluster, new[found[new]], embeddings, found, groups, cluster_group, num_old)
   unplaced = new[cluster[new] < 0]  # no embedding, or no cluster of their group yet
   if len(unplaced):
-    fresh = hierarchical_clusters(embeddings[unplaced], found[unplaced], groups[unplaced],
-                                  config.gamma, config.k_exponent, config.max_iter,
-                                  config.kmeans_tol, config.seed)
+    fresh = cluster_ids(embeddings[unplaced], found[unplaced], groups[unplaced],
+                        config.gamma, config)
     cluster[unplaced] = fresh + cluster.max(initial=-1) + 1
   _split_overgrown(cluster, embeddings, found, config)
   changed = np.zeros(cluster.max(initial=-1) + 1, bool)
@@ -114,7 +107,7 @@ def _features(user, embeddings, found, groups, cluster, renumbered, changed, pre
   fresh = cluster_features(schema.take(user, rows), embeddings[rows], found[rows], groups[rows],
                            np.searchsorted(new_ids, renumbered[rows]))
   num_clusters = int(renumbered.max(initial=-1)) + 1
-  kept_old = np.zeros(num_clusters, np.int64) - 1
+  kept_old = np.full(num_clusters, -1, np.int64)
   unchanged = ~changed[cluster]
   kept_old[renumbered[unchanged]] = cluster[unchanged]  # new id -> previous id
   kept_ids = np.flatnonzero(kept_old >= 0)
@@ -174,7 +167,5 @@ def _split_overgrown(cluster, embeddings, found, config: ClusteringConfig) -> No
   if not len(overgrown):
     return
   rows = np.flatnonzero(np.isin(cluster, overgrown))
-  parts = hierarchical_clusters(embeddings[rows], found[rows], cluster[rows],
-                                config.gamma, config.k_exponent, config.max_iter,
-                                config.kmeans_tol, config.seed)
+  parts = cluster_ids(embeddings[rows], found[rows], cluster[rows], config.gamma, config)
   cluster[rows] = parts + cluster.max() + 1

@@ -57,25 +57,26 @@ def user_cutoff(timestamps: np.ndarray, config: ClusteringConfig) -> Optional[in
   return int(ordered[position]) if position < len(ordered) else int(ordered[-1]) + 1
 
 
-def clustered_rows(timestamps: np.ndarray, config: ClusteringConfig
+def clustered_rows(columns: dict[str, np.ndarray], config: ClusteringConfig
                    ) -> tuple[Optional[int], int, np.ndarray]:
-  """(cutoff, clustered_before, (N,) indices of the behaviors to cluster in canonical order
-  once sorted by the caller): behaviors before the cutoff less the staleness."""
+  """(cutoff, clustered_before, (N,) indices of the behaviors to cluster): those before the
+  cutoff less the staleness, in the canonical order (timestamp, item_id, play_time) that
+  makes clustering deterministic."""
+  timestamps = columns[schema.TIMESTAMP]
   cutoff = user_cutoff(timestamps, config)
   if cutoff is None:
     before = int(timestamps.max()) + 1 if len(timestamps) else 0
   else:
     before = cutoff - int(round(config.staleness_days * 86400))
-  return cutoff, before, np.flatnonzero(timestamps < before)
+  rows = np.flatnonzero(timestamps < before)
+  rows = rows[np.lexsort((columns[schema.PLAY_TIME][rows], columns[schema.ITEM_ID][rows],
+                          timestamps[rows]))]
+  return cutoff, before, rows
 
 
-def canonical_order(columns: dict[str, np.ndarray], rows: np.ndarray) -> np.ndarray:
-  """`rows` sorted by (timestamp, item_id, play_time): the order clustering works in."""
-  return rows[np.lexsort((columns[schema.PLAY_TIME][rows], columns[schema.ITEM_ID][rows],
-                          columns[schema.TIMESTAMP][rows]))]
-
-
-def _cluster_ids(embeddings, found, groups, gamma: int, config: ClusteringConfig):
+def cluster_ids(embeddings, found, groups, gamma: int, config: ClusteringConfig
+                ) -> np.ndarray:
+  """(N,) cluster ids of behaviors by config.method, no cluster above gamma."""
   if config.method == "time_chunks":
     return time_chunks(groups, gamma)
   return hierarchical_clusters(embeddings, found, groups, gamma, config.k_exponent,
@@ -119,19 +120,18 @@ def cluster_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
   users = np.unique(columns[schema.USER_ID])
   if len(users) > 1:
     raise ValueError(f"cluster_user takes one user's behaviors; got users {users[:5]}...")
-  cutoff, clustered_before, kept = clustered_rows(columns[schema.TIMESTAMP], config)
-  kept = canonical_order(columns, kept)
+  cutoff, clustered_before, kept = clustered_rows(columns, config)
   user = schema.take(columns, kept)
   embeddings, found = table.lookup(user[schema.ITEM_ID])
   if config.max_clusters is not None:  # unknown items: one identical point, not singletons
     found = np.ones_like(found)
   groups = completion_groups(user[schema.PLAY_TIME], user[schema.DURATION], config.num_groups)
   gamma = config.gamma
-  cluster = _cluster_ids(embeddings, found, groups, gamma, config)
+  cluster = cluster_ids(embeddings, found, groups, gamma, config)
   while (config.max_clusters is not None and len(kept) and gamma < len(kept) and
          cluster.max() + 1 > config.max_clusters):
     gamma *= 2
-    cluster = _cluster_ids(embeddings, found, groups, gamma, config)
+    cluster = cluster_ids(embeddings, found, groups, gamma, config)
   return UserClusters(int(users[0]) if len(users) else -1, cutoff, clustered_before, kept,
                       cluster, cluster_features(user, embeddings, found, groups, cluster))
 

@@ -29,6 +29,9 @@ def test_vocabularies_follow_the_spec_and_round_trip(tmp_path):
   assert vocabularies.sizes()["tag"] == 7
   assert set(vocabularies.oov_shares(values)) == {"item_id", "tag", "upload_type"}
   assert vocabularies.oov_shares({**values, "tag": np.array([0, 1, 2, 3])})["tag"] == 0.5
+  indexed = vocabularies.indexed({**values, "timestamp": np.arange(5)})
+  np.testing.assert_array_equal(indexed["timestamp"], np.arange(5))  # not a vocabulary's
+  np.testing.assert_array_equal(indexed["tag"], vocabularies["tag"].lookup(values["tag"]))
   vocabularies.save(tmp_path)
   loaded = Vocabularies.load(tmp_path)
   assert loaded.spec == KUAIRAND and loaded.sizes() == vocabularies.sizes()

@@ -67,6 +67,10 @@ class Vocabularies(dict):
     return cls(spec, {f: (HashedVocabulary(buckets[f]) if buckets.get(f) else
                           Vocabulary(values[f])) for f in spec.candidate_fields})
 
+  def indexed(self, columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """A copy of `columns` with every vocabulary's field as indexes, the rest as it is."""
+    return {**columns, **{f: v.lookup(columns[f]) for f, v in self.items()}}
+
   def sizes(self) -> dict[str, int]:
     return {f: len(v) for f, v in self.items()}
 

@@ -52,6 +52,8 @@ def fitted_buckets(lengths: np.ndarray, longest: int, count: int = NUM_BUCKETS,
     if bucket < (1 - merge_within) * kept[-1]:
       kept.append(bucket)
   return tuple(sorted(kept))
+
+
 LONG_SOURCES = ("clusters", "raw", "uniform")
 
 
@@ -192,17 +194,17 @@ class DatasetBuilder:
     index = np.pad(index, ((0, 0), (0, width - index.shape[1])), constant_values=-1)
     table = data.clusters if source == "clusters" else data.history
     safe = np.maximum(index, 0)
-    gathered = {f: np.take_along_axis(table[f], safe, axis=1) for f in spec.sequence_fields}
-    gathered.update({f: v.lookup(gathered[f]) for f, v in vocabularies.items()})
+    gathered = vocabularies.indexed({f: np.take_along_axis(table[f], safe, axis=1)
+                                     for f in spec.sequence_fields})
     size = (np.take_along_axis(table[schema.CLUSTER_SIZE], safe, axis=1)
             if source == "clusters" else np.ones_like(safe))
     valid = index >= 0
     self._long = {f: tf.constant(np.where(valid, v, 0)) for f, v in gathered.items()}
     self._long["size"] = tf.constant(np.where(valid, size, 0).astype(np.float32))
     self._long["mask"] = tf.constant(valid)
-    history = dict(data.history)
-    history.update({f: v.lookup(history[f]) for f, v in vocabularies.items()})
-    self._history = {f: tf.constant(v) for f, v in history.items()}
+    self._history = {f: tf.constant(v)
+                     for f, v in vocabularies.indexed(data.history).items()}
+    self._impressions = {}  # split -> its tensors, built once
 
   def example_lengths(self, split: str) -> np.ndarray:
     return self.long_len[self.data.impressions[split]["user_row"]]
@@ -259,10 +261,12 @@ class DatasetBuilder:
     return ds.prefetch(tf.data.AUTOTUNE), np.concatenate(order)
 
   def _impression_tensors(self, split: str) -> dict:
-    tf = self._tf
-    table = dict(self.data.impressions[split])
-    table.update({f: v.lookup(table[f]) for f, v in self.data.vocabularies.items()})
-    return {k: tf.constant(v) for k, v in table.items()}
+    """A split's impressions as tensors (ids as indexes), once per split: the trainer builds
+    one dataset per epoch."""
+    if split not in self._impressions:
+      table = self.data.vocabularies.indexed(self.data.impressions[split])
+      self._impressions[split] = {k: self._tf.constant(v) for k, v in table.items()}
+    return self._impressions[split]
 
   def _batch(self, imp: dict, idx, length: int):
     tf = self._tf

@@ -119,7 +119,7 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
   clusters = (pipeline
               | "ReadClusters" >> beam.io.ReadFromTFRecord(options.clusters)
               | "KeyClusters" >> beam.Map(
-                  lambda s: (cluster_records.decode(s)[schema.USER_ID], s)))
+                  lambda s: (cluster_records.user_id(s), s)))
   joined = {"behaviors": behaviors, "clusters": clusters} | "JoinByUser" >> beam.CoGroupByKey()
   outputs = joined | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config, spec)).with_outputs(
       common.DEAD_LETTER, *SPLITS, main="users")

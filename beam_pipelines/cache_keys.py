@@ -81,7 +81,7 @@ class UserKeysDoFn(beam.DoFn):
 
   def process(self, record, items):
     user_id = int(record[schema.USER_ID][0])
-    clusters = key_cache.user_clusters(record, self._model.spec)
+    clusters = key_cache.user_clusters(record)
     ids = clusters[schema.ITEM_ID]
     unknown = sorted({int(i) for i in ids if i not in items or not items[i][2]})
     if unknown:

@@ -144,7 +144,7 @@ class ClusterUsers(beam.PTransform):
       previous = (rows.pipeline
                   | "ReadPrevious" >> beam.io.ReadFromTFRecord(self._previous)
                   | "KeyPrevious" >> beam.Map(
-                      lambda s: (records.decode(s)[schema.USER_ID], s)))
+                      lambda s: (records.user_id(s), s)))
     else:
       previous = rows.pipeline | "NoPrevious" >> beam.Create([])
     users = ({"behaviors": keyed, "previous": previous}

@@ -63,8 +63,7 @@ def convert(dataset: str, data: Path, out: Path, max_users: int | None = None,
   out.parent.mkdir(parents=True, exist_ok=True)
   logs.write_behavior_log(columns, out)
   spec.save(out.parent)
-  dead_path = out.with_name(out.stem + ".dead_letters.jsonl")
-  dead_path.write_text("".join(json.dumps(d, sort_keys=True) + "\n" for d in dead))
+  dead_path = _write_dead_letters(dead, out.with_name(out.stem + ".dead_letters.jsonl"))
   result = {"behaviors": len(columns[schema.USER_ID]), "dead_letters": len(dead),
             "features": spec.name, "output": str(out), "dead_letter_output": str(dead_path)}
   print(f"converted {dataset} {data}: {result['behaviors']:,} behaviors -> {out} (features "
@@ -109,8 +108,7 @@ def embeddings(log: Path, out: Path, config: EmbeddingConfig = EmbeddingConfig()
   print(config_lib.describe(config))
   columns, dead = logs.read_behavior_log(log, spec=feature_spec.for_log(log, features))
   if dead:
-    dead_path = pathlib.Path(out).with_suffix(".dead_letters.jsonl")
-    dead_path.write_text("".join(json.dumps(d, sort_keys=True) + "\n" for d in dead))
+    dead_path = _write_dead_letters(dead, pathlib.Path(out).with_suffix(".dead_letters.jsonl"))
     print(f"{len(dead):,} malformed rows skipped -> {dead_path}", file=sys.stderr)
   if cutoff is not None:
     kept = before_cutoff(columns, cutoff)
@@ -122,6 +120,12 @@ def embeddings(log: Path, out: Path, config: EmbeddingConfig = EmbeddingConfig()
   config_lib.save(config, pathlib.Path(out).with_suffix(".config.json"))
   print(f"bootstrap embeddings: {len(table):,} items x {table.dim} -> {out}")
   return {"items": len(table), "dim": table.dim, "dead_letters": len(dead)}
+
+
+def _write_dead_letters(dead: list[dict], path: pathlib.Path) -> pathlib.Path:
+  """Dead letters as JSON lines (the pipelines' dead_letters-*.jsonl layout) at `path`."""
+  path.write_text("".join(json.dumps(d, sort_keys=True) + "\n" for d in dead))
+  return path
 
 
 def _flags(values: dict) -> list[str]:

@@ -139,3 +139,9 @@ def test_staleness_leaves_recent_behaviors_out_but_keeps_the_cutoff():
   assert stale.cutoff == cutoff and stale.clustered_before == cutoff - 30 * 86400
   assert columns[schema.TIMESTAMP][stale.behavior_index].max() < cutoff - 30 * 86400
   assert stale.num_behaviors == np.sum(columns[schema.TIMESTAMP] < cutoff - 30 * 86400)
+
+
+def test_a_record_names_its_user_without_being_decoded():
+  columns, table = synthetic_user(300, seed=8)
+  serialized = records.encode(cluster_user(columns, table, ClusteringConfig()))
+  assert records.user_id(serialized) == records.decode(serialized)[schema.USER_ID] == 7

@@ -55,6 +55,14 @@ def decode(serialized: bytes) -> dict[str, np.ndarray | int]:
   return out
 
 
+def user_id(serialized: bytes) -> int:
+  """The user of a serialized cluster record, without decoding its per-behavior lists (what
+  the pipelines key records by)."""
+  from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
+  feature = example_pb2.Example.FromString(serialized).features.feature[schema.USER_ID]
+  return int(feature.int64_list.value[0])
+
+
 def read(pattern: str) -> list[dict]:
   """Every cluster record in the TFRecord files matching `pattern`."""
   return [decode(s) for s in tfexample.read_serialized(pattern)]

@@ -18,7 +18,6 @@ from __future__ import annotations
 import numpy as np
 
 from twin_tf.data import schema, tfexample
-from twin_tf.data.feature_spec import FeatureSpec
 from twin_tf.export.saved_model import exported_spec
 
 MODEL_VERSION = "model_version"
@@ -63,9 +62,10 @@ class ModelKeys:
     return self._cluster_bias(**arrays)["bias"].numpy()[0]
 
 
-def user_clusters(user_record: dict, spec: FeatureSpec) -> dict[str, np.ndarray]:
-  """The cluster fields of a build_examples user record: {f: (L,)}."""
-  return {f: user_record[f"cluster_{f}"] for f in spec.sequence_fields + (schema.CLUSTER_SIZE,)}
+def user_clusters(record: dict) -> dict[str, np.ndarray]:
+  """The cluster_<f> fields of a build_examples user record (or of a key record): {f: (L,)},
+  the FeatureSpec's sequence fields and cluster_size."""
+  return {k[len("cluster_"):]: v for k, v in record.items() if k.startswith("cluster_")}
 
 
 def key_vectors(item_keys: np.ndarray, bias: np.ndarray) -> np.ndarray:
@@ -101,6 +101,5 @@ def decode(serialized: bytes) -> dict:
           MODEL_VERSION: int(raw[MODEL_VERSION][0]),
           REFERENCE_TIME: int(raw[REFERENCE_TIME][0]),
           "key_vectors": raw["key_vectors"].reshape(-1, dim),
-          "clusters": {k[len("cluster_"):]: v for k, v in raw.items()
-                       if k.startswith("cluster_")},
+          "clusters": user_clusters(raw),
           SEARCHER: searcher}

@@ -163,7 +163,7 @@ def validate_inputs(signature_def, arrays: dict[str, np.ndarray],
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "empty batch (B = 0)")
   for name in expected:  # first: JSON cannot carry the trailing sizes of an empty array
     if name.startswith("candidate_") and arrays[name].ndim > 1 and arrays[name].shape[1] == 0:
-      raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"input {name!r}: no candidates")
+      _refuse(name, "no candidates")
   for name, info in expected.items():
     value = arrays[name]
     want = tf.dtypes.as_dtype(info.dtype).as_numpy_dtype

@@ -140,7 +140,7 @@ def resolve(name_or_path: str | pathlib.Path) -> FeatureSpec:
 def load(folder: str | pathlib.Path, default: FeatureSpec = MOVIELENS) -> FeatureSpec:
   """The spec saved in `folder`; `default` for folders written before specs were saved."""
   path = pathlib.Path(folder) / FILE_NAME
-  return FeatureSpec.from_json(json.loads(path.read_text())) if path.exists() else default
+  return resolve(path) if path.exists() else default
 
 
 def for_log(log: str | pathlib.Path, features: str | None = None) -> FeatureSpec:

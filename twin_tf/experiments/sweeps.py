@@ -159,14 +159,14 @@ def freshness_sweep(log, embeddings, workdir, main: Variant, seeds,
   clusters updated incrementally to the cutoff: [{"variant", "staleness_days", "incremental",
   "clusters", "models": {"TwinV2": summary}}] (the 0-day variant is the full re-clustering)."""
   work = pathlib.Path(workdir)
-  chosen = {}
-  for days in staleness_days:
-    chosen[days] = variant(log, embeddings, work / f"stale{days}", dataclasses.replace(
+
+  def stale(days) -> Variant:
+    return variant(log, embeddings, work / f"stale{days}", dataclasses.replace(
         main.clustering, staleness_days=days), main, beam_args)
+
+  chosen = {days: stale(days) for days in staleness_days}
   if incremental_from is not None:
-    start = chosen.get(incremental_from) or variant(
-        log, embeddings, work / f"stale{incremental_from}", dataclasses.replace(
-            main.clustering, staleness_days=incremental_from), main, beam_args)
+    start = chosen[incremental_from] if incremental_from in chosen else stale(incremental_from)
     chosen["incremental"] = variant(log, embeddings, work / "incremental", main.clustering,
                                     main, beam_args, previous=start)
   points = []

@@ -5,6 +5,8 @@
   cluster records -> key by user ──────────────────┘   (twin_tf.training.examples)
                                           -> users-*.tfrecord       (one record per user)
                                           -> impressions_{train,validation,test}-*.tfrecord
+                                          -> groups_{train,validation,test}-*.tfrecord
+                                             (user-major, for the streaming input)
                                           -> feature_spec.json  (--features, for training)
 
 Layouts: twin_tf/training/examples.py. A user's long sequences are written once, in the user
@@ -32,7 +34,7 @@ from beam_pipelines import common
 from twin_tf.clustering import records as cluster_records
 from twin_tf.data import feature_spec, logs, schema, tfexample
 from twin_tf.training import statistics
-from twin_tf.training.examples import SPLITS, ExampleConfig, user_examples
+from twin_tf.training.examples import SPLITS, ExampleConfig, user_examples, user_groups
 
 NAMESPACE = "build_examples"
 COUNTERS = ("behaviors_read", "dead_letters", "users") + tuple(f"impressions_{s}"
@@ -103,6 +105,8 @@ class UserExamplesDoFn(beam.DoFn):
       self._impressions[split].inc()
       yield beam.pvalue.TaggedOutput(split, tfexample.encode(
           {name: values[i] for name, values in impressions.items()}))
+    for split, record in user_groups(user, impressions, self._spec):
+      yield beam.pvalue.TaggedOutput(f"groups_{split}", tfexample.encode(record))
 
 
 def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: ExampleConfig):
@@ -122,7 +126,7 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
                   lambda s: (cluster_records.user_id(s), s)))
   joined = {"behaviors": behaviors, "clusters": clusters} | "JoinByUser" >> beam.CoGroupByKey()
   outputs = joined | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config, spec)).with_outputs(
-      common.DEAD_LETTER, *SPLITS, main="users")
+      common.DEAD_LETTER, *SPLITS, *(f"groups_{s}" for s in SPLITS), main="users")
   _ = outputs.users | "Progress" >> common.ReportProgress("users with examples", joined)
   output = log.output.rstrip("/")
   _ = (pipeline | "Spec" >> beam.Create([json.dumps(spec.to_json(), indent=2)])
@@ -133,6 +137,8 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
   for split in SPLITS:
     _ = outputs[split] | f"Write_{split}" >> beam.io.WriteToTFRecord(
         f"{output}/impressions_{split}", file_name_suffix=".tfrecord")
+    _ = outputs[f"groups_{split}"] | f"WriteGroups_{split}" >> beam.io.WriteToTFRecord(
+        f"{output}/groups_{split}", file_name_suffix=".tfrecord")
   dead = ((read.dead_letter, outputs[common.DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten())
   _ = (dead
        | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
@@ -148,7 +154,7 @@ def run(argv=None) -> dict[str, int]:
                          test_fraction=options.test_fraction, num_groups=options.num_groups)
   counters = common.run_to_completion(
       options, lambda p: build(p, options, config), NAMESPACE, COUNTERS,
-      ("users-*", "impressions_*-*", "dead_letters-*", feature_spec.FILE_NAME))
+      ("users-*", "impressions_*-*", "groups_*-*", "dead_letters-*", feature_spec.FILE_NAME))
   if not counters["impressions_train"]:
     raise SystemExit(
         f"build_examples wrote no training impressions ({counters['users']:,} users, "

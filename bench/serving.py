@@ -19,7 +19,6 @@ import os
 import pathlib
 import sys
 import tempfile
-import time
 
 import numpy as np
 
@@ -58,22 +57,6 @@ def synthetic_request(vocabularies, clusters: int, candidates: int, seed: int = 
   return arrays
 
 
-def timings(call, requests: int, warmup: int = 5) -> dict:
-  for _ in range(warmup):
-    call()
-  seconds = []
-  start = time.perf_counter()
-  for _ in range(requests):
-    t = time.perf_counter()
-    call()
-    seconds.append(time.perf_counter() - t)
-  total = time.perf_counter() - start
-  ms = np.array(seconds) * 1000
-  return {"p50_ms": round(float(np.percentile(ms, 50)), 2),
-          "p99_ms": round(float(np.percentile(ms, 99)), 2),
-          "rps": round(requests / total, 1), "requests": requests}
-
-
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--run-dir", default=str(REPO / "work_dir/runs/TwinV2-seed0"))
@@ -85,6 +68,8 @@ def main() -> None:
   import tensorflow as tf
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
+  from timing import timings
+
   from serving.client import TwinClient
   from serving.dev_server import DevServer
   from twin_tf.export import saved_model
@@ -113,5 +98,5 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, str(REPO))
+  sys.path[:0] = [str(REPO), str(REPO / "bench")]
   main()

@@ -71,28 +71,38 @@ def samples_per_second(model_name: str, length: int, batch: int, steps: int) -> 
   return batch * steps / (time.perf_counter() - start)
 
 
-def movielens_epoch(examples: str, model_name: str, max_raw: int | None, legacy: bool) -> dict:
+def movielens_epoch(examples: str, model_name: str, max_raw: int | None, path: str) -> dict:
   """One epoch over the real MovieLens train split (batch 256): samples/s and the share of
-  computed long-term positions that are padding, with fitted or legacy buckets."""
+  computed long-term positions that are padding. path: "legacy" (in-memory tables, the
+  former fixed buckets: the code before issue 16), "fitted" (in-memory, fitted buckets) or
+  "streaming" (what training runs: group records streamed, fitted buckets)."""
   import keras
 
   from twin_tf.model.ctr_model import PRESETS
-  from twin_tf.training import trainer
+  from twin_tf.training import streaming, trainer
   from twin_tf.training.input_pipeline import LEGACY_BUCKETS, DatasetBuilder, load_example_data
-  data = load_example_data(examples)
-  source = PRESETS[model_name].long_term_source
-  builder = DatasetBuilder(data, source, max_raw=max_raw or 10_000,
-                           buckets=LEGACY_BUCKETS if legacy else None,
-                           min_bucket=trainer.min_bucket(PRESETS[model_name]))
-  dataset, _ = builder.dataset("train", 256, shuffle=True)
-  model = trainer._built_model(model_name, data.vocabularies)  # pylint: disable=protected-access
+  source, bucket_floor = PRESETS[model_name].long_term_source, trainer.min_bucket(
+      PRESETS[model_name])
+  if path == "streaming":
+    scan = streaming.scan_records(examples)
+    builder = streaming.StreamingInput(examples, source, max_raw=max_raw or 10_000,
+                                       min_bucket=bucket_floor, scan=scan)
+    dataset, vocabularies = builder.dataset("train", 256, shuffle=True), scan.vocabularies
+    samples = int(scan.records["train"]["impressions"].sum())
+  else:
+    data = load_example_data(examples)
+    builder = DatasetBuilder(data, source, max_raw=max_raw or 10_000,
+                             buckets=LEGACY_BUCKETS if path == "legacy" else None,
+                             min_bucket=bucket_floor)
+    (dataset, _), vocabularies = builder.dataset("train", 256, shuffle=True), data.vocabularies
+    samples = len(data.impressions["train"]["label"])
+  model = trainer._built_model(model_name, vocabularies)  # pylint: disable=protected-access
   model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
   start = time.perf_counter()
   model.fit(dataset, epochs=1, verbose=0, shuffle=False)
   seconds = time.perf_counter() - start
-  samples = len(data.impressions["train"]["label"])
   return {"data": "MovieLens", "model": model_name,
-          "length": max_raw if max_raw else "full", "buckets": "legacy" if legacy else "fitted",
+          "length": max_raw if max_raw else "full", "input": path,
           "bucket_lengths": list(builder.buckets), "samples": samples,
           "seconds": round(seconds, 1), "samples_per_s": round(samples / seconds, 1),
           "padding_share": round(builder.padding_share("train"), 3)}
@@ -115,21 +125,21 @@ def main() -> None:
                       help="skip Twin above this raw length (memory)")
   parser.add_argument("--movielens", default=None,
                       help="instead: a build-examples folder of the real MovieLens data; one "
-                      "epoch per model and length, fitted against legacy buckets")
+                      "epoch per model, length and input path (legacy, fitted, streaming)")
   args = parser.parse_args()
   import keras
   if args.movielens:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
     runs = []
-    for model_name, max_raw, legacy in (("Twin", 200, True), ("Twin", 200, False),
-                                        ("TwinV2", None, True), ("TwinV2", None, False),
-                                        ("Twin", None, False)):
-      runs.append(movielens_epoch(args.movielens, model_name, max_raw, legacy))
-      r = runs[-1]
-      print(f"MovieLens, {r['model']:6s} length {r['length']}, {r['buckets']} buckets "
-            f"{r['bucket_lengths']}: {r['samples_per_s']:,.1f} samples/s, padding "
-            f"{r['padding_share']:.0%}", flush=True)
-    speedup = runs[1]["samples_per_s"] / runs[0]["samples_per_s"]
+    for model_name, max_raw in (("Twin", 200), ("TwinV2", None)):
+      for path in ("legacy", "fitted", "streaming"):
+        runs.append(movielens_epoch(args.movielens, model_name, max_raw, path))
+        r = runs[-1]
+        print(f"MovieLens, {r['model']:6s} length {r['length']}, {path} input, buckets "
+              f"{r['bucket_lengths']}: {r['samples_per_s']:,.1f} samples/s, padding "
+              f"{r['padding_share']:.0%}", flush=True)
+    runs.append(movielens_epoch(args.movielens, "Twin", None, "streaming"))
+    speedup = runs[2]["samples_per_s"] / runs[0]["samples_per_s"]  # streaming over legacy
     print(json.dumps({"backend": keras.backend.backend(), "device": device_name(),
                       "threads": 1, "runs": runs, "speedup_twin_200": round(speedup, 2)}))
     return

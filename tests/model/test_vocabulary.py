@@ -27,8 +27,8 @@ def test_vocabularies_follow_the_spec_and_round_trip(tmp_path):
   assert list(vocabularies) == list(KUAIRAND.candidate_fields)
   assert vocabularies.sizes()["author_id"] == 100_005  # hashed: buckets + 2
   assert vocabularies.sizes()["tag"] == 7
-  assert set(vocabularies.oov_shares(values)) == {"item_id", "tag", "upload_type"}
-  assert vocabularies.oov_shares({**values, "tag": np.array([0, 1, 2, 3])})["tag"] == 0.5
+  assert vocabularies.oov_counts(values) == {"item_id": 0, "tag": 0, "upload_type": 0}
+  assert vocabularies.oov_counts({**values, "tag": np.array([0, 1, 2, 3])})["tag"] == 2
   indexed = vocabularies.indexed({**values, "timestamp": np.arange(5)})
   np.testing.assert_array_equal(indexed["timestamp"], np.arange(5))  # not a vocabulary's
   np.testing.assert_array_equal(indexed["tag"], vocabularies["tag"].lookup(values["tag"]))

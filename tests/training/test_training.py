@@ -11,6 +11,7 @@ import pytest
 
 from twin_tf.model.ctr_model import PRESETS, build_model
 from twin_tf.training.input_pipeline import DatasetBuilder, load_example_data
+from twin_tf.training.streaming import StreamingInput
 from twin_tf.training.trainer import TrainConfig, evaluate, load_trained, restore_model, train
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -100,8 +101,8 @@ def test_killed_run_resumes_from_its_last_backed_up_batch(real_examples, data, t
   that was never killed."""
   config = TrainConfig(examples=str(real_examples[0]), model="DIN", epochs=2, batch_size=32,
                        backup_every=3, patience=5, output_dir=str(tmp_path / "run"))
-  per_epoch = len(DatasetBuilder(data, PRESETS["DIN"].long_term_source).dataset(
-      "train", 32, shuffle=True)[0])  # batches per bucket, rounded up, summed
+  per_epoch = StreamingInput(real_examples[0], PRESETS["DIN"].long_term_source).num_batches(
+      "train", 32)  # batches per bucket, rounded up, summed
   with pytest.raises(RuntimeError, match="simulated crash"):
     train(config, data, verbose=0, extra_callbacks=[_CrashAfter(per_epoch + 5)])
   progress = json.loads((tmp_path / "run" / "backup" / "progress.json").read_text())

@@ -207,7 +207,10 @@ def _pad_long_to(inputs, k: int, spec: FeatureSpec):
   length = inputs["long_mask"].shape[1]
   if length is not None and length >= k:
     return inputs
-  extra = k if length is None else k - length
+  if length is None:  # pad at run time only as far as needed
+    extra = ops.maximum(k - ops.shape(inputs["long_mask"])[1], 0)
+  else:
+    extra = k - length
   padded = dict(inputs)
   for key in features.sequence_keys(spec, "long"):
     value = inputs[key]

@@ -74,9 +74,9 @@ class Vocabularies(dict):
   def sizes(self) -> dict[str, int]:
     return {f: len(v) for f, v in self.items()}
 
-  def oov_shares(self, values: dict[str, np.ndarray]) -> dict[str, float]:
-    """Share of out-of-vocabulary ids among `values` ({field: ids}) per data vocabulary."""
-    return {f: float(np.mean(v.lookup(values[f]) == OOV)) if len(values[f]) else 0.0
+  def oov_counts(self, values: dict[str, np.ndarray]) -> dict[str, int]:
+    """Out-of-vocabulary ids among `values` ({field: ids}) per data vocabulary."""
+    return {f: int(np.sum(v.lookup(values[f]) == OOV))
             for f, v in self.items() if not v.hash_buckets}
 
   def save(self, folder: str | pathlib.Path) -> None:

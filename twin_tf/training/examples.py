@@ -16,6 +16,17 @@ Impression record (one per impression, i.e. behavior at or after the cutoff):
   user_id, item_id, <spec.item_feature_names>, timestamp, label, history_end, split  int64[1]
   dense                                     float32[D]  statistics.DENSE_FEATURES, from
                                                         behaviors strictly before it
+Group record (the streaming input, twin_tf.training.streaming; one per user, split and run of
+at most GROUP_SIZE of the user's impressions of that split, in time order):
+  user_id, num_pre_cutoff                   int64[1]
+  cluster_<f>                               int64[C]  as in the user record
+  history_<f>                               int64[H]  the user's behaviors before the group's
+                               last impression (H >= num_pre_cutoff): the raw long-term
+                               sequences and every impression's short-term window
+  impression_<name>  for the impression fields but user_id and split  int64[G]
+  impression_dense                          float32[G * D]
+Every user has a train group record, without impressions if it has none, so the train records
+hold every behavior a vocabulary is built from.
 (spec: the log's FeatureSpec, twin_tf.data.feature_spec, saved beside the records.)
 
 The split is chronological per user: of a user's impressions in time order, the last
@@ -39,6 +50,7 @@ from twin_tf.training import statistics
 SPLITS = ("train", "validation", "test")
 DENSE = features.DENSE
 NUM_PRE_CUTOFF = "num_pre_cutoff"
+GROUP_SIZE = 256
 
 
 def impression_fields(spec: FeatureSpec) -> tuple[str, ...]:
@@ -96,6 +108,33 @@ def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: Exampl
                                  spec.primary),
       np.asarray(item_stats, np.float32)[order][chosen]], axis=1)
   return user, impressions
+
+
+def group_fields(spec: FeatureSpec) -> tuple[str, ...]:
+  """The per-impression int64 fields of a group record (without the `impression_` prefix)."""
+  return impression_fields(spec)[1:-1]
+
+
+def user_groups(user: dict[str, np.ndarray], impressions: dict[str, np.ndarray],
+                spec: FeatureSpec, group_size: int = GROUP_SIZE
+                ) -> list[tuple[str, dict[str, np.ndarray]]]:
+  """A user's group records (the streaming layout above) from user_examples' output:
+  [(split, record)], each split's impressions in time order, at most group_size a record."""
+  out = []
+  for index, split in enumerate(SPLITS):
+    chosen = np.flatnonzero(impressions["split"] == index)
+    starts = range(0, len(chosen), group_size) if len(chosen) else ([0] if index == 0 else [])
+    for start in starts:
+      rows = chosen[start:start + group_size]
+      end = max(int(user[NUM_PRE_CUTOFF]), int(impressions["history_end"][rows].max(initial=0)))
+      record = {schema.USER_ID: user[schema.USER_ID], NUM_PRE_CUTOFF: user[NUM_PRE_CUTOFF]}
+      record.update({f"cluster_{f}": user[f"cluster_{f}"]
+                     for f in spec.sequence_fields + (schema.CLUSTER_SIZE,)})
+      record.update({f"history_{f}": user[f"history_{f}"][:end] for f in spec.sequence_fields})
+      record.update({f"impression_{f}": impressions[f][rows] for f in group_fields(spec)})
+      record[f"impression_{DENSE}"] = impressions[DENSE][rows].reshape(-1)
+      out.append((split, record))
+  return out
 
 
 def split_ids(num: int, config: ExampleConfig) -> np.ndarray:

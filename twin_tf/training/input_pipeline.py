@@ -1,4 +1,8 @@
-"""tf.data input pipeline: joins impressions with their user's sequences, bucketed by length.
+"""In-memory tf.data input: joins impressions with their user's sequences, bucketed by length.
+
+Training streams its batches (training.streaming); this path serves where examples are needed
+in a fixed impression order next to their metadata (evaluation, predictions, serving requests,
+analyses), on data that fits in memory. It also fits the buckets both paths use.
 
 User records are loaded once into padded in-memory tables (one row per user); each impression
 gathers its user's rows inside the tf.data graph, so a long sequence exists once per user, not
@@ -130,11 +134,6 @@ def load_example_data(folder: str | pathlib.Path,
         f: np.concatenate([data.impressions["train"][f], history[f][pre_cutoff]])
         for f in spec.candidate_fields})
   return data
-
-
-def oov_shares(data: ExampleData) -> dict[str, dict[str, float]]:
-  """{split: {field: share of the split's targets out of vocabulary}} per data vocabulary."""
-  return {split: data.vocabularies.oov_shares(imp) for split, imp in data.impressions.items()}
 
 
 def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed: int = 0,

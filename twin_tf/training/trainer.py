@@ -29,19 +29,21 @@ from twin_tf.data import schema
 from twin_tf.model import features
 from twin_tf.model.ctr_model import PRESETS, build_model
 from twin_tf.model.vocabulary import Vocabularies
-from twin_tf.training import diversity, metrics, ranking, resume
-from twin_tf.training.input_pipeline import (
-  DatasetBuilder,
-  ExampleData,
-  load_example_data,
-  oov_shares,
-)
+from twin_tf.training import diversity, metrics, ranking, resume, streaming
+from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData, load_example_data
 
 
 def _builder(config: TrainConfig, data: ExampleData) -> DatasetBuilder:
   preset = PRESETS[config.model]
   return DatasetBuilder(data, preset.long_term_source, config.max_raw, config.seed,
                         budget=config.budget, min_bucket=min_bucket(preset))
+
+
+def _streaming(config: TrainConfig, scan: streaming.RecordScan) -> streaming.StreamingInput:
+  preset = PRESETS[config.model]
+  return streaming.StreamingInput(config.examples, preset.long_term_source, config.max_raw,
+                                  config.seed, budget=config.budget,
+                                  min_bucket=min_bucket(preset), scan=scan)
 
 
 def min_bucket(preset) -> int:
@@ -54,6 +56,9 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
           extra_callbacks=()) -> dict:
   """Trains one model; resumes from output_dir/backup if a previous run was killed.
 
+  Batches stream from the examples' group records (training.streaming); `data` (the same
+  examples, in memory) only lends its vocabularies.
+
   Returns:
     the Keras history ({metric: [value per epoch]}) of this call.
   """
@@ -65,26 +70,26 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   print(config_lib.describe(config), flush=True)
   config_lib.save(config, out / "config.json")
   keras.utils.set_random_seed(config.seed)
-  data = data or load_example_data(config.examples)
-  data.vocabularies.save(out)
-  oov = oov_shares(data)
+  scan = streaming.scan_records(config.examples, data.vocabularies if data else None)
+  vocabularies, oov = scan.vocabularies, scan.oov
+  vocabularies.save(out)
   (out / "oov.json").write_text(json.dumps(oov, indent=2) + "\n")
   print("out of vocabulary (share of targets): " + "; ".join(
       f"{split} " + ", ".join(f"{f} {share:.1%}" for f, share in shares.items())
       for split, shares in oov.items()), flush=True)
-  builder = _builder(config, data)
+  streamed = _streaming(config, scan)
   devices = _data_parallel(config)
 
   def epoch_data(epoch: int):
     """The training batches of one epoch, shuffled with that epoch's own seed."""
-    return builder.dataset("train", config.batch_size, shuffle=True,
-                           seed=config.seed * 100_003 + epoch, multiple_of=devices)[0]
+    return streamed.dataset("train", config.batch_size, shuffle=True,
+                            seed=config.seed * 100_003 + epoch, multiple_of=devices)
 
-  batches_per_epoch = len(epoch_data(0))
-  validation_ds, _ = builder.dataset("validation", config.batch_size * 4, multiple_of=devices)
+  batches_per_epoch = streamed.num_batches("train", config.batch_size, devices)
+  validation_ds = streamed.dataset("validation", config.batch_size * 4, multiple_of=devices)
 
-  model = _built_model(config.model, data.vocabularies, config.item_l2)
-  model.dense_normalization.adapt(data.impressions["train"][features.DENSE])
+  model = _built_model(config.model, vocabularies, config.item_l2)
+  model.dense_normalization.set_statistics(scan.dense_mean, scan.dense_std)
   learning_rate = config.learning_rate
   if config.cosine_decay:
     learning_rate = keras.optimizers.schedules.CosineDecay(

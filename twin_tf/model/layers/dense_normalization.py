@@ -32,9 +32,12 @@ class DenseNormalization(keras.layers.Layer):
   def adapt(self, values: np.ndarray) -> None:
     """Sets mean and std from (N, D) training values (std 1 for a constant feature)."""
     values = np.asarray(values, np.float64)
-    std = values.std(axis=0)
-    self.mean.assign(values.mean(axis=0).astype("float32"))
-    self.std.assign(np.where(std > 1e-6, std, 1.0).astype("float32"))
+    self.set_statistics(values.mean(axis=0), values.std(axis=0))
+
+  def set_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+    """Sets (D,) mean and std computed elsewhere (std 1 where it is ~0)."""
+    self.mean.assign(np.asarray(mean, "float32"))
+    self.std.assign(np.where(np.asarray(std) > 1e-6, std, 1.0).astype("float32"))
 
   def call(self, x):
     return (ops.cast(x, "float32") - self.mean) / self.std

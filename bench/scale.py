@@ -1,0 +1,233 @@
+"""Benchmark: a SYNTHETIC life-cycle log of >= 10^7 behaviors through the whole path.
+
+  synth (U users x B behaviors, plus one user of `--largest`) -> embeddings (bootstrap)
+  -> cluster (Beam, FnApiRunner over every core) -> build-examples (Beam)
+  -> train one epoch (TwinV2, TensorFlow, CPU, streaming input) on half the users, then on
+     all of them (peak RSS must not grow with the users)
+  -> export -> score the largest user (its clusters, 200 of its impressions as candidates)
+     in process on one core, and through the development server over gRPC.
+
+Every stage runs in its own process; its peak RSS is the largest ru_maxrss of that process
+and its children (Beam's workers). Each user's last 0.5% of behaviors are the impressions
+(--cutoff-quantile), so training stays an epoch of ~5x10^4 impressions over full life-cycles.
+
+  python bench/scale.py --work work_dir/scale [--users 500 --behaviors 20000 --largest 100000]
+
+Last line: {"behaviors", "users", "stages": [{"stage", "seconds", "peak_rss_mb",
+"behaviors_per_s"}], "serving": {"clusters", "candidates", "p50_ms", "p99_ms", ...}}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import resource
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BEAM_ARGS = [f"--direct_num_workers={os.cpu_count()}", "--direct_running_mode=multi_processing"]
+LOG = "SYNTHETIC_scale.parquet"
+
+
+def _peak_rss_mb() -> float:
+  """The largest resident set of this process and of its waited-for children, in MB."""
+  return max(resource.getrusage(who).ru_maxrss for who in
+             (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)) / 1024
+
+
+def stage_synth(work: pathlib.Path, args) -> dict:
+  from twin_tf.data import logs, schema
+  from twin_tf.data.synthetic import SPEC, SynthConfig, synthetic_log
+  many = synthetic_log(SynthConfig(users=args.users, min_behaviors=args.behaviors,
+                                   max_behaviors=args.behaviors, seed=0))
+  largest = synthetic_log(SynthConfig(users=1, min_behaviors=args.largest,
+                                      max_behaviors=args.largest, seed=1))
+  largest[schema.USER_ID] = largest[schema.USER_ID] + args.users
+  columns = {f: np.concatenate([many[f], largest[f]]) for f in many}
+  logs.write_behavior_log(columns, work / LOG)
+  SPEC.save(work)
+  return {"behaviors": len(columns[schema.USER_ID]),
+          "users": len(np.unique(columns[schema.USER_ID])), "largest_user": args.users}
+
+
+def stage_embeddings(work: pathlib.Path, args) -> dict:
+  from twin_tf import commands
+  from twin_tf.config import ClusteringConfig
+  return commands.embeddings(work / LOG, work / "embeddings.npz",
+                             cutoff=ClusteringConfig(cutoff_quantile=args.cutoff_quantile))
+
+
+def stage_cluster(work: pathlib.Path, args) -> dict:
+  from twin_tf import commands
+  from twin_tf.config import ClusteringConfig
+  return commands.cluster(work / LOG, work / "embeddings.npz", work / "clusters",
+                          ClusteringConfig(cutoff_quantile=args.cutoff_quantile), BEAM_ARGS)
+
+
+def stage_build_examples(work: pathlib.Path, args) -> dict:
+  from twin_tf import commands
+  counters = commands.build_examples(work / LOG, work / "clusters", work / "examples",
+                                     BEAM_ARGS)
+  _write_half(work / "examples", work / "examples_half", args.users // 2)
+  return counters
+
+
+def _write_half(folder: pathlib.Path, out: pathlib.Path, users: int) -> None:
+  """The group records of the users with id < `users` (the smaller training size)."""
+  import shutil
+
+  import tensorflow as tf
+
+  from twin_tf.data import tfexample
+  from twin_tf.training import examples
+  out.mkdir(exist_ok=True)
+  shutil.copy(folder / "feature_spec.json", out)
+  for split in examples.SPLITS:
+    with tf.io.TFRecordWriter(str(out / f"groups_{split}-00000-of-00001.tfrecord")) as writer:
+      for path in sorted(folder.glob(f"groups_{split}-*")):
+        for serialized in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
+          if tfexample.decode(serialized)["user_id"][0] < users:
+            writer.write(serialized)
+
+
+def stage_train(work: pathlib.Path, args, examples: str = "examples") -> dict:
+  from twin_tf.training.streaming import scan_records
+  from twin_tf.training.trainer import TrainConfig, train
+  history = train(TrainConfig(examples=str(work / examples), model="TwinV2", epochs=1,
+                              output_dir=str(work / f"run_{examples}")), verbose=2)
+  records = scan_records(work / examples).records["train"]
+  users = args.users // 2 if examples.endswith("half") else args.users + 1
+  return {"impressions": int(records["impressions"].sum()), "users": users,
+          "behaviors": users * args.behaviors + (0 if examples.endswith("half") else args.largest),
+          "loss": float(history["loss"][0])}
+
+
+def stage_train_half(work: pathlib.Path, args) -> dict:
+  return stage_train(work, args, "examples_half")
+
+
+def stage_export(work: pathlib.Path, args) -> dict:
+  from twin_tf import commands
+  return commands.export(work / "run_examples", work / "model", version=1, warmup=0)
+
+
+def largest_user_request(work: pathlib.Path, user: int, candidates: int) -> dict:
+  """serving_default arrays for the largest user: its clusters, its 50 behaviors before its
+  first test impression, and `candidates` of its impressions (any split) as candidates."""
+  import tensorflow as tf
+
+  from serving.client import pad_request
+  from twin_tf.data import feature_spec, tfexample
+  from twin_tf.model import features
+  spec = feature_spec.load(work / "examples")
+  records = [r for path in sorted((work / "examples").glob("groups_*-*"))
+             for s in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
+             if (r := tfexample.decode(s))["user_id"][0] == user]
+  record = max(records, key=lambda r: len(r["impression_label"]))
+  end = int(record["impression_history_end"][0])
+  short = {f: record[f"history_{f}"][max(0, end - features.SHORT_LENGTH):end]
+           for f in spec.sequence_fields}
+  chosen = np.arange(candidates) % len(record["impression_label"])
+  dense = record[f"impression_{features.DENSE}"].reshape(-1, len(features.DENSE_FEATURES))
+  request = {"long": {**{f: record[f"cluster_{f}"] for f in spec.sequence_fields},
+                      "size": record["cluster_cluster_size"]},
+             "short": short,
+             "candidates": {**{f: record[f"impression_{f}"][chosen]
+                               for f in spec.candidate_fields},
+                            features.DENSE: dense[chosen].tolist()}}
+  return pad_request([request], [int(record["impression_timestamp"][0])])
+
+
+def stage_score(work: pathlib.Path, args) -> dict:
+  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+  import tensorflow as tf
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  from timing import timings
+
+  from serving.client import TwinClient
+  from serving.dev_server import DevServer
+  arrays = largest_user_request(work, args.users, args.candidates)
+  signature = tf.saved_model.load(str(work / "model" / "1")).signatures["serving_default"]
+  tensors = {k: tf.constant(v) for k, v in arrays.items()}
+  in_process = timings(lambda: signature(**tensors)["scores"].numpy(), args.requests)
+  server = DevServer(work / "model", "twin", workers=1)
+  port, _ = server.start()
+  client = TwinClient(f"127.0.0.1:{port}")
+  grpc = timings(lambda: client.predict(arrays), args.requests)
+  client.close()
+  server.stop()
+  return {"clusters": int(arrays["long_length"][0]), "candidates": args.candidates,
+          "p50_ms": in_process["p50_ms"], "p99_ms": in_process["p99_ms"],
+          "dev_server_grpc": grpc}
+
+
+STAGES = {"synth": stage_synth, "embeddings": stage_embeddings, "cluster": stage_cluster,
+          "build-examples": stage_build_examples, "train-half-users": stage_train_half,
+          "train": stage_train, "export": stage_export, "score": stage_score}
+
+
+def run_stage(name: str, argv: list[str]) -> dict:
+  """Runs one stage in its own process (its log: <work>/<stage>.log); its result with
+  seconds and peak_rss_mb."""
+  start = time.time()
+  log = pathlib.Path(argv[argv.index("--work") + 1] if "--work" in argv else
+                     REPO / "work_dir/scale") / f"{name}.log"
+  with open(log, "w") as stderr:
+    completed = subprocess.run([sys.executable, __file__, "--stage", name, *argv], cwd=REPO,
+                               stdout=subprocess.PIPE, stderr=stderr, text=True, check=False)
+  if completed.returncode:
+    sys.exit(f"stage {name} failed (exit {completed.returncode}); see {log}")
+  result = json.loads(completed.stdout.strip().splitlines()[-1])
+  result["seconds"] = round(time.time() - start, 1)
+  return result
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+  parser.add_argument("--work", default=str(REPO / "work_dir/scale"))
+  parser.add_argument("--users", type=int, default=500)
+  parser.add_argument("--behaviors", type=int, default=20_000)
+  parser.add_argument("--largest", type=int, default=100_000)
+  parser.add_argument("--cutoff-quantile", dest="cutoff_quantile", type=float, default=0.995)
+  parser.add_argument("--candidates", type=int, default=200)
+  parser.add_argument("--requests", type=int, default=100)
+  parser.add_argument("--stage", choices=sorted(STAGES), help=argparse.SUPPRESS)
+  args, _ = parser.parse_known_args()
+  work = pathlib.Path(args.work)
+  work.mkdir(parents=True, exist_ok=True)
+  if args.stage:  # a child: run the stage, print its result and peak RSS
+    result = STAGES[args.stage](work, args)
+    print(json.dumps({**result, "peak_rss_mb": round(_peak_rss_mb(), 1)}, default=str))
+    return
+  argv = sys.argv[1:]
+  stages, behaviors, users, serving = [], 0, 0, {}
+  for name in STAGES:
+    result = run_stage(name, argv)
+    if name == "synth":
+      behaviors, users = result["behaviors"], result["users"]
+    if name == "score":
+      serving = {k: v for k, v in result.items() if k not in ("seconds", "peak_rss_mb")}
+    row = {"stage": name, "seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
+           "behaviors_per_s": round(result.get("behaviors", behaviors) / result["seconds"])}
+    row.update({k: result[k] for k in ("impressions", "users") if k in result})
+    stages.append(row)
+    print(f"{name}: {row['seconds']} s, peak RSS {row['peak_rss_mb']:,.0f} MB, "
+          f"{row['behaviors_per_s']:,} behaviors/s", flush=True)
+  print(f"serving the largest user ({serving['clusters']:,} clusters, {args.candidates} "
+        f"candidates, 1 core): in process p50 {serving['p50_ms']} ms, p99 "
+        f"{serving['p99_ms']} ms; development server over gRPC p99 "
+        f"{serving['dev_server_grpc']['p99_ms']} ms")
+  print(json.dumps({"data": "SYNTHETIC", "behaviors": behaviors, "users": users,
+                    "stages": stages, "serving": serving}))
+
+
+if __name__ == "__main__":
+  sys.path[:0] = [str(REPO), str(REPO / "bench")]
+  main()

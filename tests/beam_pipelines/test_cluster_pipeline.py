@@ -218,3 +218,12 @@ def test_a_corrupt_shard_names_the_pipeline_and_its_inputs_and_leaves_no_temp_fo
   assert f"--clusters={tmp_path / 'c' / 'clusters-*'}" in str(raised.value)
   assert "Not a valid TFRecord" in str(raised.value)
   assert not list((tmp_path / "e").glob("beam-temp-*"))
+
+
+def test_several_local_workers_are_refused(tmp_path):
+  """The local runner with several workers lost users without a dead letter: refused."""
+  argv = [f"--input={tmp_path}/log.parquet", f"--output={tmp_path}/out",
+          "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+  with pytest.raises(SystemExit, match="beam#19842"):
+    common.pipeline_options(argv, cluster_behaviors.ClusterBehaviorsOptions)
+  common.pipeline_options(argv[:2], cluster_behaviors.ClusterBehaviorsOptions)  # one worker is fine

@@ -68,7 +68,7 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   """Runs every stage; returns {stage: figures} (also written to main_job.json).
 
   Args:
-    beam_args: extra flags for every Beam pipeline (--runner, --direct_num_workers, ...).
+    beam_args: extra flags for every Beam pipeline (--runner, --project, ...).
   """
   work = pathlib.Path(config.workdir)
   log, embeddings = work / "behaviors.parquet", work / "item_embeddings.npz"

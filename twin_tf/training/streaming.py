@@ -40,6 +40,7 @@ from twin_tf.training import examples, statistics
 from twin_tf.training.input_pipeline import LONG_SOURCES, bucket_length, fitted_buckets
 
 RECORD_BUFFER = 64
+MAX_BATCH_POSITIONS = 2 ** 19  # long-term positions of a batch (B x L), bounds activations
 EXAMPLE_BUFFER = 4096
 CYCLE_LENGTH = 8
 NUM_PRE_CUTOFF = examples.NUM_PRE_CUTOFF
@@ -157,11 +158,15 @@ class StreamingInput:
     max_raw, seed, budget: as input_pipeline.DatasetBuilder's.
     buckets: padded lengths (None: fitted to the train examples, none below min_bucket).
     scan: a RecordScan of the folder (None: scanned here).
+    max_positions: a batch of bucket L holds at most max_positions // L examples (rounded
+      down to a multiple of the device count, at least that count): memory for activations
+      stays bounded however long the sequences; buckets up to max_positions / batch keep the
+      full batch.
   """
 
   def __init__(self, folder: str | pathlib.Path, source: str, max_raw: int = 10_000,
                seed: int = 0, buckets=None, budget: int | None = None, min_bucket: int = 1,
-               scan: RecordScan | None = None):
+               scan: RecordScan | None = None, max_positions: int = MAX_BATCH_POSITIONS):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
     if source not in LONG_SOURCES:
       raise ValueError(f"unknown long-term source {source!r}; expected one of {LONG_SOURCES}")
@@ -176,7 +181,7 @@ class StreamingInput:
                        f"cluster with ClusteringConfig(max_clusters={budget})")
     train = self.scan.records["train"]
     longest = max(int(self.record_lengths(s).max(initial=1)) for s in self.scan.records)
-    self.min_bucket = min_bucket
+    self.min_bucket, self.max_positions = min_bucket, max_positions
     self.buckets = tuple(buckets) if buckets is not None else fitted_buckets(
         np.repeat(self.record_lengths("train"), train["impressions"]), longest,
         minimum=min_bucket)
@@ -196,10 +201,19 @@ class StreamingInput:
     lengths = np.minimum(self.record_lengths(split), self.buckets[-1])
     return bucket_length(lengths, self.buckets), self.scan.records[split]["impressions"]
 
+  def batch_sizes(self, batch_size: int, multiple_of: int = 1) -> np.ndarray:
+    """(buckets,) the batch size of each bucket under max_positions."""
+    fitting = self.max_positions // np.array(self.buckets)
+    fitting = np.maximum(fitting // multiple_of * multiple_of, multiple_of)
+    return np.minimum(fitting, batch_size)
+
   def num_batches(self, split: str, batch_size: int, multiple_of: int = 1) -> int:
     padded, count = self._bucket_counts(split)
-    per_bucket = np.bincount(np.searchsorted(self.buckets, padded), weights=count).astype(int)
-    return int(sum(n // batch_size + (n % batch_size >= multiple_of) for n in per_bucket))
+    per_bucket = np.bincount(np.searchsorted(self.buckets, padded), weights=count,
+                             minlength=len(self.buckets)).astype(int)
+    sizes = self.batch_sizes(batch_size, multiple_of)
+    return int(sum(n // size + (n % size >= multiple_of)
+                   for n, size in zip(per_bucket, sizes)))
 
   def padding_share(self, split: str) -> float:
     """Share of the computed long-term positions that are padding (as DatasetBuilder's)."""
@@ -228,13 +242,15 @@ class StreamingInput:
     if shuffle:
       ds = ds.shuffle(EXAMPLE_BUFFER, seed=seed + 2)
     buckets = tf.constant(self.buckets, tf.int64)
+    sizes = tf.constant(self.batch_sizes(batch_size, multiple_of), tf.int64)
     ds = ds.group_by_window(
         key_func=lambda imp, long: tf.minimum(
             tf.searchsorted(buckets, tf.maximum(long["length"], 1)[None], out_type=tf.int64)[0],
             tf.constant(len(self.buckets) - 1, tf.int64)),
         reduce_func=lambda key, window: window.padded_batch(
-            batch_size, padded_shapes=self._padded_shapes(window, tf.gather(buckets, key))),
-        window_size=batch_size)
+            tf.gather(sizes, key), padded_shapes=self._padded_shapes(window,
+                                                                      tf.gather(buckets, key))),
+        window_size_func=lambda key: tf.gather(sizes, key))
     if multiple_of > 1:  # a bucket's last batch: cut to a multiple, dropped if nothing is left
       ds = ds.map(lambda imp, long: tf.nest.map_structure(
           lambda t: t[:tf.shape(t)[0] // multiple_of * multiple_of], (imp, long)))

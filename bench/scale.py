@@ -126,7 +126,7 @@ def stage_train_half(work: pathlib.Path, args) -> dict:
 
 def stage_export(work: pathlib.Path, args) -> dict:
   from twin_tf import commands
-  return commands.export(work / "run_examples", work / "model", version=1, warmup=0)
+  return commands.export(work / "run_examples", work / "twin", version=1, warmup=0)
 
 
 def largest_user_request(work: pathlib.Path, user: int, candidates: int) -> dict:
@@ -161,20 +161,9 @@ def stage_score(work: pathlib.Path, args) -> dict:
   import tensorflow as tf
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
-  from timing import timings
-
-  from serving.client import TwinClient
-  from serving.dev_server import DevServer
+  from timing import serving_timings
   arrays = largest_user_request(work, args.users, args.candidates)
-  signature = tf.saved_model.load(str(work / "model" / "1")).signatures["serving_default"]
-  tensors = {k: tf.constant(v) for k, v in arrays.items()}
-  in_process = timings(lambda: signature(**tensors)["scores"].numpy(), args.requests)
-  server = DevServer(work / "model", "twin", workers=1)
-  port, _ = server.start()
-  client = TwinClient(f"127.0.0.1:{port}")
-  grpc = timings(lambda: client.predict(arrays), args.requests)
-  client.close()
-  server.stop()
+  in_process, grpc = serving_timings(work / "twin", arrays, args.requests)
   return {"clusters": int(arrays["long_length"][0]), "candidates": args.candidates,
           "p50_ms": in_process["p50_ms"], "p99_ms": in_process["p99_ms"],
           "dev_server_grpc": grpc}

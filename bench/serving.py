@@ -68,27 +68,18 @@ def main() -> None:
   import tensorflow as tf
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
-  from timing import timings
+  from timing import serving_timings
 
-  from serving.client import TwinClient
-  from serving.dev_server import DevServer
   from twin_tf.export import saved_model
   from twin_tf.model.vocabulary import Vocabularies
 
   arrays = synthetic_request(Vocabularies.load(args.run_dir), args.clusters, args.candidates)
   with tempfile.TemporaryDirectory() as base:
-    version = saved_model.export_saved_model(args.run_dir, pathlib.Path(base) / "twin")
-    signature = tf.saved_model.load(str(version)).signatures["serving_default"]
-    tensors = {k: tf.constant(v) for k, v in arrays.items()}
-    in_process = timings(lambda: signature(**tensors)["scores"].numpy(), args.requests)
-    print(f"in process (1 core): p50 {in_process['p50_ms']} ms, p99 {in_process['p99_ms']} "
-          f"ms, {in_process['rps']} requests/s", flush=True)
-    server = DevServer(pathlib.Path(base) / "twin", "twin", workers=1)
-    port, _ = server.start()
-    client = TwinClient(f"127.0.0.1:{port}")
-    through_grpc = timings(lambda: client.predict(arrays), args.requests)
-    client.close()
-    server.stop()
+    saved_model.export_saved_model(args.run_dir, pathlib.Path(base) / "twin")
+    in_process, through_grpc = serving_timings(pathlib.Path(base) / "twin", arrays,
+                                               args.requests)
+  print(f"in process (1 core): p50 {in_process['p50_ms']} ms, p99 {in_process['p99_ms']} "
+        f"ms, {in_process['rps']} requests/s", flush=True)
   print(f"development server over gRPC (1 core, client in the same process): p50 "
         f"{through_grpc['p50_ms']} ms, p99 {through_grpc['p99_ms']} ms, "
         f"{through_grpc['rps']} requests/s")

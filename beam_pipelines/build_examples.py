@@ -116,7 +116,8 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
   read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
                                                          spec)
   item_index = schema.CORE_NAMES.index(schema.ITEM_ID)
-  behaviors = (read.rows
+  behaviors = (read["chunks"]
+               | "Rows" >> beam.FlatMap(lambda chunk: logs.columns_to_tuples(chunk[1], spec))
                | "KeyByItem" >> beam.Map(lambda row: (row[item_index], row))
                | "GroupByItem" >> beam.GroupByKey()
                | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec)))
@@ -139,7 +140,8 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
         f"{output}/impressions_{split}", file_name_suffix=".tfrecord")
     _ = outputs[f"groups_{split}"] | f"WriteGroups_{split}" >> beam.io.WriteToTFRecord(
         f"{output}/groups_{split}", file_name_suffix=".tfrecord")
-  dead = ((read.dead_letter, outputs[common.DEAD_LETTER]) | "AllDeadLetters" >> beam.Flatten())
+  dead = ((read[common.DEAD_LETTER], outputs[common.DEAD_LETTER])
+          | "AllDeadLetters" >> beam.Flatten())
   _ = (dead
        | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
        | "WriteDeadLetters" >> beam.io.WriteToText(f"{output}/dead_letters",

@@ -35,6 +35,7 @@ import logging
 import time
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -44,7 +45,7 @@ from twin_tf.clustering import cluster_user, records
 from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.clustering.incremental import StaleRecord, update_user
 from twin_tf.config import ClusteringConfig
-from twin_tf.data import feature_spec, logs, schema
+from twin_tf.data import feature_spec
 
 NAMESPACE = "cluster_behaviors"
 COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters",
@@ -79,12 +80,11 @@ def clustering_config(options: ClusterBehaviorsOptions) -> ClusteringConfig:
 
 
 class ClusterUserDoFn(beam.DoFn):
-  """(user_id, {"behaviors": tuples, "previous": records}) -> the user's cluster record."""
+  """(user_id, {"behaviors": column chunks, "previous": records}) -> the user's cluster
+  record."""
 
-  def __init__(self, embeddings_path: str, config: ClusteringConfig,
-               spec: feature_spec.FeatureSpec, since: int | None = None):
-    self._embeddings_path, self._config, self._spec = embeddings_path, config, spec
-    self._since = since
+  def __init__(self, embeddings_path: str, config: ClusteringConfig, since: int | None = None):
+    self._embeddings_path, self._config, self._since = embeddings_path, config, since
     self._ways = {way: beam.metrics.Metrics.counter(NAMESPACE, way) for way in (
         "users_incremental", "users_in_full", "previous_without_behaviors")}
     self._users = beam.metrics.Metrics.counter(NAMESPACE, "users")
@@ -100,11 +100,11 @@ class ClusterUserDoFn(beam.DoFn):
 
   def process(self, element):
     _, grouped = element
-    rows, previous = list(grouped["behaviors"]), list(grouped["previous"])
-    if not rows:
+    chunks, previous = list(grouped["behaviors"]), list(grouped["previous"])
+    if not chunks:
       self._ways["previous_without_behaviors"].inc()
       return
-    columns = logs.tuples_to_columns(rows, self._spec)
+    columns = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     start = time.perf_counter()
     user = None
     if len(previous) == 1:
@@ -127,30 +127,27 @@ class ClusterUserDoFn(beam.DoFn):
 
 
 class ClusterUsers(beam.PTransform):
-  """Behavior tuples -> one serialized cluster record per user; with `previous` (a glob of an
-  earlier run's records), users that have one are updated incrementally."""
+  """(user_id, column chunk) -> one serialized cluster record per user; with `previous` (a
+  glob of an earlier run's records), users that have one are updated incrementally."""
 
   def __init__(self, embeddings_path: str, config: ClusteringConfig,
-               spec: feature_spec.FeatureSpec, previous: str | None = None,
-               since: int | None = None):
+               previous: str | None = None, since: int | None = None):
     super().__init__()
-    self._embeddings_path, self._config, self._spec = embeddings_path, config, spec
+    self._embeddings_path, self._config = embeddings_path, config
     self._previous, self._since = previous, since
 
-  def expand(self, rows):
-    user_index = schema.CORE_NAMES.index(schema.USER_ID)
-    keyed = rows | "KeyByUser" >> beam.Map(lambda row: (row[user_index], row))
+  def expand(self, chunks):
     if self._previous:
-      previous = (rows.pipeline
+      previous = (chunks.pipeline
                   | "ReadPrevious" >> beam.io.ReadFromTFRecord(self._previous)
                   | "KeyPrevious" >> beam.Map(
                       lambda s: (records.user_id(s), s)))
     else:
-      previous = rows.pipeline | "NoPrevious" >> beam.Create([])
-    users = ({"behaviors": keyed, "previous": previous}
+      previous = chunks.pipeline | "NoPrevious" >> beam.Create([])
+    users = ({"behaviors": chunks, "previous": previous}
              | "GroupByUser" >> beam.CoGroupByKey())
     clustered = users | "Cluster" >> beam.ParDo(
-        ClusterUserDoFn(self._embeddings_path, self._config, self._spec, self._since))
+        ClusterUserDoFn(self._embeddings_path, self._config, self._since))
     _ = clustered | "Progress" >> common.ReportProgress("users clustered", users)
     return clustered
 
@@ -161,16 +158,16 @@ def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: Clu
   spec = feature_spec.for_log(log.input, log.features)
   read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
                                                          spec)
-  clusters = read.rows | "ClusterUsers" >> ClusterUsers(options.embeddings, config, spec,
-                                                        options.previous, options.since)
+  clusters = read["chunks"] | "ClusterUsers" >> ClusterUsers(options.embeddings, config,
+                                                             options.previous, options.since)
   output = log.output.rstrip("/")
   _ = clusters | "WriteClusters" >> beam.io.WriteToTFRecord(
       f"{output}/clusters", file_name_suffix=".tfrecord")
-  _ = (read.dead_letter
+  _ = (read[common.DEAD_LETTER]
        | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
        | "WriteDeadLetters" >> beam.io.WriteToText(f"{output}/dead_letters",
                                                    file_name_suffix=".jsonl"))
-  return clusters, read.dead_letter
+  return clusters, read[common.DEAD_LETTER]
 
 
 def run(argv=None, config: ClusteringConfig | None = None) -> dict[str, int]:

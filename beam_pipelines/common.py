@@ -15,7 +15,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-from twin_tf.data import feature_spec, logs
+from twin_tf.data import feature_spec, logs, schema
 
 DEAD_LETTER = "dead_letter"
 INPUT_OPTIONS = ("input", "clusters", "examples", "previous", "embeddings", "model_dir")
@@ -85,11 +85,32 @@ class ValidateRecord(beam.DoFn):
     yield logs.row_to_tuple(row, self._spec)
 
 
+class ValidateTable(beam.DoFn):
+  """(source, pyarrow Table of raw records) -> (user_id, that user's valid rows as columns)
+  per user, and a dead letter (tag DEAD_LETTER) per malformed row (logs.validate_table)."""
+
+  def __init__(self, namespace: str, spec: feature_spec.FeatureSpec):
+    self._spec = spec
+    self._valid = beam.metrics.Metrics.counter(namespace, "behaviors_read")
+    self._dead = beam.metrics.Metrics.counter(namespace, "dead_letters")
+
+  def process(self, element):
+    source, table = element
+    columns, dead = logs.validate_table(table, self._spec)
+    self._valid.inc(len(columns[schema.USER_ID]))
+    self._dead.inc(len(dead))
+    for _, record, error in dead:
+      yield beam.pvalue.TaggedOutput(DEAD_LETTER, logs.dead_letter(record, error, source))
+    yield from logs.by_user(columns)
+
+
 class ReadBehaviorLog(beam.PTransform):
   """Reads behavior logs (Parquet, CSV with a header, or TFRecord of tf.train.Example).
 
-  Returns a DoOutputsTuple: `.rows` (tuples in spec.field_names order) and `.dead_letter`
-  (dicts with source, field, reason, record).
+  Returns {"chunks": ..., DEAD_LETTER: ...}: (user_id, columns of some of that user's rows) in
+  spec.field_names (a user's rows may come in several chunks), and the dead letters (dicts with
+  source, field, reason, record). Parquet is read and validated a record batch at a time;
+  CSV and TFRecord row by row, then gathered into chunks.
   """
 
   def __init__(self, pattern: str, fmt: str | None = None, namespace: str = "twin_tf",
@@ -99,6 +120,13 @@ class ReadBehaviorLog(beam.PTransform):
     self._format = fmt or logs.detect_format(pattern.rstrip("*"))
 
   def expand(self, pbegin):
+    spec = self._spec
+    if self._format == "parquet":
+      return (pbegin
+              | "Pattern" >> beam.Create([self._pattern])
+              | "ReadParquet" >> beam.io.ReadAllFromParquetBatched(with_filename=True)
+              | "Validate" >> beam.ParDo(ValidateTable(self._namespace, spec)).with_outputs(
+                  DEAD_LETTER, main="chunks"))  # indexable like the dict below
     if self._format == "csv":
       headers = _csv_headers(self._pattern)  # per file: files may order columns differently
       raw = (pbegin
@@ -106,10 +134,6 @@ class ReadBehaviorLog(beam.PTransform):
                  self._pattern, skip_header_lines=1, coder=beam.coders.BytesCoder())
              | "ParseCsv" >> beam.Map(lambda fl, h: (fl[0], _csv_record(h[fl[0]], fl[1])),
                                       headers))
-    elif self._format == "parquet":
-      raw = (pbegin
-             | "Pattern" >> beam.Create([self._pattern])
-             | "ReadParquet" >> beam.io.ReadAllFromParquet(with_filename=True))
     elif self._format == "tfrecord":
       raw = (pbegin
              | "Pattern" >> beam.Create([self._pattern])
@@ -118,8 +142,13 @@ class ReadBehaviorLog(beam.PTransform):
                  lambda source, s: (source, logs.readable_example(s))))
     else:
       raise ValueError(f"unknown format {self._format!r}; expected one of {logs.FORMATS}")
-    return raw | "Validate" >> beam.ParDo(ValidateRecord(self._namespace, self._spec)).with_outputs(
-        DEAD_LETTER, main="rows")
+    validated = raw | "Validate" >> beam.ParDo(
+        ValidateRecord(self._namespace, spec)).with_outputs(DEAD_LETTER, main="rows")
+    chunks = (validated.rows
+              | "Batch" >> beam.BatchElements(min_batch_size=1_000, max_batch_size=100_000)
+              | "ByUser" >> beam.FlatMap(lambda rows: logs.by_user(
+                  logs.tuples_to_columns(rows, spec))))
+    return {"chunks": chunks, DEAD_LETTER: validated[DEAD_LETTER]}
 
 
 def _csv_headers(pattern: str) -> dict[str, list[str]]:

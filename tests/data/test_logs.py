@@ -176,3 +176,20 @@ def test_unreadable_rows_become_dead_letters_not_crashes(tmp_path):
   read, dead = logs.read_behavior_log(tmp_path / "more.tfrecord")
   assert len(read["user_id"]) == 3
   assert sorted(d["field"] for d in dead) == ["record", "user_id"]
+
+
+def test_a_typed_parquet_batch_is_validated_without_reading_rows(monkeypatch):
+  """Clean typed columns never reach validate_record (the vectorized path runs); a bad row
+  does, and only it."""
+  table = pa.table({"user_id": pa.array([1, 2, 3]), "item_id": pa.array([5, 6, 7]),
+                    "timestamp": pa.array([10, 20, 30]), "label": pa.array([0, 1, 1]),
+                    "play_time": pa.array([1.0, 2.0, 3.0]), "duration": pa.array([4.0, 4, 4])})
+  seen = []
+  real = logs.validate_record
+  monkeypatch.setattr(logs, "validate_record", lambda r, s: seen.append(r) or real(r, s))
+  columns, dead = logs.validate_table(table, MOVIELENS)
+  assert not seen and not dead and columns["item_id"].tolist() == [5, 6, 7]
+  bad = table.set_column(3, "label", pa.array([0, 2, 1]))
+  columns, dead = logs.validate_table(bad, MOVIELENS)
+  assert len(seen) == 1 and [(i, e.field) for i, _, e in dead] == [(1, "label")]
+  assert columns["user_id"].tolist() == [1, 3]

@@ -64,3 +64,46 @@ def test_every_record_is_a_clean_row_or_names_its_field(record, kuairand):
 
 def test_the_property_saw_accepted_records_too():
   assert len(ACCEPTED) > 2  # the strategy is not all refusals (runs after the property)
+
+
+def _typed_rows(spec):
+  """Rows of typed values (int64 ids/flags/times, float64 play time and duration), with
+  nulls, negatives, NaN, infinities and values beyond float32."""
+  floats = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
+                     st.sampled_from([0.0, 1.5, 3.5e38, -1.0]))
+  ints = st.one_of(st.none(), st.integers(-3, 2**62))
+  binary = st.one_of(st.none(), st.integers(-1, 2))
+  kinds = {f.name: (floats if f.dtype == np.float32 else ints) for f in spec.fields}
+  kinds.update({n: binary for n in ("label",) + spec.behavior_flags})
+  return st.lists(st.fixed_dictionaries(kinds), min_size=1, max_size=25)
+
+
+@settings(max_examples=200, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(rows=_typed_rows(KUAIRAND), absent=st.sampled_from([(), ("is_like",), ("user_id",)]),
+       as_text=st.booleans())
+def test_a_table_validates_as_its_rows_do(rows, absent, as_text):
+  """validate_table (vectorized where columns are typed numbers) gives validate_record's
+  answer row by row: the same valid rows, values and order, the same dead rows and reasons."""
+  import pyarrow as pa
+  spec = KUAIRAND
+  names = [f.name for f in spec.fields if f.name not in absent]
+  types = {f.name: pa.float64() if f.dtype == np.float32 else pa.int64() for f in spec.fields}
+  if as_text:  # an untyped column: the whole table goes row by row
+    types[spec.item_feature_names[0]] = pa.string()
+    for row in rows:
+      value = row[spec.item_feature_names[0]]
+      row[spec.item_feature_names[0]] = None if value is None else str(value)
+  table = pa.table({n: pa.array([r[n] for r in rows], types[n]) for n in names})
+  columns, dead = logs.validate_table(table, spec)
+  expected, expected_dead = [], []
+  for index, record in enumerate(table.to_pylist()):
+    try:
+      expected.append(logs.validate_record(record, spec))
+    except logs.MalformedRecord as error:
+      expected_dead.append((index, error.field, error.reason))
+  assert [(i, e.field, e.reason) for i, _, e in dead] == expected_dead
+  reference = logs.rows_to_columns(expected, spec)
+  for name, values in reference.items():
+    assert columns[name].dtype == values.dtype
+    np.testing.assert_array_equal(columns[name], values, err_msg=name)

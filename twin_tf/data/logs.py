@@ -76,6 +76,76 @@ def validate_record(record: Mapping[str, Any], spec: FeatureSpec = MOVIELENS
   return row
 
 
+def validate_table(table, spec: FeatureSpec = MOVIELENS
+                   ) -> tuple[dict[str, np.ndarray], list[tuple[int, dict, MalformedRecord]]]:
+  """A pyarrow Table of raw records -> (columns of its valid rows in table order, [(row
+  index, record, error)] of the others): validate_record's answer for every row, at numpy
+  speed where the columns are typed numbers (integers for ids, features, flags, label and
+  timestamp; integers or floats for play time and duration). Rows a vectorized check refuses,
+  and every row of a table with other column types, go through validate_record itself."""
+  checked = _checked_columns(table, spec)
+  if checked is None:
+    columns, keep = spec.empty_columns(table.num_rows), np.zeros(table.num_rows, bool)
+  else:
+    columns, keep = checked
+  doubtful = np.flatnonzero(~keep)
+  dead = []
+  if len(doubtful):
+    for index, record in zip(doubtful.tolist(), table.take(doubtful).to_pylist()):
+      try:
+        row = validate_record(record, spec)
+      except MalformedRecord as error:
+        dead.append((index, record, error))
+        continue
+      for name, value in row.items():
+        columns[name][index] = value
+      keep[index] = True
+  return {name: values[keep] for name, values in columns.items()}, dead
+
+
+def _checked_columns(table, spec: FeatureSpec):
+  """(columns (N,) of the spec's dtypes, (N,) rows every vectorized check passes), or None
+  when a column is not a typed number (validate_record then reads every row)."""
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  rows = table.num_rows
+  keep, columns = np.ones(rows, bool), {}
+  for field in spec.fields:
+    if field.name not in table.column_names:
+      if field.name not in spec.optional:
+        keep[:] = False  # validate_record names it missing
+      columns[field.name] = np.zeros(rows, field.dtype)
+      continue
+    column = table.column(field.name)
+    integer = pa.types.is_integer(column.type) and column.type != pa.uint64()
+    floating = field.dtype == np.float32 and pa.types.is_floating(column.type)
+    if not (integer or floating):
+      return None
+    if field.name not in spec.optional:
+      keep &= np.asarray(column.is_valid())
+    values = np.asarray(column.fill_null(0))
+    if field.dtype == np.float32:
+      values = values.astype(np.float64)
+      fits = np.isfinite(values) & (values >= 0) & (values <= FLOAT32_MAX)
+    else:
+      values = values.astype(np.int64)
+      fits = values >= 0
+    keep &= fits
+    columns[field.name] = np.where(fits, values, 0).astype(field.dtype)
+  for name in (schema.LABEL,) + spec.behavior_flags:
+    keep &= (columns[name] == 0) | (columns[name] == 1)
+  return columns, keep
+
+
+def by_user(columns: dict[str, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+  """(user_id, that user's rows) for each user of `columns`, rows in their order."""
+  order = np.argsort(columns[schema.USER_ID], kind="stable")
+  users = columns[schema.USER_ID][order]
+  starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+  for start, end in zip(starts, list(starts[1:]) + [len(users)]):
+    rows = order[start:end]
+    yield int(users[start]), {name: values[rows] for name, values in columns.items()}
+
+
 def _is_missing(value) -> bool:
   if value is None:
     return True
@@ -203,6 +273,12 @@ def tuples_to_columns(rows: Iterable[tuple], spec: FeatureSpec = MOVIELENS
   return {f.name: np.asarray(values, dtype=f.dtype) for f, values in zip(spec.fields, fields)}
 
 
+def columns_to_tuples(columns: dict[str, np.ndarray], spec: FeatureSpec = MOVIELENS
+                      ) -> Iterator[tuple]:
+  """Columns -> rows as tuples in spec.field_names order (row_to_tuple's layout)."""
+  return zip(*(columns[n].tolist() for n in spec.field_names))
+
+
 def columns_to_rows(columns: dict[str, np.ndarray]) -> Iterator[dict[str, Any]]:
   names = list(columns)
   for values in zip(*(columns[n].tolist() for n in names)):
@@ -244,6 +320,8 @@ def read_behavior_log(path: str | pathlib.Path, fmt: str | None = None,
                       spec: FeatureSpec = MOVIELENS
                       ) -> tuple[dict[str, np.ndarray], list[dict]]:
   """Reads and validates a behavior log: (columns of the valid rows, dead letters)."""
+  if (fmt or detect_format(path)) == "parquet":
+    return _read_parquet_log(path, spec)
   valid, dead = [], []
   for line, record in enumerate(iter_raw_records(path, fmt), start=1):
     try:
@@ -251,6 +329,20 @@ def read_behavior_log(path: str | pathlib.Path, fmt: str | None = None,
     except MalformedRecord as error:
       dead.append(dead_letter(record, error, f"{path}:{line}"))
   return rows_to_columns(valid, spec), dead
+
+
+def _read_parquet_log(path, spec: FeatureSpec) -> tuple[dict[str, np.ndarray], list[dict]]:
+  """read_behavior_log of a Parquet file, a record batch at a time (validate_table)."""
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  parts, dead, offset = [spec.empty_columns()], [], 0
+  for batch in pq.ParquetFile(path).iter_batches():
+    columns, bad = validate_table(pa.Table.from_batches([batch]), spec)
+    parts.append(columns)
+    dead += [dead_letter(record, error, f"{path}:{offset + index + 1}")
+             for index, record, error in bad]
+    offset += batch.num_rows
+  return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}, dead
 
 
 def join_item_features(columns: dict[str, np.ndarray], path: str | pathlib.Path,

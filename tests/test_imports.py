@@ -101,6 +101,6 @@ def test_the_walk_sees_real_imports():
   """The checks above would pass vacuously on an empty graph."""
   graph = _graph()
   assert "twin_tf.model.layers.sequence_ops" in graph["twin_tf.model.layers.gsu"]
-  assert "twin_tf.data.schema" in graph["beam_pipelines.cluster_behaviors"]
+  assert "twin_tf.clustering.records" in graph["beam_pipelines.cluster_behaviors"]
   assert "beam_pipelines.cluster_behaviors" in graph["twin_tf.commands"]
   assert _group("twin_tf.model.layers.gsu") == (2, "twin_tf.model")

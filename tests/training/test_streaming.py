@@ -88,6 +88,10 @@ def test_uniform_samples_per_user_and_is_deterministic(real_examples, scan):
   seen = _fingerprints(stream.dataset("test", 32))
   assert sorted(seen[:, 2]) == sorted(np.repeat(lengths, scan.records["test"]["impressions"]))
   np.testing.assert_array_equal(seen, _fingerprints(stream.dataset("test", 32)))
+  budgeted = StreamingInput(real_examples[0], "uniform", budget=7, scan=scan, min_bucket=8)
+  lengths = np.minimum(7, scan.records["test"]["num_pre_cutoff"])
+  assert sorted(_fingerprints(budgeted.dataset("test", 32))[:, 2]) == sorted(
+      np.repeat(lengths, scan.records["test"]["impressions"]))
 
 
 def test_group_records_split_large_users_and_keep_every_user(real_examples, data):
@@ -111,3 +115,16 @@ def test_group_records_split_large_users_and_keep_every_user(real_examples, data
 def test_examples_without_group_records_name_the_fix(tmp_path):
   with pytest.raises(FileNotFoundError, match="build-examples"):
     files_of(tmp_path, "train")
+
+
+def test_long_buckets_get_smaller_batches_within_the_position_budget(real_examples, scan):
+  stream = StreamingInput(real_examples[0], "raw", max_raw=300, scan=scan, min_bucket=8,
+                          max_positions=2_000)
+  sizes = stream.batch_sizes(64, multiple_of=2)
+  assert all(s <= max(2_000 // b // 2 * 2, 2) for s, b in zip(sizes, stream.buckets))
+  assert sizes[0] > sizes[-1]  # the check can fail: short buckets keep larger batches
+  dataset = stream.dataset("train", 64, shuffle=True, multiple_of=2)
+  batches = [(len(label), inputs["long_mask"].shape[1]) for inputs, label in dataset]
+  assert len(batches) == stream.num_batches("train", 64, multiple_of=2)
+  assert all(b * length <= max(2_000, 2 * length) and b % 2 == 0 for b, length in batches)
+  assert sum(b for b, _ in batches) > 0.9 * scan.records["train"]["impressions"].sum()

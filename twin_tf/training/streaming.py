@@ -299,8 +299,9 @@ class StreamingInput:
         count = tf.minimum(npc, self.raw_limit)
         positions = tf.range(npc - count, npc)
       else:  # uniform: a seeded sample without replacement, in time order
-        clusters = tf.size(record[f"cluster_{schema.CLUSTER_SIZE}"], tf.int64)
-        count = tf.minimum(clusters if self.budget is None else self.budget, npc)
+        wanted = (tf.size(record[f"cluster_{schema.CLUSTER_SIZE}"], tf.int64)
+                  if self.budget is None else tf.constant(self.budget, tf.int64))
+        count = tf.minimum(wanted, npc)
         noise = tf.random.stateless_uniform(
             tf.reshape(npc, [1]), seed=tf.stack([tf.constant(self.seed, tf.int64),
                                                  record[schema.USER_ID][0]]))

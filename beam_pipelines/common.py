@@ -65,13 +65,17 @@ def pipeline_options(argv, options_class: type[PipelineOptions],
   return options.view_as(options_class)
 
 
-class ValidateRecord(beam.DoFn):
-  """(source, raw record) -> behavior row as a tuple, or a dead letter (tag DEAD_LETTER)."""
+class _CountingValidator(beam.DoFn):
+  """A validating DoFn of one spec, counting behaviors_read and dead_letters."""
 
   def __init__(self, namespace: str, spec: feature_spec.FeatureSpec):
     self._spec = spec
     self._valid = beam.metrics.Metrics.counter(namespace, "behaviors_read")
     self._dead = beam.metrics.Metrics.counter(namespace, "dead_letters")
+
+
+class ValidateRecord(_CountingValidator):
+  """(source, raw record) -> behavior row as a tuple, or a dead letter (tag DEAD_LETTER)."""
 
   def process(self, element):
     source, record = element
@@ -85,14 +89,9 @@ class ValidateRecord(beam.DoFn):
     yield logs.row_to_tuple(row, self._spec)
 
 
-class ValidateTable(beam.DoFn):
+class ValidateTable(_CountingValidator):
   """(source, pyarrow Table of raw records) -> (user_id, that user's valid rows as columns)
   per user, and a dead letter (tag DEAD_LETTER) per malformed row (logs.validate_table)."""
-
-  def __init__(self, namespace: str, spec: feature_spec.FeatureSpec):
-    self._spec = spec
-    self._valid = beam.metrics.Metrics.counter(namespace, "behaviors_read")
-    self._dead = beam.metrics.Metrics.counter(namespace, "dead_letters")
 
   def process(self, element):
     source, table = element

@@ -24,6 +24,7 @@ from typing import Optional, Sequence
 from twin_tf import commands
 from twin_tf.config import ClusteringConfig
 from twin_tf.experiments import quality, stages
+from twin_tf.training import examples as training_examples
 
 DEFAULT_GAMMAS = (5, 10, 20, 50, 100)
 DEFAULT_SCANN_SIZES = (10_000, 100_000)
@@ -141,7 +142,8 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
           {"gamma": config.gamma, "cutoff_quantile": config.cutoff_quantile}),
       stages.Stage("cluster-summary", lambda: commands.cluster_summary(clusters), [clusters]),
       stages.Stage("build-examples", lambda: commands.build_examples(
-          log, clusters, examples, beam_args), [log, clusters], [examples]),
+          log, clusters, examples, beam_args), [log, clusters], [examples],
+          {"layout": training_examples.LAYOUT}),
       stages.Stage("train", lambda: quality.train_runs(
           examples, runs_dir, models, seeds, **overrides), [examples], weights, training),
       stages.Stage("evaluate", evaluate_all, weights, [work / "quality.json"], training),

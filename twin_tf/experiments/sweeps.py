@@ -30,6 +30,7 @@ from twin_tf import commands
 from twin_tf.config import ClusteringConfig
 from twin_tf.data import schema
 from twin_tf.experiments import bootstrap, quality
+from twin_tf.training import examples as training_examples
 from twin_tf.training.input_pipeline import ExampleData, load_example_data
 
 BUDGETS = (8, 16, 32, 64, 128, None)  # None: no budget ("full")
@@ -64,6 +65,7 @@ def variant(log, embeddings, folder: pathlib.Path, clustering: ClusteringConfig,
       if k != "staleness_days" or v != ClusteringConfig.staleness_days}}
   if previous is not None:
     settings["previous"] = str(previous.clusters)
+  settings["examples_layout"] = training_examples.LAYOUT
   marker = folder / "variant.json"
   if not (marker.exists() and json.loads(marker.read_text()) == settings):
     commands.cluster(log, embeddings, folder / "clusters", clustering, beam_args,

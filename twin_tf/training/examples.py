@@ -51,6 +51,7 @@ SPLITS = ("train", "validation", "test")
 DENSE = features.DENSE
 NUM_PRE_CUTOFF = "num_pre_cutoff"
 GROUP_SIZE = 256
+LAYOUT = 2  # 2: with group records (streaming); folders of layout 1 must be rebuilt
 
 
 def impression_fields(spec: FeatureSpec) -> tuple[str, ...]:

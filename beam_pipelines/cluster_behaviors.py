@@ -35,7 +35,6 @@ import logging
 import time
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -45,7 +44,7 @@ from twin_tf.clustering import cluster_user, records
 from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.clustering.incremental import StaleRecord, update_user
 from twin_tf.config import ClusteringConfig
-from twin_tf.data import feature_spec
+from twin_tf.data import feature_spec, schema
 
 NAMESPACE = "cluster_behaviors"
 COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters",
@@ -104,7 +103,7 @@ class ClusterUserDoFn(beam.DoFn):
     if not chunks:
       self._ways["previous_without_behaviors"].inc()
       return
-    columns = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
+    columns = schema.concat(chunks)
     start = time.perf_counter()
     user = None
     if len(previous) == 1:

@@ -51,7 +51,7 @@ def stage_synth(work: pathlib.Path, args) -> dict:
   largest = synthetic_log(SynthConfig(users=1, min_behaviors=args.largest,
                                       max_behaviors=args.largest, seed=1))
   largest[schema.USER_ID] = largest[schema.USER_ID] + args.users
-  columns = {f: np.concatenate([many[f], largest[f]]) for f in many}
+  columns = schema.concat([many, largest])
   logs.write_behavior_log(columns, work / LOG)
   SPEC.save(work)
   (work / "sample").mkdir(exist_ok=True)  # every 10th user, for the embeddings
@@ -96,7 +96,7 @@ def _write_half(folder: pathlib.Path, out: pathlib.Path, users: int) -> None:
 
   import tensorflow as tf
 
-  from twin_tf.data import tfexample
+  from twin_tf.clustering import records
   from twin_tf.training import examples
   out.mkdir(exist_ok=True)
   shutil.copy(folder / "feature_spec.json", out)
@@ -104,24 +104,30 @@ def _write_half(folder: pathlib.Path, out: pathlib.Path, users: int) -> None:
     with tf.io.TFRecordWriter(str(out / f"groups_{split}-00000-of-00001.tfrecord")) as writer:
       for path in sorted(folder.glob(f"groups_{split}-*")):
         for serialized in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-          if tfexample.decode(serialized)["user_id"][0] < users:
+          if records.user_id(serialized) < users:
             writer.write(serialized)
 
 
 def stage_train(work: pathlib.Path, args, examples: str = "examples") -> dict:
-  from twin_tf.training.streaming import scan_records
   from twin_tf.training.trainer import TrainConfig, train
   history = train(TrainConfig(examples=str(work / examples), model="TwinV2", epochs=1,
                               output_dir=str(work / f"run_{examples}")), verbose=2)
-  records = scan_records(work / examples).records["train"]
   users = args.users // 2 if examples.endswith("half") else args.users + 1
-  return {"impressions": int(records["impressions"].sum()), "users": users,
-          "behaviors": users * args.behaviors + (0 if examples.endswith("half") else args.largest),
-          "loss": float(history["loss"][0])}
+  return {"users": users, "loss": float(history["loss"][0]),
+          "behaviors": users * args.behaviors + (0 if examples.endswith("half") else args.largest)}
 
 
 def stage_train_half(work: pathlib.Path, args) -> dict:
   return stage_train(work, args, "examples_half")
+
+
+TRAINED = {"train-half-users": "examples_half", "train": "examples"}
+
+
+def train_impressions(folder: pathlib.Path) -> int:
+  """The training impressions of an examples folder (counted outside the timed stage)."""
+  from twin_tf.training.streaming import scan_records
+  return int(scan_records(folder).records["train"]["impressions"].sum())
 
 
 def stage_export(work: pathlib.Path, args) -> dict:
@@ -135,13 +141,14 @@ def largest_user_request(work: pathlib.Path, user: int, candidates: int) -> dict
   import tensorflow as tf
 
   from serving.client import pad_request
+  from twin_tf.clustering import records
   from twin_tf.data import feature_spec, tfexample
   from twin_tf.model import features
   spec = feature_spec.load(work / "examples")
-  records = [r for path in sorted((work / "examples").glob("groups_*-*"))
-             for s in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
-             if (r := tfexample.decode(s))["user_id"][0] == user]
-  record = max(records, key=lambda r: len(r["impression_label"]))
+  mine = [tfexample.decode(s) for path in sorted((work / "examples").glob("groups_*-*"))
+          for s in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()
+          if records.user_id(s) == user]  # decode only the user's own records
+  record = max(mine, key=lambda r: len(r["impression_label"]))
   end = int(record["impression_history_end"][0])
   short = {f: record[f"history_{f}"][max(0, end - features.SHORT_LENGTH):end]
            for f in spec.sequence_fields}
@@ -217,7 +224,9 @@ def main() -> None:
       serving = {k: v for k, v in result.items() if k not in ("seconds", "peak_rss_mb")}
     row = {"stage": name, "seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
            "behaviors_per_s": round(result.get("behaviors", behaviors) / result["seconds"])}
-    row.update({k: result[k] for k in ("impressions", "users") if k in result})
+    row.update({k: result[k] for k in ("users",) if k in result})
+    if name in TRAINED:
+      row["impressions"] = train_impressions(work / TRAINED[name])
     stages.append(row)
     print(f"{name}: {row['seconds']} s, peak RSS {row['peak_rss_mb']:,.0f} MB, "
           f"{row['behaviors_per_s']:,} behaviors/s", flush=True)

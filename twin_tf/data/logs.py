@@ -139,11 +139,10 @@ def _checked_columns(table, spec: FeatureSpec):
 def by_user(columns: dict[str, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
   """(user_id, that user's rows) for each user of `columns`, rows in their order."""
   order = np.argsort(columns[schema.USER_ID], kind="stable")
-  users = columns[schema.USER_ID][order]
-  starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
-  for start, end in zip(starts, list(starts[1:]) + [len(users)]):
-    rows = order[start:end]
-    yield int(users[start]), {name: values[rows] for name, values in columns.items()}
+  users, starts, counts = np.unique(columns[schema.USER_ID][order], return_index=True,
+                                    return_counts=True)
+  for user, start, count in zip(users.tolist(), starts, counts):
+    yield user, schema.take(columns, order[start:start + count])
 
 
 def _is_missing(value) -> bool:
@@ -342,7 +341,7 @@ def _read_parquet_log(path, spec: FeatureSpec) -> tuple[dict[str, np.ndarray], l
     dead += [dead_letter(record, error, f"{path}:{offset + index + 1}")
              for index, record, error in bad]
     offset += batch.num_rows
-  return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}, dead
+  return schema.concat(parts), dead
 
 
 def join_item_features(columns: dict[str, np.ndarray], path: str | pathlib.Path,

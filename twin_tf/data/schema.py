@@ -60,3 +60,8 @@ def take(columns: dict[str, np.ndarray], index) -> dict[str, np.ndarray]:
   """Row subset (boolean mask or integer index) of every column."""
   return {name: values[index] for name, values in columns.items()}
 
+
+def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """The rows of several column sets with the same names, one after another."""
+  return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
+

@@ -63,7 +63,7 @@ def synthetic_log(config: SynthConfig = SynthConfig()) -> dict[str, np.ndarray]:
                              config.users)).astype(np.int64)
   parts = [_user(u, int(n), rng, config, topic_of_item, by_topic, topic_start, release,
                  duration) for u, n in enumerate(sizes)]
-  return {name: np.concatenate([p[name] for p in parts]) for name in SPEC.field_names}
+  return schema.concat(parts)
 
 
 def _zipf(n: int, exponent: float, rng) -> np.ndarray:

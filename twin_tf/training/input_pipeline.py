@@ -215,33 +215,24 @@ class DatasetBuilder:
     padded = np.maximum(bucket_length(lengths, self.buckets), self.min_bucket)
     return float(1 - lengths.sum() / max(padded.sum(), 1))
 
-  def dataset(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
-              multiple_of: int = 1):
+  def dataset(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0):
     """(dataset of (inputs, label), example order) for one split.
 
     Batches come bucket by bucket; with shuffle, buckets interleave at random and examples
     shuffle within a bucket, reshuffled every epoch. Without shuffle, `order` gives the
-    impression index of each example in the order the dataset yields them. multiple_of:
-    every batch's size is a multiple of it (data parallel over that many devices): each
-    bucket leaves out its last len % multiple_of examples (after the shuffle, so other ones
-    every epoch).
+    impression index of each example in the order the dataset yields them.
     """
-    if batch_size % multiple_of:
-      raise ValueError(f"batch size {batch_size} is not a multiple of {multiple_of}")
     tf = self._tf
     imp = self._impression_tensors(split)
     lengths = bucket_length(self.example_lengths(split), self.buckets)
     per_bucket, order = [], []
     for length in sorted(set(lengths.tolist())):
       chosen = np.flatnonzero(lengths == length)
-      kept = len(chosen) - len(chosen) % multiple_of
-      if not kept:
-        continue
-      order.append(chosen[:kept])
+      order.append(chosen)
       ds = tf.data.Dataset.from_tensor_slices(chosen)
       if shuffle:
         ds = ds.shuffle(len(chosen), seed=seed, reshuffle_each_iteration=True)
-      per_bucket.append(ds.take(kept).batch(batch_size).map(
+      per_bucket.append(ds.batch(batch_size).map(
           lambda idx, length=length: self._batch(imp, idx, length),
           num_parallel_calls=tf.data.AUTOTUNE))
     if not per_bucket:

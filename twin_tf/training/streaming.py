@@ -44,6 +44,7 @@ MAX_BATCH_POSITIONS = 2 ** 19  # long-term positions of a batch (B x L), bounds 
 EXAMPLE_BUFFER = 4096
 CYCLE_LENGTH = 8
 NUM_PRE_CUTOFF = examples.NUM_PRE_CUTOFF
+FLOAT_FIELDS = (f"impression_{examples.DENSE}",)  # every other group record field is int64
 
 
 def files_of(folder: str | pathlib.Path, split: str) -> list[str]:
@@ -67,7 +68,7 @@ class RecordScan:
     records: {split: {"num_pre_cutoff", "clusters", "impressions": (R,) int64}} per record.
     vocabularies: built from the train records' targets and pre-cutoff behaviors (the rule of
       input_pipeline.load_example_data), or the ones given.
-    dense_mean, dense_std: (D,) of the train impressions' dense features (std 1 if constant).
+    dense_mean, dense_std: (D,) of the train impressions' dense features.
     oov: {split: {field: share of the targets out of vocabulary}}.
   """
 
@@ -82,8 +83,7 @@ class RecordScan:
 def _parsed_batches(tf, files: list[str], names: tuple[str, ...], batch: int = 256):
   """Batches of the named fields of the group records in `files`, in file order: per batch
   {name: (values, (n,) row lengths)} as numpy arrays."""
-  floats = {f"impression_{examples.DENSE}"}
-  description = {n: tf.io.RaggedFeature(tf.float32 if n in floats else tf.int64,
+  description = {n: tf.io.RaggedFeature(tf.float32 if n in FLOAT_FIELDS else tf.int64,
                                         row_splits_dtype=tf.int64) for n in names}
   dataset = tf.data.TFRecordDataset(files).batch(batch).map(
       lambda s: {k: (v.flat_values, v.row_lengths())
@@ -146,7 +146,7 @@ def scan_records(folder: str | pathlib.Path, vocabularies: Vocabularies | None =
   mean = total / max(count, 1)
   std = np.sqrt(np.maximum(squares / max(count, 1) - mean ** 2, 0))
   return RecordScan(spec, records, vocabularies, mean.astype(np.float32),
-                    np.where(std > 1e-6, std, 1.0).astype(np.float32), oov)
+                    std.astype(np.float32), oov)
 
 
 class StreamingInput:
@@ -262,14 +262,13 @@ class StreamingInput:
 
   def _parse(self, serialized):
     tf, spec = self._tf, self.spec
-    floats = {f"impression_{examples.DENSE}"}
     names = ((schema.USER_ID, NUM_PRE_CUTOFF) +
              tuple(f"cluster_{f}" for f in spec.sequence_fields + (schema.CLUSTER_SIZE,)) +
              tuple(f"history_{f}" for f in spec.sequence_fields) +
              tuple(f"impression_{f}" for f in examples.group_fields(spec)) +
              (f"impression_{examples.DENSE}",))
     parsed = tf.io.parse_single_example(serialized, {
-        n: tf.io.VarLenFeature(tf.float32 if n in floats else tf.int64) for n in names})
+        n: tf.io.VarLenFeature(tf.float32 if n in FLOAT_FIELDS else tf.int64) for n in names})
     return {k: v.values for k, v in parsed.items()}
 
   def _indexed(self, columns: dict) -> dict:

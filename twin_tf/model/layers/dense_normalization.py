@@ -7,7 +7,8 @@ from keras import ops
 
 @keras.saving.register_keras_serializable(package="twin_tf")
 class DenseNormalization(keras.layers.Layer):
-  """(x - mean) / std per feature; mean and std are non-trainable weights set by `adapt`.
+  """(x - mean) / std per feature; mean and std are non-trainable weights set from training
+  data by `set_statistics`.
 
   They are saved with the weights, so an exported model normalizes exactly as in training.
 
@@ -18,8 +19,8 @@ class DenseNormalization(keras.layers.Layer):
   Example:
     layer = DenseNormalization()
     layer.build((None, 3))
-    layer.adapt(np.array([[1., 2., 3.], [3., 2., 1.]]))
-    layer(np.array([[2., 2., 2.]]))  # -> [[0., 0., 0.]]
+    layer.set_statistics(np.array([2., 2., 2.]), np.array([1., 0., 1.]))
+    layer(np.array([[3., 2., 1.]]))  # -> [[1., 0., -1.]] (a constant feature keeps std 1)
   """
 
   def build(self, input_shape):
@@ -29,13 +30,9 @@ class DenseNormalization(keras.layers.Layer):
     self.std = self.add_weight(shape=(width,), initializer="ones", trainable=False,
                                name="std")
 
-  def adapt(self, values: np.ndarray) -> None:
-    """Sets mean and std from (N, D) training values (std 1 for a constant feature)."""
-    values = np.asarray(values, np.float64)
-    self.set_statistics(values.mean(axis=0), values.std(axis=0))
-
   def set_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
-    """Sets (D,) mean and std computed elsewhere (std 1 where it is ~0)."""
+    """Sets (D,) mean and std of the training values (std 1 where it is ~0: a constant
+    feature)."""
     self.mean.assign(np.asarray(mean, "float32"))
     self.std.assign(np.where(np.asarray(std) > 1e-6, std, 1.0).astype("float32"))
 

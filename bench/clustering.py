@@ -9,7 +9,8 @@ data (not synthetic).
   python bench/clustering.py [--sizes 10000 100000 1000000] [--data ../shared/data/ml-latest-small]
 
 Last line: {"sizes": [{"behaviors", "seconds", "peak_rss_mb", "clusters", "max_cluster_size",
-"compression"}, ...], "movielens": {...compression summary...}}
+"compression", "cluster_size_p50", "inertia"}, ...], "movielens": {...compression summary...}}
+"inertia" is the mean squared distance of a behavior's embedding to its cluster's mean.
 """
 
 from __future__ import annotations
@@ -60,13 +61,32 @@ def measure_one(num_behaviors: int) -> dict:
   start = time.perf_counter()
   user = cluster_user(columns, table)
   seconds = time.perf_counter() - start
+  peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
   sizes = user.clusters["cluster_size"]
   assert sizes.sum() == num_behaviors and sizes.max() <= 20
   return {"behaviors": num_behaviors, "seconds": round(seconds, 2),
-          "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+          "peak_rss_mb": round(peak_rss_mb, 1),
           "clusters": int(len(sizes)), "max_cluster_size": int(sizes.max()),
           "compression": round(num_behaviors / len(sizes), 2),
-          "cluster_size_p50": float(np.median(sizes))}
+          "cluster_size_p50": float(np.median(sizes)),
+          "inertia": round(inertia(columns, table, user), 4)}
+
+
+def inertia(columns, table, user) -> float:
+  """Mean squared distance of a behavior's embedding to its cluster's mean: how tight."""
+  import numpy as np
+
+  from twin_tf.clustering.kmeans import cluster_sums
+  from twin_tf.data import schema
+  embeddings, _ = table.lookup(columns[schema.ITEM_ID][user.behavior_index])
+  cluster = user.cluster_of_behavior
+  sums, counts = cluster_sums(embeddings, cluster, user.num_clusters)
+  means = (sums / counts[:, None]).astype(np.float32)
+  total = 0.0
+  for lo in range(0, len(cluster), 1 << 16):
+    diff = embeddings[lo:lo + (1 << 16)] - means[cluster[lo:lo + (1 << 16)]]
+    total += float(np.einsum("nd,nd->", diff, diff, dtype=np.float64))
+  return total / len(cluster)
 
 
 def movielens_compression(data_dir: str) -> dict:
@@ -110,7 +130,8 @@ def main() -> None:
     runs.append(run)
     print(f"SYNTHETIC user, {size:>9,} behaviors: {run['seconds']:7.2f} s, peak RSS "
           f"{run['peak_rss_mb']:7.1f} MB, {run['clusters']:,} clusters "
-          f"(compression {run['compression']}x), max cluster size {run['max_cluster_size']}",
+          f"(compression {run['compression']}x), max cluster size {run['max_cluster_size']}, "
+          f"inertia {run['inertia']}",
           flush=True)
   from twin_tf.clustering.summary import format_summary
   real = movielens_compression(args.data)

@@ -1,5 +1,7 @@
 """Clustering invariants and numpy references (synthetic users are labelled SYNTHETIC)."""
 
+import importlib
+
 import numpy as np
 import pytest
 from conftest import synthetic_user
@@ -8,6 +10,7 @@ from twin_tf.clustering import (
   cluster_user,
   completion_groups,
   hierarchical_clusters,
+  kmeans,
   segmented_kmeans,
   user_cutoff,
 )
@@ -15,6 +18,9 @@ from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.config import ClusteringConfig
 from twin_tf.data import schema
 from twin_tf.data.feature_spec import MOVIELENS
+
+# the module, which the package's `virtual_items` function shadows
+virtual_items_module = importlib.import_module("twin_tf.clustering.virtual_items")
 
 
 def test_completion_groups_by_hand():
@@ -52,6 +58,60 @@ def test_segmented_kmeans_recovers_separated_blobs():
   labels = segmented_kmeans(x, np.array([0, 90]), np.array([3]), np.random.default_rng(0))
   # same partition up to renaming
   assert len({(t, l) for t, l in zip(truth, labels)}) == 3
+
+
+def _inertia(x, offsets, labels):
+  """Mean squared distance of every point to its cluster's mean (numpy reference)."""
+  total = 0.0
+  for lo, hi in zip(offsets[:-1], offsets[1:]):
+    for c in np.unique(labels[lo:hi]):
+      members = x[lo:hi][labels[lo:hi] == c].astype(np.float64)
+      total += ((members - members.mean(axis=0)) ** 2).sum()
+  return total / len(x)
+
+
+def test_large_segments_fit_on_a_sample_as_well_as_on_all_points(monkeypatch):
+  """SYNTHETIC topic mixtures: a segment above points_per_centroid * k fits its centroids on a
+  sample and assigns every point to the nearest; over a few draws it is as tight (within the
+  3% that k-means local optima vary by) as k-means on all points."""
+  monkeypatch.setattr(kmeans, "CHUNK", 1000)  # the final assignment runs in slices
+  sizes, k = [8000, 7000, 300], np.array([12, 12, 5])
+  offsets = np.concatenate([[0], np.cumsum(sizes)])
+  full_inertia = sampled_inertia = 0.0
+  for seed in range(4):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((40, 16)).astype(np.float32)
+    x = (centers[rng.integers(0, 40, sum(sizes))] +
+         0.5 * rng.standard_normal((sum(sizes), 16))).astype(np.float32)
+    full = segmented_kmeans(x, offsets, k, np.random.default_rng(0), points_per_centroid=10**9)
+    sampled = segmented_kmeans(x, offsets, k, np.random.default_rng(0), points_per_centroid=64)
+    assert not np.array_equal(full, sampled)
+    for lo, hi, clusters in zip(offsets[:-1], offsets[1:], k):
+      assert sampled[lo:hi].min() >= 0 and sampled[lo:hi].max() < clusters
+    full_inertia += _inertia(x, offsets, full)
+    sampled_inertia += _inertia(x, offsets, sampled)
+  assert sampled_inertia <= 1.03 * full_inertia
+
+
+def test_segmented_kmeans_on_rows_of_a_larger_array_clusters_those_rows():
+  rng = np.random.default_rng(4)
+  x = rng.standard_normal((700, 8)).astype(np.float32)
+  rows = rng.permutation(700)[:500]
+  offsets, k = np.array([0, 40, 400, 500]), np.array([3, 9, 4])
+  np.testing.assert_array_equal(
+      segmented_kmeans(x, offsets, k, np.random.default_rng(0), rows=rows),
+      segmented_kmeans(x[rows], offsets, k, np.random.default_rng(0)))
+
+
+def test_moved_sums_match_recomputed_sums():
+  rng = np.random.default_rng(5)
+  points = rng.standard_normal((50, 3)).astype(np.float32)
+  before, after = rng.integers(0, 6, 50), rng.integers(0, 6, 50)
+  old_sums, old_counts = kmeans.cluster_sums(points, before, 6)
+  new_sums, new_counts = kmeans.cluster_sums(points, after, 6)
+  delta_sums, delta_counts = kmeans.moved_sums(points, before, after, 6)
+  np.testing.assert_allclose(old_sums + delta_sums, new_sums, atol=1e-5)
+  np.testing.assert_array_equal(old_counts + delta_counts, new_counts)
 
 
 def _check_invariants(cluster, groups, gamma):
@@ -105,7 +165,9 @@ def test_items_without_embedding_are_singletons():
   assert len(np.unique(user.cluster_of_behavior[order_missing])) == order_missing.sum()
 
 
-def test_virtual_items_match_numpy_reference():
+@pytest.mark.parametrize("chunk", [virtual_items_module.CHUNK, 7])
+def test_virtual_items_match_numpy_reference(chunk, monkeypatch):
+  monkeypatch.setattr(virtual_items_module, "CHUNK", chunk)  # representatives' distance slices
   columns, table = synthetic_user(800, seed=5)
   user = cluster_user(columns, table, ClusteringConfig(gamma=15))
   rows = user.behavior_index

@@ -68,7 +68,7 @@ def hierarchical_clusters(
       break
     offsets = np.concatenate([[0], np.cumsum(sizes)])
     k = np.minimum(np.maximum(np.ceil(sizes ** k_exponent), 2), sizes).astype(np.int64)
-    labels = segmented_kmeans(embeddings[members], offsets, k, rng, max_iter, tol)
+    labels = segmented_kmeans(embeddings, offsets, k, rng, max_iter, tol, rows=members)
     parent = np.repeat(np.arange(len(sizes)), sizes)
     width = max(int(k.max()), -(-int(sizes.max()) // gamma))
     child = parent * width + labels  # unique id of the (segment, label) pair

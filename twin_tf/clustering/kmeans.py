@@ -4,12 +4,20 @@ The points of all problems ("segments") lie in one array, each segment contiguou
 similar size are stacked into one zero-padded batch (sizes within a factor of two), and every
 step of k-means++ seeding and of Lloyd's iterations is a batched matrix product over that
 batch: no Python loop over segments or points.
+
+A segment of more than POINTS_PER_CENTROID * k points fits its centroids on a uniform sample
+of that many (as faiss does) and then assigns all its points to the nearest: the
+centroids of a few hundred points per cluster are as good, and Lloyd on a 10^6-behavior
+user's top level costs a twentieth. Smaller segments run on all their points.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse
+
+POINTS_PER_CENTROID = 256  # faiss's max_points_per_centroid
+CHUNK = 1 << 16  # points per slice of a pass over a large segment
 
 
 def segmented_kmeans(
@@ -19,17 +27,23 @@ def segmented_kmeans(
     rng: np.random.Generator,
     max_iter: int = 20,
     tol: float = 1e-3,
+    points_per_centroid: int = POINTS_PER_CENTROID,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
   """Runs k-means independently inside every segment.
 
   Args:
-    x: (N, d) float32 points; segment s is x[offsets[s]:offsets[s+1]].
-    offsets: (S + 1,) int64, non-decreasing, offsets[0] = 0, offsets[-1] = N.
+    x: (N_x, d) float32 vectors; point i is x[rows[i]] (x[i] without rows).
+    offsets: (S + 1,) int64, non-decreasing, offsets[0] = 0, offsets[-1] = N points;
+      segment s holds points offsets[s]:offsets[s+1].
     k: (S,) int64 clusters per segment, 1 <= k[s] <= segment size.
     rng: seeded generator; the same state and inputs give the same labels.
     max_iter: cap on Lloyd iterations.
     tol: a batch has converged, and stops, once at most this fraction of its labels moved
       in an iteration (0: only when no label moves).
+    points_per_centroid: a segment of more than this times k points fits its centroids on
+      a uniform sample of that many, then assigns all its points.
+    rows: (N,) int64 row of x of every point, so that a subset is clustered without a copy.
 
   Returns:
     (N,) int64 labels, local to each segment, in [0, k[s]).
@@ -37,52 +51,131 @@ def segmented_kmeans(
   x = np.asarray(x, dtype=np.float32)
   offsets = np.asarray(offsets, dtype=np.int64)
   k = np.asarray(k, dtype=np.int64)
+  rows = np.arange(len(x)) if rows is None else np.asarray(rows, dtype=np.int64)
   sizes = np.diff(offsets)
   if np.any(k < 1) or np.any(k > sizes):
     raise ValueError("every segment needs 1 <= k <= its size")
-  labels = np.zeros(len(x), dtype=np.int64)
+  labels = np.zeros(offsets[-1], dtype=np.int64)
   size_class = np.ceil(np.log2(np.maximum(sizes, 1))).astype(np.int64)
   for cls in np.unique(size_class):  # a handful of batches, sizes within 2x of each other
     segments = np.flatnonzero(size_class == cls)
-    width = int(sizes[segments].max())
-    position = np.arange(width)
-    valid = position[None, :] < sizes[segments, None]  # (S_b, n_b)
-    rows = (offsets[segments, None] + position[None, :])[valid]  # (N_b,) segment-major
-    batch_labels = _batched_kmeans(x, rows, valid, k[segments], rng, max_iter, tol)
-    labels[rows] = batch_labels
+    start, batch_k = offsets[segments], k[segments]
+    slot = np.arange(int(sizes[segments].max()))
+    valid = slot[None, :] < sizes[segments, None]  # (S_b, n_b)
+    point = np.where(valid, start[:, None] + slot[None, :], 0)  # (S_b, n_b) padded points
+    quota = points_per_centroid * batch_k
+    if np.all(sizes[segments] <= quota):
+      batch_labels = _batched_kmeans(_padded(x, rows[point], valid), valid, batch_k, rng,
+                                     max_iter, tol)[1]
+      labels[point[valid]] = batch_labels[valid]
+      continue
+    chosen, sampled = _sample_slots(sizes[segments], quota, rng)
+    sample = rows[start[:, None] + np.where(sampled, chosen, 0)]
+    centroids, _ = _batched_kmeans(_padded(x, sample, sampled), sampled, batch_k, rng,
+                                   max_iter, tol)
+    for s, segment in enumerate(segments):  # a few: each has more than 256 points
+      lo, hi = offsets[segment], offsets[segment + 1]
+      labels[lo:hi] = _nearest(x, rows[lo:hi], centroids[s, :k[segment]])
   return labels
 
 
-def _batched_kmeans(x, rows, valid, k, rng, max_iter, tol) -> np.ndarray:
-  """k-means on a zero-padded batch of segments.
+def _nearest(x, rows, centroids) -> np.ndarray:
+  """Nearest of (k, d) centroids to each x[rows]: (n,) indices."""
+  half_norm = 0.5 * np.einsum("kd,kd->k", centroids, centroids)
+  nearest = np.empty(len(rows), np.int64)
+  for lo in range(0, len(rows), CHUNK):  # in slices: no (n, d) copy of the points
+    scores = x[rows[lo:lo + CHUNK]] @ centroids.T
+    scores -= half_norm
+    nearest[lo:lo + CHUNK] = np.argmax(scores, axis=1)
+  return nearest
+
+
+def _sample_slots(sizes, quota, rng):
+  """A uniform sample without replacement of min(size, quota) slots of every segment.
 
   Args:
-    x: (N, d) all points.  rows: (N_b,) the batch's points, segment-major.
+    sizes: (S,) segment sizes.  quota: (S,) sample sizes wanted.
+  Returns:
+    (S, m) int64 slots, ascending in each row, and the (S, m) bool mask of real ones.
+  """
+  slot = np.arange(int(sizes.max()))
+  keys = np.where(slot[None, :] < sizes[:, None], rng.random((len(sizes), len(slot))), 2.0)
+  taken = np.minimum(sizes, quota)
+  chosen = np.argsort(keys, axis=1)[:, :int(taken.max())]  # (S, m) a random subset first
+  sampled = np.arange(chosen.shape[1])[None, :] < taken[:, None]
+  return np.sort(np.where(sampled, chosen, len(slot)), axis=1), sampled
+
+
+def _padded(x, rows, valid) -> np.ndarray:
+  """(S, n) rows of x (any where not valid) -> (S, n, d) points, zeros where not valid."""
+  padded = x[rows]
+  padded[~valid] = 0
+  return padded
+
+
+def _batched_kmeans(padded, valid, k, rng, max_iter, tol):
+  """k-means on a zero-padded batch of segments.
+
+  A segment in which no label moved has converged (its centroids would not change again),
+  so it leaves the working set; the batch stops once at most `tol` of its points moved.
+
+  Args:
+    padded: (S, n, d) points, zeros where not valid.
     valid: (S, n) bool, True where a padded slot holds a point.  k: (S,) clusters.
   Returns:
-    (N_b,) labels of `rows`.
+    (S, k_max, d) centroids (slots >= k[s] unused) and (S, n) labels (junk in padding),
+    each point's nearest among the centroids of its segment's last iteration's start.
   """
-  num_segments, width = valid.shape
-  k_max = int(k.max())
-  compact = x[rows]  # (N_b, d) for the centroid sums
-  padded = np.zeros((num_segments, width, x.shape[1]), dtype=np.float32)  # (S, n, d)
-  padded[valid] = compact
+  num_segments, k_max = len(valid), int(k.max())
   live = np.arange(k_max)[None, :] < k[:, None]  # (S, k_max) real centroid slots
-  group_base = np.repeat(np.arange(num_segments) * k_max, valid.sum(axis=1))  # (N_b,)
   centroids = _kmeans_plus_plus(padded, valid, k, rng)  # (S, k_max, d)
-  labels = _assign(padded, centroids, live)[valid]
-  allowed_moves = tol * len(rows)
+  labels = _assign(padded, centroids, live)  # (S, n)
+  slot_base = np.arange(num_segments)[:, None] * k_max
+  num_slots = num_segments * k_max
+  sums, counts = cluster_sums(padded.reshape(-1, padded.shape[2]),  # padding: a spare slot
+                              np.where(valid, slot_base + labels, num_slots).ravel(),
+                              num_slots + 1)
+  sums, counts = sums[:-1].astype(np.float64), counts[:-1]  # then updated by the moves
+  allowed_moves = tol * np.count_nonzero(valid)
+  work, work_points, work_valid = np.arange(num_segments), padded, valid
   for _ in range(max_iter):
-    sums, counts = cluster_sums(compact, group_base + labels, num_segments * k_max)
-    sums, counts = sums.reshape(centroids.shape), counts.reshape(live.shape)
-    means = (sums / np.maximum(counts, 1)[..., None]).astype(np.float32)
-    centroids = np.where(counts[..., None] > 0, means, centroids)  # empty: keep centroid
-    new_labels = _assign(padded, centroids, live)[valid]
-    moved = np.count_nonzero(new_labels != labels)
-    labels = new_labels
-    if moved <= allowed_moves:
+    work_counts = counts.reshape(live.shape)[work]
+    means = sums.reshape(centroids.shape)[work] / np.maximum(work_counts, 1)[..., None]
+    centroids[work] = np.where(work_counts[..., None] > 0, means, centroids[work])
+    new_labels = _assign(work_points, centroids[work], live[work])
+    moved = (new_labels != labels[work]) & work_valid  # (W, n)
+    segment, position = np.nonzero(moved)
+    base = slot_base[work[segment], 0]
+    delta_sums, delta_counts = moved_sums(work_points[segment, position],
+                                          base + labels[work[segment], position],
+                                          base + new_labels[segment, position], len(counts))
+    sums += delta_sums
+    counts += delta_counts
+    labels[work] = new_labels
+    if len(segment) <= allowed_moves:
       break
-  return labels
+    still = moved.any(axis=1)
+    if still.mean() < 0.5:  # enough segments converged to be worth a smaller copy
+      work, work_points, work_valid = work[still], work_points[still], work_valid[still]
+  return centroids, labels
+
+
+def moved_sums(points, source, target, num_clusters):
+  """How moving points between clusters changes the per-cluster sums and counts.
+
+  Args:
+    points: (M, d) the moving points.  source, target: (M,) their old and new cluster ids.
+  Returns:
+    (num_clusters, d) float64 change of sums, (num_clusters,) int64 change of counts.
+  """
+  moves = np.arange(len(points))
+  signs = np.concatenate([np.ones(len(points)), -np.ones(len(points))])
+  one_hot = scipy.sparse.csr_matrix(
+      (signs, (np.concatenate([target, source]), np.concatenate([moves, moves]))),
+      shape=(num_clusters, len(points)))
+  counts = (np.bincount(target, minlength=num_clusters) -
+            np.bincount(source, minlength=num_clusters))
+  return np.asarray(one_hot @ points.astype(np.float64)), counts
 
 
 def _assign(padded, centroids, live) -> np.ndarray:

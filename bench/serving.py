@@ -1,4 +1,5 @@
-"""Benchmark: serving latency for one request of C = 200 candidates over L = 10^4 clusters.
+"""Benchmark: serving latency for one request of C = 200 candidates over L = 10^3, 10^4, 10^5
+clusters.
 
 The request is SYNTHETIC (random clusters, behaviors and candidates drawn from the model's
 vocabulary); the model is a real export of a trained run. Measured on one CPU core (process
@@ -6,9 +7,10 @@ pinned, TensorFlow intra/inter-op threads 1): the SavedModel called in process, 
 request through the development server over gRPC (server and client in this process, so the
 gRPC figure includes serialization both ways).
 
-  python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0 [--requests 200]
+  python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0 [--clusters 1000 10000]
 
-Last line: {"in_process": {"p50_ms", "p99_ms", "rps"}, "dev_server_grpc": {...}, ...}
+Last line: {"candidates", "request", "runs": [{"clusters", "in_process": {"p50_ms", "p99_ms",
+"rps", "requests"}, "dev_server_grpc": {...}}, ...]}
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def synthetic_request(vocabularies, clusters: int, candidates: int, seed: int = 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--run-dir", default=str(REPO / "work_dir/runs/TwinV2-seed0"))
-  parser.add_argument("--clusters", type=int, default=10_000)
+  parser.add_argument("--clusters", type=int, nargs="+", default=[10**3, 10**4, 10**5])
   parser.add_argument("--candidates", type=int, default=200)
   parser.add_argument("--requests", type=int, default=200)
   args = parser.parse_args()
@@ -73,19 +75,21 @@ def main() -> None:
   from twin_tf.export import saved_model
   from twin_tf.model.vocabulary import Vocabularies
 
-  arrays = synthetic_request(Vocabularies.load(args.run_dir), args.clusters, args.candidates)
+  vocabularies = Vocabularies.load(args.run_dir)
+  runs = []
   with tempfile.TemporaryDirectory() as base:
     saved_model.export_saved_model(args.run_dir, pathlib.Path(base) / "twin")
-    in_process, through_grpc = serving_timings(pathlib.Path(base) / "twin", arrays,
-                                               args.requests)
-  print(f"in process (1 core): p50 {in_process['p50_ms']} ms, p99 {in_process['p99_ms']} "
-        f"ms, {in_process['rps']} requests/s", flush=True)
-  print(f"development server over gRPC (1 core, client in the same process): p50 "
-        f"{through_grpc['p50_ms']} ms, p99 {through_grpc['p99_ms']} ms, "
-        f"{through_grpc['rps']} requests/s")
-  print(json.dumps({"clusters": args.clusters, "candidates": args.candidates,
-                    "request": "SYNTHETIC", "in_process": in_process,
-                    "dev_server_grpc": through_grpc}))
+    for clusters in args.clusters:
+      arrays = synthetic_request(vocabularies, clusters, args.candidates)
+      in_process, through_grpc = serving_timings(pathlib.Path(base) / "twin", arrays,
+                                                 args.requests)
+      print(f"L = {clusters:,}, in process (1 core): p50 {in_process['p50_ms']} ms, p99 "
+            f"{in_process['p99_ms']} ms, {in_process['rps']} requests/s; development server "
+            f"over gRPC (client in the same process): p50 {through_grpc['p50_ms']} ms, p99 "
+            f"{through_grpc['p99_ms']} ms", flush=True)
+      runs.append({"clusters": clusters, "in_process": in_process,
+                   "dev_server_grpc": through_grpc})
+  print(json.dumps({"candidates": args.candidates, "request": "SYNTHETIC", "runs": runs}))
 
 
 if __name__ == "__main__":

@@ -65,11 +65,14 @@ class CrossFeatureBias(keras.layers.Layer):
                                 initializer="ones")
 
   def call(self, inputs):
-    leading = ops.shape(inputs)[:-2]
-    flat = ops.reshape(inputs, (-1,) + tuple(inputs.shape[-2:]))  # (N, J, dim)
-    per_feature = ops.einsum("njd,hjd->nhj", flat, self.w)  # (N, H, J): K_c W_c
-    bias = ops.sum(per_feature * self.beta, axis=-1)  # (N, H)
-    return ops.reshape(bias, leading + (self.num_heads,))
+    num_features, dim = inputs.shape[-2:]
+    # sum_j beta_hj (e_j . w_hj) is one matrix product of the flattened embeddings (N, J dim)
+    # with the (J dim, H) kernel beta_hj w_hjd.
+    kernel = ops.reshape(ops.einsum("hjd,hj->jdh", self.w, self.beta),
+                         (num_features * dim, self.num_heads))
+    flat = ops.reshape(inputs, (-1, num_features * dim))
+    bias = ops.matmul(flat, kernel)  # (N, H)
+    return ops.reshape(bias, ops.shape(inputs)[:-2] + (self.num_heads,))
 
   def get_config(self):
     return {**super().get_config(), "num_heads": self.num_heads}

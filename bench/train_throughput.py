@@ -57,10 +57,11 @@ def samples_per_second(model_name: str, length: int, batch: int, steps: int) -> 
 
   from twin_tf.data.feature_spec import MOVIELENS
   from twin_tf.model.ctr_model import build_model
+  from twin_tf.training.optimizer import EmbeddingAdam
   model = build_model(model_name, MOVIELENS, VOCAB_SIZES)
   inputs, labels = synthetic_batch(batch, length, clustered=model_name == "TwinV2")
   model(inputs)
-  model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy",
+  model.compile(optimizer=EmbeddingAdam(1e-3), loss="binary_crossentropy",
                 jit_compile=keras.backend.backend() == "jax")
   for _ in range(2):  # compile / warm up
     model.train_on_batch(inputs, labels)
@@ -76,11 +77,10 @@ def movielens_epoch(examples: str, model_name: str, max_raw: int | None, path: s
   computed long-term positions that are padding. path: "legacy" (in-memory tables, the
   former fixed buckets: the code before issue 16), "fitted" (in-memory, fitted buckets) or
   "streaming" (what training runs: group records streamed, fitted buckets)."""
-  import keras
-
   from twin_tf.model.ctr_model import PRESETS
   from twin_tf.training import streaming, trainer
   from twin_tf.training.input_pipeline import LEGACY_BUCKETS, DatasetBuilder, load_example_data
+  from twin_tf.training.optimizer import EmbeddingAdam
   source, bucket_floor = PRESETS[model_name].long_term_source, trainer.min_bucket(
       PRESETS[model_name])
   if path == "streaming":
@@ -97,7 +97,7 @@ def movielens_epoch(examples: str, model_name: str, max_raw: int | None, path: s
     (dataset, _), vocabularies = builder.dataset("train", 256, shuffle=True), data.vocabularies
     samples = len(data.impressions["train"]["label"])
   model = trainer._built_model(model_name, vocabularies)  # pylint: disable=protected-access
-  model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
+  model.compile(optimizer=EmbeddingAdam(1e-3), loss="binary_crossentropy")
   start = time.perf_counter()
   model.fit(dataset, epochs=1, verbose=0, shuffle=False)
   seconds = time.perf_counter() - start

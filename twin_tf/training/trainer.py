@@ -31,6 +31,7 @@ from twin_tf.model.ctr_model import PRESETS, build_model
 from twin_tf.model.vocabulary import Vocabularies
 from twin_tf.training import diversity, metrics, ranking, resume, streaming
 from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData, load_example_data
+from twin_tf.training.optimizer import EmbeddingAdam
 
 
 def _builder(config: TrainConfig, data: ExampleData) -> DatasetBuilder:
@@ -94,7 +95,7 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   if config.cosine_decay:
     learning_rate = keras.optimizers.schedules.CosineDecay(
         config.learning_rate, decay_steps=config.epochs * batches_per_epoch, alpha=0.1)
-  model.compile(optimizer=keras.optimizers.Adam(learning_rate),
+  model.compile(optimizer=EmbeddingAdam(learning_rate),
                 loss="binary_crossentropy",
                 metrics=[keras.metrics.AUC(name="auc")],
                 # JAX: one jit-compiled step per padded length (a handful of buckets);

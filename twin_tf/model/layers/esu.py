@@ -42,7 +42,8 @@ class Esu(keras.layers.Layer):
     weights = weights * ops.cast(valid[..., None], weights.dtype)  # (B, C, K, H)
     # sum_i w_ih (K_i W_v,h) = (sum_i w_ih K_i) W_v,h: pool the raw values per head first,
     # then project once per (candidate, head) instead of once per (candidate, cluster, head).
-    pooled = ops.einsum("bckh,bckd->bchd", weights, values)  # (B, C, H, D)
+    # a batched matrix product: TensorFlow's CPU einsum gradient for it was 4x slower
+    pooled = ops.matmul(ops.transpose(weights, (0, 1, 3, 2)), values)  # (B, C, H, D)
     heads = ops.einsum("bchd,dhv->bchv", pooled, self.value_kernel)  # (B, C, H, value_dim)
     merged = ops.reshape(heads, ops.shape(heads)[:2] + (-1,))
     return ops.matmul(merged, self.output_kernel)

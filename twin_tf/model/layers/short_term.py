@@ -39,16 +39,30 @@ class ShortTermAttention(keras.layers.Layer):
                                          shape=(h * self.value_dim, self.output_dim))
 
   def call(self, query, keys, valid):
-    q = ops.einsum("bcd,dhk->bchk", query, self.query_kernel)
-    k = ops.einsum("bsd,dhk->bshk", keys, self.key_kernel)
-    v = ops.einsum("bsd,dhv->bshv", keys, self.value_kernel)
-    scores = ops.einsum("bchk,bshk->bcsh", q, k) / math.sqrt(self.key_dim)  # (B, C, S, H)
-    scores = ops.where(valid[:, None, :, None], scores, MASK_VALUE)
-    weights = ops.softmax(scores, axis=2) * ops.cast(valid[:, None, :, None], scores.dtype)
-    heads = ops.einsum("bcsh,bshv->bchv", weights, v)
+    # Plain and batched matrix products throughout: TensorFlow's CPU einsums (and their
+    # gradients) for these contractions were several times slower.
+    q = _heads_first(self._project(query, self.query_kernel))  # (B, H, C, d_k)
+    k = _heads_first(self._project(keys, self.key_kernel))  # (B, H, S, d_k)
+    v = _heads_first(self._project(keys, self.value_kernel))  # (B, H, S, d_v)
+    scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(self.key_dim)
+    mask = valid[:, None, None, :]  # scores (B, H, C, S)
+    scores = ops.where(mask, scores, MASK_VALUE)
+    weights = ops.softmax(scores, axis=-1) * ops.cast(mask, scores.dtype)
+    heads = ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))  # (B, C, H, d_v)
     merged = ops.reshape(heads, ops.shape(heads)[:2] + (-1,))
     return ops.matmul(merged, self.output_kernel)
+
+  @staticmethod
+  def _project(x, kernel):
+    """(B, N, D) x (D, H, d) kernel -> (B, N, H, d)."""
+    flat = ops.matmul(x, ops.reshape(kernel, (kernel.shape[0], -1)))
+    return ops.reshape(flat, ops.shape(x)[:2] + tuple(kernel.shape[1:]))
 
   def get_config(self):
     return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
             "value_dim": self.value_dim, "output_dim": self.output_dim}
+
+
+def _heads_first(x):
+  """(B, N, H, d) -> (B, H, N, d)."""
+  return ops.transpose(x, (0, 2, 1, 3))

@@ -8,6 +8,7 @@ then timed `train_on_batch` steps.
 
   python bench/train_throughput.py [--coverage 1000 10000 100000] [--batch 32] [--steps 5]
   python bench/train_throughput.py --movielens work_dir/examples   # real data, one core
+      [--baseline /tmp/old]   # and the same epoch by an older checkout, back to back
 
 Last line: {"backend", "device", "runs": [{"model", "coverage", "length", "batch",
 "samples_per_s"}, ...]}
@@ -19,6 +20,7 @@ import argparse
 import json
 import os
 import pathlib
+import subprocess
 import sys
 import time
 
@@ -48,6 +50,8 @@ def synthetic_batch(batch: int, length: int, clustered: bool, seed: int = 0):
         clustered and prefix == "long") else np.ones((batch, width))
     inputs[f"{prefix}_size"] = sizes.astype(np.float32)
     inputs[f"{prefix}_mask"] = np.ones((batch, width), bool)
+  inputs[features.DENSE] = rng.standard_normal((batch, len(features.DENSE_FEATURES)),
+                                              np.float32)
   inputs = {k: (v.astype(np.int32) if v.dtype == np.int64 else v) for k, v in inputs.items()}
   return inputs, rng.integers(0, 2, batch).astype(np.float32)
 
@@ -108,6 +112,19 @@ def movielens_epoch(examples: str, model_name: str, max_raw: int | None, path: s
           "padding_share": round(builder.padding_share("train"), 3)}
 
 
+def baseline_epoch(checkout: str, examples: str) -> dict:
+  """movielens_epoch of Twin at 200, legacy input, run by another checkout's code (its own
+  bench/train_throughput.py, in its own process on this process's core)."""
+  code = ("import json, sys; sys.path[:0] = [sys.argv[1], sys.argv[1] + '/bench']; "
+          "import train_throughput as bench; print(json.dumps(bench.movielens_epoch("
+          "sys.argv[2], 'Twin', 200, 'legacy')))")
+  done = subprocess.run([sys.executable, "-c", code, checkout, os.path.abspath(examples)],
+                        capture_output=True, text=True, check=True, cwd=checkout)
+  commit = subprocess.run(["git", "-C", checkout, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+  return {**json.loads(done.stdout.strip().splitlines()[-1]), "commit": commit}
+
+
 def device_name() -> str:
   import keras
   if keras.backend.backend() == "jax":
@@ -126,10 +143,18 @@ def main() -> None:
   parser.add_argument("--movielens", default=None,
                       help="instead: a build-examples folder of the real MovieLens data; one "
                       "epoch per model, length and input path (legacy, fitted, streaming)")
+  parser.add_argument("--baseline", default=None,
+                      help="with --movielens: a checkout of older code (git worktree add DIR "
+                      "COMMIT); its Twin at 200 legacy epoch runs first, and speedup_twin_200 "
+                      "is our streaming epoch over it")
   args = parser.parse_args()
   import keras
   if args.movielens:
     os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    before = baseline_epoch(args.baseline, args.movielens) if args.baseline else None
+    if before:
+      print(f"MovieLens, Twin   length 200, legacy input of {before['commit']}: "
+            f"{before['samples_per_s']:,.1f} samples/s", flush=True)
     runs = []
     for model_name, max_raw in (("Twin", 200), ("TwinV2", None)):
       for path in ("legacy", "fitted", "streaming"):
@@ -139,9 +164,13 @@ def main() -> None:
               f"{r['bucket_lengths']}: {r['samples_per_s']:,.1f} samples/s, padding "
               f"{r['padding_share']:.0%}", flush=True)
     runs.append(movielens_epoch(args.movielens, "Twin", None, "streaming"))
-    speedup = runs[2]["samples_per_s"] / runs[0]["samples_per_s"]  # streaming over legacy
+    old = before or runs[0]  # Twin at 200: the baseline checkout's legacy path, else ours
     print(json.dumps({"backend": keras.backend.backend(), "device": device_name(),
-                      "threads": 1, "runs": runs, "speedup_twin_200": round(speedup, 2)}))
+                      "threads": 1, "runs": runs, "baseline": before,
+                      "speedup_twin_200": round(runs[2]["samples_per_s"] /
+                                                old["samples_per_s"], 2),
+                      "speedup_twin_200_over_legacy_input": round(
+                          runs[2]["samples_per_s"] / runs[0]["samples_per_s"], 2)}))
     return
   runs = []
   for coverage in args.coverage:

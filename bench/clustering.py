@@ -76,17 +76,13 @@ def inertia(columns, table, user) -> float:
   """Mean squared distance of a behavior's embedding to its cluster's mean: how tight."""
   import numpy as np
 
-  from twin_tf.clustering.kmeans import cluster_sums
+  from twin_tf.clustering.kmeans import cluster_sums, squared_distances
   from twin_tf.data import schema
   embeddings, _ = table.lookup(columns[schema.ITEM_ID][user.behavior_index])
   cluster = user.cluster_of_behavior
   sums, counts = cluster_sums(embeddings, cluster, user.num_clusters)
   means = (sums / counts[:, None]).astype(np.float32)
-  total = 0.0
-  for lo in range(0, len(cluster), 1 << 16):
-    diff = embeddings[lo:lo + (1 << 16)] - means[cluster[lo:lo + (1 << 16)]]
-    total += float(np.einsum("nd,nd->", diff, diff, dtype=np.float64))
-  return total / len(cluster)
+  return float(squared_distances(embeddings, means, cluster).mean(dtype=np.float64))
 
 
 def movielens_compression(data_dir: str) -> dict:

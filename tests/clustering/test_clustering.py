@@ -1,7 +1,5 @@
 """Clustering invariants and numpy references (synthetic users are labelled SYNTHETIC)."""
 
-import importlib
-
 import numpy as np
 import pytest
 from conftest import synthetic_user
@@ -18,9 +16,6 @@ from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.config import ClusteringConfig
 from twin_tf.data import schema
 from twin_tf.data.feature_spec import MOVIELENS
-
-# the module, which the package's `virtual_items` function shadows
-virtual_items_module = importlib.import_module("twin_tf.clustering.virtual_items")
 
 
 def test_completion_groups_by_hand():
@@ -114,6 +109,16 @@ def test_moved_sums_match_recomputed_sums():
   np.testing.assert_array_equal(old_counts + delta_counts, new_counts)
 
 
+def test_cluster_sums_leave_out_rows_not_kept():
+  rng = np.random.default_rng(6)
+  points = rng.standard_normal((40, 3)).astype(np.float32)
+  ids, keep = rng.integers(0, 5, 40), rng.random(40) < 0.6
+  kept = kmeans.cluster_sums(points, ids, 5, keep=keep)
+  subset = kmeans.cluster_sums(points[keep], ids[keep], 5)
+  np.testing.assert_allclose(kept[0], subset[0], atol=1e-6)
+  np.testing.assert_array_equal(kept[1], subset[1])
+
+
 def _check_invariants(cluster, groups, gamma):
   sizes = np.bincount(cluster)
   assert sizes.min() >= 1, "cluster ids are dense: every id has a member"
@@ -165,9 +170,9 @@ def test_items_without_embedding_are_singletons():
   assert len(np.unique(user.cluster_of_behavior[order_missing])) == order_missing.sum()
 
 
-@pytest.mark.parametrize("chunk", [virtual_items_module.CHUNK, 7])
+@pytest.mark.parametrize("chunk", [kmeans.CHUNK, 7])
 def test_virtual_items_match_numpy_reference(chunk, monkeypatch):
-  monkeypatch.setattr(virtual_items_module, "CHUNK", chunk)  # representatives' distance slices
+  monkeypatch.setattr(kmeans, "CHUNK", chunk)  # representatives' distance slices
   columns, table = synthetic_user(800, seed=5)
   user = cluster_user(columns, table, ClusteringConfig(gamma=15))
   rows = user.behavior_index

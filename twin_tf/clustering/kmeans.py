@@ -132,10 +132,9 @@ def _batched_kmeans(padded, valid, k, rng, max_iter, tol):
   labels = _assign(padded, centroids, live)  # (S, n)
   slot_base = np.arange(num_segments)[:, None] * k_max
   num_slots = num_segments * k_max
-  sums, counts = cluster_sums(padded.reshape(-1, padded.shape[2]),  # padding: a spare slot
-                              np.where(valid, slot_base + labels, num_slots).ravel(),
-                              num_slots + 1)
-  sums, counts = sums[:-1].astype(np.float64), counts[:-1]  # then updated by the moves
+  sums, counts = cluster_sums(padded.reshape(-1, padded.shape[2]),
+                              (slot_base + labels).ravel(), num_slots, keep=valid.ravel())
+  sums = sums.astype(np.float64)  # then updated by the points that move, not recomputed
   allowed_moves = tol * np.count_nonzero(valid)
   work, work_points, work_valid = np.arange(num_segments), padded, valid
   for _ in range(max_iter):
@@ -210,15 +209,29 @@ def _kmeans_plus_plus(xp, valid, k, rng) -> np.ndarray:
   return centroids
 
 
-def cluster_sums(x: np.ndarray, cluster: np.ndarray, num_clusters: int):
+def cluster_sums(x: np.ndarray, cluster: np.ndarray, num_clusters: int,
+                 keep: np.ndarray | None = None):
   """Per-cluster sum of rows and member count, as one sparse product.
 
   Args:
-    x: (N, d) rows; cluster: (N,) ids in [0, num_clusters).
+    x: (N, d) rows; cluster: (N,) ids in [0, num_clusters) (any where keep is False).
+    keep: (N,) bool, the rows to count (default all); the others are left out without a
+      copy of x.
   Returns:
     (num_clusters, d) sums in x's dtype, (num_clusters,) int64 counts.
   """
+  members = np.arange(len(x)) if keep is None else np.flatnonzero(keep)
+  ids = cluster[members]
   one_hot = scipy.sparse.csr_matrix(
-      (np.ones(len(x), dtype=x.dtype), (cluster, np.arange(len(x)))),
-      shape=(num_clusters, len(x)))
-  return np.asarray(one_hot @ x), np.bincount(cluster, minlength=num_clusters)
+      (np.ones(len(members), dtype=x.dtype), (ids, members)), shape=(num_clusters, len(x)))
+  return np.asarray(one_hot @ x), np.bincount(ids, minlength=num_clusters)
+
+
+def squared_distances(x: np.ndarray, centroids: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+  """|x_i - centroids[cluster_i]|^2 of (N, d) rows, in slices of CHUNK rows (no (N, d)
+  temporaries): (N,) in x's dtype."""
+  distance = np.empty(len(x), x.dtype)
+  for lo in range(0, len(x), CHUNK):
+    diff = x[lo:lo + CHUNK] - centroids[cluster[lo:lo + CHUNK]]
+    distance[lo:lo + CHUNK] = np.einsum("nd,nd->n", diff, diff)
+  return distance

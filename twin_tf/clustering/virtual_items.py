@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from twin_tf.clustering.kmeans import CHUNK, cluster_sums
+from twin_tf.clustering.kmeans import cluster_sums, squared_distances
 from twin_tf.data import schema
 
 
@@ -23,13 +23,9 @@ def representatives(embeddings: np.ndarray, has_embedding: np.ndarray,
     (C,) int64 behavior indices.
   """
   num_clusters = int(cluster.max()) + 1 if len(cluster) else 0
-  sums, counts = cluster_sums(embeddings, np.where(has_embedding, cluster, num_clusters),
-                              num_clusters + 1)  # no embedding: a spare slot
-  centroid = (sums[:-1] / np.maximum(counts[:-1], 1)[:, None]).astype(np.float32)  # (C, d)
-  distance = np.zeros(len(cluster), np.float32)  # (N,)
-  for lo in range(0, len(cluster), CHUNK):  # in slices: no (N, d) temporaries
-    diff = embeddings[lo:lo + CHUNK] - centroid[cluster[lo:lo + CHUNK]]
-    distance[lo:lo + CHUNK] = np.einsum("nd,nd->n", diff, diff)
+  sums, counts = cluster_sums(embeddings, cluster, num_clusters, keep=has_embedding)
+  centroid = (sums / np.maximum(counts, 1)[:, None]).astype(np.float32)  # (C, d)
+  distance = squared_distances(embeddings, centroid, cluster)  # (N,)
   distance[~has_embedding] = 0.0
   order = np.argsort(cluster, kind="stable")  # members by cluster, then input order
   starts = np.searchsorted(cluster[order], np.arange(num_clusters))

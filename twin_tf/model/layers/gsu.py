@@ -71,7 +71,6 @@ class GsuTopK(keras.layers.Layer):
     return {**super().get_config(), "top_k": self.top_k, "merge": self.merge}
 
 
-
 def exact_top_k(scores, k: int):
   """Positions (B, C, k) of the k largest of scores (B, C, L), in no particular order.
 

@@ -1,7 +1,8 @@
 """Per-head projection of inherent item features, K_h W_h (or q W_q for the target)."""
 
 import keras
-from keras import ops
+
+from twin_tf.model.layers.sequence_ops import project_per_head
 
 
 @keras.saving.register_keras_serializable(package="twin_tf")
@@ -38,9 +39,7 @@ class InherentProjection(keras.layers.Layer):
         initializer="glorot_uniform")
 
   def call(self, inputs):
-    # A plain matmul: its gradient stays (..., D)-sized (an ellipsis einsum's does not on TF).
-    flat = ops.matmul(inputs, ops.reshape(self.kernel, (self.kernel.shape[0], -1)))
-    return ops.reshape(flat, ops.shape(inputs)[:-1] + (self.num_heads, self.key_dim))
+    return project_per_head(inputs, self.kernel)
 
   def get_config(self):
     return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim}

@@ -5,7 +5,7 @@ import math
 import keras
 from keras import ops
 
-from twin_tf.model.layers.sequence_ops import MASK_VALUE
+from twin_tf.model.layers.sequence_ops import MASK_VALUE, project_per_head
 
 
 @keras.saving.register_keras_serializable(package="twin_tf")
@@ -41,9 +41,9 @@ class ShortTermAttention(keras.layers.Layer):
   def call(self, query, keys, valid):
     # Plain and batched matrix products throughout: TensorFlow's CPU einsums (and their
     # gradients) for these contractions were several times slower.
-    q = _heads_first(self._project(query, self.query_kernel))  # (B, H, C, d_k)
-    k = _heads_first(self._project(keys, self.key_kernel))  # (B, H, S, d_k)
-    v = _heads_first(self._project(keys, self.value_kernel))  # (B, H, S, d_v)
+    q = _heads_first(project_per_head(query, self.query_kernel))  # (B, H, C, d_k)
+    k = _heads_first(project_per_head(keys, self.key_kernel))  # (B, H, S, d_k)
+    v = _heads_first(project_per_head(keys, self.value_kernel))  # (B, H, S, d_v)
     scores = ops.matmul(q, ops.transpose(k, (0, 1, 3, 2))) / math.sqrt(self.key_dim)
     mask = valid[:, None, None, :]  # scores (B, H, C, S)
     scores = ops.where(mask, scores, MASK_VALUE)
@@ -51,12 +51,6 @@ class ShortTermAttention(keras.layers.Layer):
     heads = ops.transpose(ops.matmul(weights, v), (0, 2, 1, 3))  # (B, C, H, d_v)
     merged = ops.reshape(heads, ops.shape(heads)[:2] + (-1,))
     return ops.matmul(merged, self.output_kernel)
-
-  @staticmethod
-  def _project(x, kernel):
-    """(B, N, D) x (D, H, d) kernel -> (B, N, H, d)."""
-    flat = ops.matmul(x, ops.reshape(kernel, (kernel.shape[0], -1)))
-    return ops.reshape(flat, ops.shape(x)[:2] + tuple(kernel.shape[1:]))
 
   def get_config(self):
     return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,

@@ -112,10 +112,13 @@ def test_gsu_never_picks_padding_before_real_positions():
 @pytest.mark.parametrize("length", [4096, 5000, 6007])
 def test_two_pass_top_k_takes_the_k_largest_scores(length):
   """Long sequences rank in two passes; the k largest scores are those of one sort, with
-  ties (scores rounded to few values), padding and a length that is no multiple of 16."""
+  ties (scores rounded to few values, or all equal), the k largest in few groups, padding
+  and a length that is no multiple of 16."""
   rng = np.random.default_rng(length)
   scores = rng.standard_normal((2, 3, length)).astype("float32")
   scores[0, 0] = np.round(scores[0, 0] * 2)  # heavy ties
+  scores[0, 1] = 1.0  # every score tied
+  scores[0, 2] = np.arange(length)  # the k largest fill whole groups
   scores[1, :, length // 2:] = MASK_VALUE  # half of one user's positions are padding
   for top_k in (gsu.exact_top_k, gsu.two_pass_top_k):
     got = np.asarray(top_k(scores, 100))

@@ -1,4 +1,5 @@
-"""Keras 3 layers of TWIN-V2 (keras.ops only: they run on TensorFlow and JAX).
+"""Keras 3 layers of TWIN-V2 (keras.ops, and on TensorFlow a plain gather for rows:
+sequence_ops.take_rows; they run on TensorFlow and JAX).
 
 Shapes use B (batch, one row per user request), C (candidates per request), L (sequence
 positions), H (heads), d_k (key size), J (cross features), K (GSU top-k).

@@ -4,6 +4,8 @@ import keras
 import numpy as np
 from keras import ops
 
+from twin_tf.model.layers.sequence_ops import take_rows
+
 
 @keras.saving.register_keras_serializable(package="twin_tf")
 class CrossFeatureEmbedding(keras.layers.Layer):
@@ -29,7 +31,7 @@ class CrossFeatureEmbedding(keras.layers.Layer):
 
   def call(self, inputs):
     ids = ops.cast(inputs, "int32") + ops.convert_to_tensor(self._offsets)
-    return ops.take(self.table, ids, axis=0)
+    return take_rows(self.table, ids)
 
   def get_config(self):
     return {**super().get_config(), "vocab_sizes": self.vocab_sizes, "dim": self.dim}

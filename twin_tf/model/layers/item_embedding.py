@@ -3,6 +3,8 @@
 import keras
 from keras import ops
 
+from twin_tf.model.layers.sequence_ops import take_rows
+
 
 @keras.saving.register_keras_serializable(package="twin_tf")
 class ItemEmbedding(keras.layers.Layer):
@@ -40,7 +42,8 @@ class ItemEmbedding(keras.layers.Layer):
       layer.build(shape)
 
   def call(self, ids):
-    return ops.concatenate([table(i) for table, i in zip(self.tables, ids)], axis=-1)
+    return ops.concatenate([take_rows(table.embeddings, ops.cast(i, "int32"))
+                            for table, i in zip(self.tables, ids)], axis=-1)
 
   def get_config(self):
     return {**super().get_config(), "vocab_sizes": self.vocab_sizes, "item_dim": self.item_dim,

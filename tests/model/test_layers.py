@@ -168,13 +168,14 @@ def test_round_robin_short_list_marks_repeats_invalid():
 
 
 def _esu_reference(esu, alpha, values, valid):
+  """alpha (B, C, H, K), heads first."""
   wv, wo = np.asarray(esu.value_kernel), np.asarray(esu.output_kernel)
   out = np.zeros(alpha.shape[:2] + (wo.shape[1],))
   for b in range(alpha.shape[0]):
     for c in range(alpha.shape[1]):
       heads = []
-      for h in range(alpha.shape[3]):
-        a = np.where(valid[b, c], alpha[b, c, :, h], -np.inf)
+      for h in range(alpha.shape[2]):
+        a = np.where(valid[b, c], alpha[b, c, h], -np.inf)
         weights = np.exp(a - a.max()) / np.exp(a - a.max()).sum()
         heads.append(weights @ (values[b, c] @ wv[:, h]))
       out[b, c] = np.concatenate(heads) @ wo
@@ -182,7 +183,7 @@ def _esu_reference(esu, alpha, values, valid):
 
 
 def test_esu_matches_numpy():
-  alpha = RNG.standard_normal((B, C, 6, H)).astype("float32")
+  alpha = RNG.standard_normal((B, C, H, 6)).astype("float32")
   values = RNG.standard_normal((B, C, 6, 9)).astype("float32")
   valid = np.ones((B, C, 6), bool)
   valid[0, 1, 4:] = False
@@ -193,7 +194,7 @@ def test_esu_matches_numpy():
 
 def test_esu_with_nothing_valid_is_zero():
   esu = Esu(4, 3)
-  out = esu(np.zeros((1, 1, 5, H), "float32"), np.ones((1, 1, 5, 6), "float32"),
+  out = esu(np.zeros((1, 1, H, 5), "float32"), np.ones((1, 1, 5, 6), "float32"),
             np.zeros((1, 1, 5), bool))
   np.testing.assert_array_equal(np.asarray(out), 0)
 
@@ -203,10 +204,10 @@ def test_cluster_of_n_identical_members_equals_n_raw_copies():
   layer, esu = _attention(), Esu(4, 6)
   x = _inputs(length=3, seed=3)
   x["size"] = np.array([[4, 1, 2], [3, 2, 1]], "float32")
-  esu.build((B, C, 3, H), (B, C, 3, DH))
+  esu.build((B, C, H, 3), (B, C, 3, DH))
 
   def esu_output(inputs):
-    alpha = layer(**inputs)
+    alpha = np.transpose(layer(**inputs), (0, 1, 3, 2))  # heads first
     length = inputs["seq_inherent"].shape[1]
     idx = np.broadcast_to(np.arange(length), (B, C, length)).astype("int32")
     values = gather_selected(inputs["seq_inherent"], idx)
@@ -307,9 +308,11 @@ def test_config_round_trip(layer):
   assert again.get_config() == layer.get_config()
 
 
-def test_summed_scores_and_scores_at_equal_the_full_alpha():
-  """The GSU's one-inner-product form (MIPS) and the ESU's gathered scores equal alpha'."""
-  layer = _attention()
+@pytest.mark.parametrize("use_log_size", [True, False])
+def test_summed_scores_and_scores_at_equal_the_full_alpha(use_log_size):
+  """The GSU's one-inner-product form (MIPS), and the ESU's scores from the chosen values
+  K = [K_h | K_c], equal alpha'."""
+  layer = _attention(use_log_size)
   x = _inputs(seed=6)
   x["valid"][0, 7:] = False
   alpha = np.asarray(layer(**x))
@@ -322,5 +325,9 @@ def test_summed_scores_and_scores_at_equal_the_full_alpha():
   assert np.all(summed[~real] < MASK_VALUE / 2)  # padding: far below any real score
   indices = np.asarray(GsuTopK(4)(summed, x["valid"])[0])
   np.testing.assert_array_equal(indices, np.asarray(GsuTopK(4)(alpha, x["valid"])[0]))
-  np.testing.assert_allclose(np.asarray(layer.scores_at(keys, query, bias, indices)),
-                             np.take_along_axis(alpha, indices[..., None], axis=2), **TOL)
+  values = np.concatenate([x["seq_inherent"], x["seq_cross"].reshape(B, L, -1)], axis=-1)
+  chosen = np.stack([values[b][indices[b]] for b in range(B)])  # (B, C, K, DH + 8J)
+  chosen_size = np.stack([x["size"][b][indices[b]] for b in range(B)])
+  np.testing.assert_allclose(np.asarray(layer.scores_at(chosen, query, chosen_size)),
+                             np.take_along_axis(alpha, indices[..., None], axis=2)
+                             .transpose(0, 1, 3, 2), **TOL)

@@ -168,15 +168,18 @@ class CtrModel(keras.Model):
     inherent, cross, values = self._sequence(inputs, "long")
     mask = inputs["long_mask"]
     attention = self.attention
+    if not attention.built:  # its parts are called one by one; SIM-hard never calls the keys
+      attention.build(inherent.shape, cross.shape, target_inherent_shape=query.shape)
     if self.config.long_term == "gsu" and self.config.gsu_merge == "round_robin":
       alpha = attention(inherent, cross, inputs["long_size"], mask, query)  # (B, C, L, H)
       indices, valid = self.gsu(alpha, mask)
-      selected_alpha = ops.take_along_axis(alpha, indices[..., None], axis=2)
-      return self.esu(selected_alpha, gather_selected(values, indices), valid)
-    keys = attention.item_keys(inherent)  # (B, L, H, d_k), shared by GSU and ESU
+      selected_alpha = ops.take_along_axis(alpha, indices[..., None], axis=2)  # (B, C, K, H)
+      return self.esu(ops.transpose(selected_alpha, (0, 1, 3, 2)),
+                      gather_selected(values, indices), valid)
     queries = attention.query_projection(query)  # (B, C, H, d_k)
-    bias = attention.bias(cross, inputs["long_size"])  # (B, L, H)
     if self.config.long_term == "gsu":
+      keys = attention.item_keys(inherent)  # (B, L, H, d_k)
+      bias = attention.bias(cross, inputs["long_size"])  # (B, L, H)
       indices, valid = self.gsu(attention.summed_scores(keys, queries, bias, mask), mask)
     else:  # SIM-hard: same category as the target, the most recent first
       category = inputs[f"long_{self.spec.primary}"]
@@ -186,8 +189,10 @@ class CtrModel(keras.Model):
       _, indices = ops.top_k(ops.where(same, recency, -1.0), self.config.gsu_top_k)
       valid = ops.take_along_axis(same, indices, axis=2)
       indices = ops.cast(indices, "int32")
-    selected_alpha = attention.scores_at(keys, queries, bias, indices)  # (B, C, K, H)
-    return self.esu(selected_alpha, gather_selected(values, indices), valid)
+    selected_values = gather_selected(values, indices)  # (B, C, K, D)
+    selected_alpha = attention.scores_at(selected_values, queries,
+                                         gather_selected(inputs["long_size"], indices))
+    return self.esu(selected_alpha, selected_values, valid)  # alpha (B, C, H, K)
 
   def get_config(self):
     return {"config": dataclasses.asdict(self.config), "spec": self.spec.to_json(),

@@ -7,7 +7,7 @@ from keras import ops
 
 from twin_tf.model.layers.cross_feature_bias import CrossFeatureBias
 from twin_tf.model.layers.inherent_projection import InherentProjection
-from twin_tf.model.layers.sequence_ops import MASK_VALUE, gather_selected
+from twin_tf.model.layers.sequence_ops import MASK_VALUE
 
 
 @keras.saving.register_keras_serializable(package="twin_tf")
@@ -82,13 +82,24 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     query_and_one = ops.concatenate([flat_query, ops.ones_like(flat_query[..., :1])], axis=-1)
     return ops.matmul(query_and_one, ops.transpose(keys_and_offset, (0, 2, 1)))
 
-  @staticmethod
-  def scores_at(keys, query, bias, indices):
-    """Per-head alpha' at chosen positions only: indices (B, C, K) -> (B, C, K, H)."""
-    chosen_keys = gather_selected(keys, indices)  # (B, C, K, H, d_k)
-    # a product and a sum: TensorFlow's CPU einsum for this contraction is 2x slower
-    scores = ops.sum(chosen_keys * query[:, :, None], axis=-1)
-    return scores + gather_selected(bias, indices)
+  def scores_at(self, values, query, size):
+    """Per-head alpha' of chosen positions, heads first, from their values
+    K = [K_h | K_c flattened] (the rows the ESU pools, so neither keys nor bias are gathered):
+    alpha'_h = K . [W_h (q W_q)_h / sqrt(d_k) | (W_c beta)_h] + ln n.
+
+    values (B, C, K, D_h + J dim), query (B, C, H, d_k) (query_projection), size (B, C, K)
+    -> (B, C, H, K).
+    """
+    inherent_query = ops.einsum("bchk,dhk->bchd", query,
+                                self.key_projection.kernel) / math.sqrt(self.key_dim)
+    cross_kernel = ops.transpose(self.cross_bias.kernel())  # (H, J dim)
+    cross_query = ops.broadcast_to(cross_kernel,
+                                   ops.shape(inherent_query)[:2] + tuple(cross_kernel.shape))
+    value_query = ops.concatenate([inherent_query, cross_query], axis=-1)  # (B, C, H, D)
+    scores = ops.matmul(value_query, ops.transpose(values, (0, 1, 3, 2)))  # (B, C, H, K)
+    if self.use_log_size:
+      scores = scores + ops.log(ops.maximum(ops.cast(size, scores.dtype), 1.0))[:, :, None, :]
+    return scores
 
   def get_config(self):
     return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,

@@ -66,14 +66,16 @@ class CrossFeatureBias(keras.layers.Layer):
     self.beta = self.add_weight(name="beta", shape=(self.num_heads, num_features),
                                 initializer="ones")
 
+  def kernel(self):
+    """(J dim, H), beta_hj w_hjd: the bias is the flattened embeddings (N, J dim) times it."""
+    num_features, dim = self.w.shape[1:]
+    return ops.reshape(ops.einsum("hjd,hj->jdh", self.w, self.beta),
+                       (num_features * dim, self.num_heads))
+
   def call(self, inputs):
     num_features, dim = inputs.shape[-2:]
-    # sum_j beta_hj (e_j . w_hj) is one matrix product of the flattened embeddings (N, J dim)
-    # with the (J dim, H) kernel beta_hj w_hjd.
-    kernel = ops.reshape(ops.einsum("hjd,hj->jdh", self.w, self.beta),
-                         (num_features * dim, self.num_heads))
     flat = ops.reshape(inputs, (-1, num_features * dim))
-    bias = ops.matmul(flat, kernel)  # (N, H)
+    bias = ops.matmul(flat, self.kernel())  # (N, H): one matrix product
     return ops.reshape(bias, ops.shape(inputs)[:-2] + (self.num_heads,))
 
   def get_config(self):

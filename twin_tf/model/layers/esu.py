@@ -18,7 +18,7 @@ class Esu(keras.layers.Layer):
     output_dim: size after W_o.
 
   Call:
-    alpha: (B, C, K, H) alpha' of the selected positions.
+    alpha: (B, C, H, K) alpha' of the selected positions, heads first.
     values: (B, C, K, D) features K = [K_h, K_c] of the selected positions.
     valid: (B, C, K) bool; invalid positions take no weight (all invalid -> zero output).
     returns: (B, C, output_dim).
@@ -29,7 +29,7 @@ class Esu(keras.layers.Layer):
     self.value_dim, self.output_dim = value_dim, output_dim
 
   def build(self, alpha_shape, values_shape=None, valid_shape=None):
-    heads = alpha_shape[-1]
+    heads = alpha_shape[2]
     self.value_kernel = self.add_weight(
         name="value_kernel", shape=(values_shape[-1], heads, self.value_dim),
         initializer="glorot_uniform")
@@ -38,12 +38,12 @@ class Esu(keras.layers.Layer):
         initializer="glorot_uniform")
 
   def call(self, alpha, values, valid):
-    weights = ops.softmax(ops.where(valid[..., None], alpha, MASK_VALUE), axis=2)
-    weights = weights * ops.cast(valid[..., None], weights.dtype)  # (B, C, K, H)
+    padding = ops.where(valid, 0.0, MASK_VALUE)[:, :, None, :]  # (B, C, 1, K)
+    weights = ops.softmax(alpha + padding, axis=-1)
+    weights = weights * ops.cast(valid[:, :, None, :], weights.dtype)  # (B, C, H, K)
     # sum_i w_ih (K_i W_v,h) = (sum_i w_ih K_i) W_v,h: pool the raw values per head first,
     # then project once per (candidate, head) instead of once per (candidate, cluster, head).
-    # a batched matrix product: TensorFlow's CPU einsum gradient for it was 4x slower
-    pooled = ops.matmul(ops.transpose(weights, (0, 1, 3, 2)), values)  # (B, C, H, D)
+    pooled = ops.matmul(weights, values)  # (B, C, H, D), a batched matrix product
     heads = ops.einsum("bchd,dhv->bchv", pooled, self.value_kernel)  # (B, C, H, value_dim)
     merged = ops.reshape(heads, ops.shape(heads)[:2] + (-1,))
     return ops.matmul(merged, self.output_kernel)

@@ -318,7 +318,9 @@ def test_summed_scores_and_scores_at_equal_the_full_alpha(use_log_size):
   alpha = np.asarray(layer(**x))
   keys = layer.item_keys(x["seq_inherent"])
   query = layer.query_projection(x["target_inherent"])
-  bias = layer.bias(x["seq_cross"], x["size"])
+  bias = layer.summed_bias(x["seq_cross"], x["size"])
+  np.testing.assert_allclose(bias, np.asarray(layer.bias(x["seq_cross"], x["size"])).sum(-1),
+                             **TOL)
   summed = np.asarray(layer.summed_scores(keys, query, bias, x["valid"]))
   real = np.broadcast_to(x["valid"][:, None, :], summed.shape)
   np.testing.assert_allclose(summed[real], alpha.sum(-1)[real], **TOL)

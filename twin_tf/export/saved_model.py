@@ -155,9 +155,9 @@ class ServingModule:
 
   def _cluster_bias(self, raw):
     seq = self._sequence(raw, "long", raw["request_time"][:, None])
-    bias = self.model.attention.bias(self.model.cross_embedding(seq["long_cross"]),
-                                     seq["long_size"])
-    return {"bias": self.tf.where(seq["long_mask"], self.tf.reduce_sum(bias, -1), 0.0)}
+    bias = self.model.attention.summed_bias(self.model.cross_embedding(seq["long_cross"]),
+                                            seq["long_size"])
+    return {"bias": self.tf.where(seq["long_mask"], bias, 0.0)}
 
 
 def next_version(base: str | pathlib.Path) -> int:

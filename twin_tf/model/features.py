@@ -74,8 +74,9 @@ def cross_ids(tf, group, flags, timestamp, reference_time, valid):
   age_days = tf.cast(tf.maximum(reference_time - timestamp, 0), tf.float32) / 86400.0
   age = tf.minimum(tf.cast(tf.math.floor(tf.math.log(1.0 + age_days) / np.log(2.0)), tf.int64),
                    NUM_AGE_BUCKETS - 1) + 1
-  ids = tf.stack([group + 1] + [flag + 1 for flag in flags] + [hour, weekday, age], axis=-1)
-  return tf.where(valid[..., None], ids, tf.zeros_like(ids))
+  keep = tf.cast(valid, timestamp.dtype)  # masked per column: cheaper than after the stack
+  columns = [group + 1] + [flag + 1 for flag in flags] + [hour, weekday, age]
+  return tf.stack([column * keep for column in columns], axis=-1)
 
 
 def time_context(tf, timestamp):

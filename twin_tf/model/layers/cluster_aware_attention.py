@@ -59,6 +59,17 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
       bias = bias + ops.log(ops.maximum(ops.cast(size, bias.dtype), 1.0))[..., None]
     return bias
 
+  def summed_bias(self, seq_cross, size):
+    """sum_h of bias(): (B, L), one product with the heads' cross kernels summed (all the
+    GSU needs of the bias)."""
+    num_features, dim = seq_cross.shape[-2:]
+    flat = ops.reshape(seq_cross, ops.shape(seq_cross)[:-2] + (num_features * dim,))
+    kernel = ops.sum(self.cross_bias.kernel(), axis=-1, keepdims=True)  # (J dim, 1)
+    summed = ops.matmul(flat, kernel)[..., 0]
+    if self.use_log_size:
+      summed = summed + self.num_heads * ops.log(ops.maximum(ops.cast(size, summed.dtype), 1.0))
+    return summed
+
   def call(self, seq_inherent, seq_cross, size, valid, target_inherent):
     keys = self.item_keys(seq_inherent)  # (B, L, H, d_k)
     query = self.query_projection(target_inherent)  # (B, C, H, d_k)
@@ -66,18 +77,19 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     alpha = alpha + self.bias(seq_cross, size)[:, None, :, :]
     return ops.where(valid[:, None, :, None], alpha, MASK_VALUE)
 
-  def summed_scores(self, keys, query, bias, valid):
+  def summed_scores(self, keys, query, summed_bias, valid):
     """sum_h alpha'_h as ONE inner product over concatenated heads (the MIPS form):
     [K_h W_h / sqrt(d_k) | sum_h bias_h] . [q W_q | 1], (B, C, L).
 
     The GSU ranks by this; it never materializes the (B, C, L, H) per-head scores. Padding
     scores MASK_VALUE plus its keys' product (the mask rides in the bias column, so one
     matrix product is the whole pass over (C, L)).
-    keys (B, L, H, d_k), query (B, C, H, d_k), bias (B, L, H), valid (B, L).
+    keys (B, L, H, d_k), query (B, C, H, d_k), summed_bias (B, L) (summed_bias()),
+    valid (B, L).
     """
     flat_keys = ops.reshape(keys, ops.shape(keys)[:2] + (keys.shape[2] * keys.shape[3],))
     flat_query = ops.reshape(query, ops.shape(query)[:2] + (query.shape[2] * query.shape[3],))
-    offset = ops.where(valid, ops.sum(bias, axis=-1), MASK_VALUE)  # (B, L)
+    offset = ops.where(valid, summed_bias, MASK_VALUE)  # (B, L)
     keys_and_offset = ops.concatenate([flat_keys, offset[..., None]], axis=-1)
     query_and_one = ops.concatenate([flat_query, ops.ones_like(flat_query[..., :1])], axis=-1)
     return ops.matmul(query_and_one, ops.transpose(keys_and_offset, (0, 2, 1)))

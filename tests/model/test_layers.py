@@ -109,7 +109,7 @@ def test_gsu_never_picks_padding_before_real_positions():
   assert set(indices[valid]) == {0, 1, 2} and valid.sum() == 3
 
 
-@pytest.mark.parametrize("length", [4096, 5000, 6007])
+@pytest.mark.parametrize("length", [2500, 5000, 6007])
 def test_two_pass_top_k_takes_the_k_largest_scores(length):
   """Long sequences rank in two passes; the k largest scores are those of one sort, with
   ties (scores rounded to few values, or all equal), the k largest in few groups, padding
@@ -126,6 +126,13 @@ def test_two_pass_top_k_takes_the_k_largest_scores(length):
     for row, picked in zip(scores.reshape(-1, length), got.reshape(-1, 100)):
       assert len(np.unique(picked)) == 100 and picked.min() >= 0 and picked.max() < length
       np.testing.assert_array_equal(np.sort(row[picked]), np.sort(row)[-100:])
+
+
+def test_exact_top_k_takes_one_pass_when_there_are_fewer_than_k_groups():
+  scores = np.random.default_rng(1).standard_normal((1, 2, 5000)).astype("float32")
+  picked = np.asarray(gsu.exact_top_k(scores, 400))  # 313 groups of 16 < k
+  np.testing.assert_array_equal(np.sort(np.take_along_axis(scores, picked, -1), -1),
+                                np.sort(scores, -1)[..., -400:])
 
 
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow",

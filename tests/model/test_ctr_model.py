@@ -1,10 +1,12 @@
 """The model follows its data's FeatureSpec: one embedding per item feature, J cross features."""
 
+import dataclasses
+
 import numpy as np
 
 from twin_tf.data.feature_spec import KUAIRAND, MOVIELENS
 from twin_tf.model import features
-from twin_tf.model.ctr_model import CtrModel, build_model
+from twin_tf.model.ctr_model import PRESETS, CtrModel, build_model
 
 
 def test_a_kuairand_model_embeds_every_item_feature_and_flag():
@@ -40,3 +42,13 @@ def test_simhard_searches_the_primary_item_feature():
   inputs["long_year_bucket"][0, :60] = 0
   inputs["long_year_bucket"][0, 60:] = 5  # behaviors of other categories: it does not
   np.testing.assert_allclose(np.asarray(model(inputs)), scores, rtol=1e-6)
+
+
+def test_item_l2_penalizes_the_item_table():
+  """ItemEmbedding reads its tables directly (take_rows): the penalty still reaches the loss."""
+  model = build_model(dataclasses.replace(PRESETS["TwinV2"], item_l2=0.1), MOVIELENS,
+                      {"item_id": 20, "category": 6, "year_bucket": 9})
+  model(features.placeholder_inputs(MOVIELENS))
+  table = np.asarray(model.item_embedding.tables[0].embeddings)
+  np.testing.assert_allclose([float(loss) for loss in model.losses],
+                             [0.1 * np.square(table).sum()], rtol=1e-5)

@@ -24,7 +24,7 @@ def test_libraries_cover_every_module():
   assert sum(map(len, (targets["twin_tf"], targets["twin_tf_app"], targets["twin_tf_cli"]))
              ) == len(twin_tf), "a module is listed in two twin_tf targets"
   for package, listed in (("twin_tf", twin_tf), ("beam_pipelines", targets["beam_pipelines"]),
-                          ("serving", targets["serving"])):
+                          ("serving", targets["serving"]), ("bench", targets["bench"])):
     on_disk = {str(p.relative_to(REPO)) for p in (REPO / package).rglob("*.py")}
     assert listed == on_disk, f"BUILD {package} srcs differ from the files on disk"
 

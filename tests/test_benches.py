@@ -1,0 +1,52 @@
+"""The benchmarks' own code runs, at toy sizes: a bench broken by a change of the model or its
+inputs fails here instead of on the GPU machine or at the next measurement (the SYNTHETIC
+training batches once lacked the dense inputs for several stops). No figure is asserted:
+benchmarks print them."""
+
+import importlib.util
+import pathlib
+
+import numpy as np
+import pytest
+
+from twin_tf.data.feature_spec import KUAIRAND, MOVIELENS
+from twin_tf.model.vocabulary import Vocabularies
+
+BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
+
+
+def _bench(name):
+  """bench/<name>.py as a module (bench/serving.py would shadow the serving package)."""
+  spec = importlib.util.spec_from_file_location(f"bench_{name}", BENCH / f"{name}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+@pytest.mark.parametrize("model_name", ["TwinV2", "Twin"])
+def test_synthetic_training_batches_train(model_name):
+  assert _bench("train_throughput").samples_per_second(model_name, length=8, batch=4,
+                                                       steps=1) > 0
+
+
+@pytest.mark.parametrize("spec", [MOVIELENS, KUAIRAND], ids=lambda s: s.name)
+def test_synthetic_serving_request_fits_the_serving_signature(spec):
+  import tensorflow as tf
+
+  from twin_tf.export.saved_model import _input_specs
+  rng = np.random.default_rng(0)
+  vocabularies = Vocabularies.from_values(
+      spec, {f: rng.integers(1, 10**6, 50) for f in spec.candidate_fields})
+  request = _bench("serving").synthetic_request(vocabularies, clusters=30, candidates=7)
+  specs = _input_specs(tf, spec, 2)
+  assert set(request) == set(specs)
+  for name, value in request.items():
+    assert tf.as_dtype(value.dtype) == specs[name].dtype, name
+    assert specs[name].shape.is_compatible_with(value.shape), name
+
+
+def test_clustering_bench_measures_one_synthetic_user():
+  bench = _bench("clustering")
+  measured = bench.measure_one(2000)
+  assert measured["max_cluster_size"] <= 20 and measured["clusters"] >= 100
+  assert np.isfinite(measured["inertia"]) and measured["inertia"] > 0

@@ -56,18 +56,15 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     """(K_c W_c) beta + ln n: (B, L, H), the per-cluster term of alpha'."""
     bias = self.cross_bias(seq_cross)
     if self.use_log_size:
-      bias = bias + ops.log(ops.maximum(ops.cast(size, bias.dtype), 1.0))[..., None]
+      bias = bias + _log_size(size, bias.dtype)[..., None]
     return bias
 
   def summed_bias(self, seq_cross, size):
     """sum_h of bias(): (B, L), one product with the heads' cross kernels summed (all the
     GSU needs of the bias)."""
-    num_features, dim = seq_cross.shape[-2:]
-    flat = ops.reshape(seq_cross, ops.shape(seq_cross)[:-2] + (num_features * dim,))
-    kernel = ops.sum(self.cross_bias.kernel(), axis=-1, keepdims=True)  # (J dim, 1)
-    summed = ops.matmul(flat, kernel)[..., 0]
+    summed = self.cross_bias.summed(seq_cross)
     if self.use_log_size:
-      summed = summed + self.num_heads * ops.log(ops.maximum(ops.cast(size, summed.dtype), 1.0))
+      summed = summed + self.num_heads * _log_size(size, summed.dtype)
     return summed
 
   def call(self, seq_inherent, seq_cross, size, valid, target_inherent):
@@ -110,9 +107,14 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     value_query = ops.concatenate([inherent_query, cross_query], axis=-1)  # (B, C, H, D)
     scores = ops.matmul(value_query, ops.transpose(values, (0, 1, 3, 2)))  # (B, C, H, K)
     if self.use_log_size:
-      scores = scores + ops.log(ops.maximum(ops.cast(size, scores.dtype), 1.0))[:, :, None, :]
+      scores = scores + _log_size(size, scores.dtype)[:, :, None, :]
     return scores
 
   def get_config(self):
     return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
             "use_log_size": self.use_log_size}
+
+
+def _log_size(size, dtype):
+  """ln n of cluster sizes (padding's size 0 counts as 1)."""
+  return ops.log(ops.maximum(ops.cast(size, dtype), 1.0))

@@ -73,10 +73,18 @@ class CrossFeatureBias(keras.layers.Layer):
                        (num_features * dim, self.num_heads))
 
   def call(self, inputs):
+    return self._times(inputs, self.kernel())  # (..., H)
+
+  def summed(self, inputs):
+    """sum_h of call(): (...), one product with the heads' kernels summed."""
+    return self._times(inputs, ops.sum(self.kernel(), axis=-1, keepdims=True))[..., 0]
+
+  @staticmethod
+  def _times(inputs, kernel):
+    """The flattened embeddings (..., J dim) times kernel (J dim, n): (..., n)."""
     num_features, dim = inputs.shape[-2:]
     flat = ops.reshape(inputs, (-1, num_features * dim))
-    bias = ops.matmul(flat, self.kernel())  # (N, H): one matrix product
-    return ops.reshape(bias, ops.shape(inputs)[:-2] + (self.num_heads,))
+    return ops.reshape(ops.matmul(flat, kernel), ops.shape(inputs)[:-2] + (kernel.shape[1],))
 
   def get_config(self):
     return {**super().get_config(), "num_heads": self.num_heads}

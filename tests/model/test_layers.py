@@ -34,8 +34,8 @@ def _inputs(length=L, seed=0):
       target_inherent=rng.standard_normal((B, C, DH)).astype("float32"))
 
 
-def _attention(use_log_size=True):
-  layer = ClusterAwareTargetAttention(H, DK, use_log_size)
+def _attention(use_log_size=True, key_dim=DK):
+  layer = ClusterAwareTargetAttention(H, key_dim, use_log_size)
   layer(**_inputs())
   # non-trivial beta so that the cross term is not just a sum
   layer.cross_bias.beta.assign(RNG.standard_normal((H, J)).astype("float32"))
@@ -315,20 +315,20 @@ def test_config_round_trip(layer):
   assert again.get_config() == layer.get_config()
 
 
-@pytest.mark.parametrize("use_log_size", [True, False])
-def test_summed_scores_and_scores_at_equal_the_full_alpha(use_log_size):
-  """The GSU's one-inner-product form (MIPS), and the ESU's scores from the chosen values
-  K = [K_h | K_c], equal alpha'."""
-  layer = _attention(use_log_size)
+@pytest.mark.parametrize("use_log_size,key_dim", [(True, DK), (False, DK), (True, 2)])
+def test_summed_scores_and_scores_at_equal_the_full_alpha(use_log_size, key_dim):
+  """The GSU's one-inner-product form, and the ESU's scores from the chosen values
+  K = [K_h | K_c], equal alpha'. key_dim 2 (H d_k = 8 < D_h = 10) takes the keys' form, the
+  others fold the query through the key projection."""
+  layer = _attention(use_log_size, key_dim)
   x = _inputs(seed=6)
   x["valid"][0, 7:] = False
   alpha = np.asarray(layer(**x))
-  keys = layer.item_keys(x["seq_inherent"])
   query = layer.query_projection(x["target_inherent"])
   bias = layer.summed_bias(x["seq_cross"], x["size"])
   np.testing.assert_allclose(bias, np.asarray(layer.bias(x["seq_cross"], x["size"])).sum(-1),
                              **TOL)
-  summed = np.asarray(layer.summed_scores(keys, query, bias, x["valid"]))
+  summed = np.asarray(layer.summed_scores(x["seq_inherent"], query, bias, x["valid"]))
   real = np.broadcast_to(x["valid"][:, None, :], summed.shape)
   np.testing.assert_allclose(summed[real], alpha.sum(-1)[real], **TOL)
   assert np.all(summed[~real] < MASK_VALUE / 2)  # padding: far below any real score

@@ -178,9 +178,8 @@ class CtrModel(keras.Model):
                       gather_selected(values, indices), valid)
     queries = attention.query_projection(query)  # (B, C, H, d_k)
     if self.config.long_term == "gsu":
-      keys = attention.item_keys(inherent)  # (B, L, H, d_k)
       bias = attention.summed_bias(cross, inputs["long_size"])  # (B, L)
-      indices, valid = self.gsu(attention.summed_scores(keys, queries, bias, mask), mask)
+      indices, valid = self.gsu(attention.summed_scores(inherent, queries, bias, mask), mask)
     else:  # SIM-hard: same category as the target, the most recent first
       category = inputs[f"long_{self.spec.primary}"]
       same = ops.logical_and(mask[:, None, :],

@@ -74,22 +74,30 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     alpha = alpha + self.bias(seq_cross, size)[:, None, :, :]
     return ops.where(valid[:, None, :, None], alpha, MASK_VALUE)
 
-  def summed_scores(self, keys, query, summed_bias, valid):
-    """sum_h alpha'_h as ONE inner product over concatenated heads (the MIPS form):
-    [K_h W_h / sqrt(d_k) | sum_h bias_h] . [q W_q | 1], (B, C, L).
+  def summed_scores(self, inherent, query, summed_bias, valid):
+    """sum_h alpha'_h as ONE inner product per (candidate, position), (B, C, L):
+    [X | sum_h bias_h] . [Q | 1]. X is the inherent features K_h and Q the query folded through
+    the key projection, sum_h W_h (q W_q)_h / sqrt(d_k), so no key is projected per position;
+    where D_h > H d_k the smaller product is X = K_h W_h / sqrt(d_k) (item_keys, the MIPS form
+    a key cache serves) and Q = q W_q.
 
     The GSU ranks by this; it never materializes the (B, C, L, H) per-head scores. Padding
-    scores MASK_VALUE plus its keys' product (the mask rides in the bias column, so one
+    scores MASK_VALUE plus its features' product (the mask rides in the bias column, so one
     matrix product is the whole pass over (C, L)).
-    keys (B, L, H, d_k), query (B, C, H, d_k), summed_bias (B, L) (summed_bias()),
-    valid (B, L).
+    inherent (B, L, D_h), query (B, C, H, d_k) (query_projection), summed_bias (B, L)
+    (summed_bias()), valid (B, L).
     """
-    flat_keys = ops.reshape(keys, ops.shape(keys)[:2] + (keys.shape[2] * keys.shape[3],))
     flat_query = ops.reshape(query, ops.shape(query)[:2] + (query.shape[2] * query.shape[3],))
+    kernel = self.key_projection.kernel  # (D_h, H, d_k)
+    flat_kernel = ops.reshape(kernel, (kernel.shape[0], -1)) / math.sqrt(self.key_dim)
+    if kernel.shape[0] <= flat_kernel.shape[1]:
+      positions, flat_query = inherent, ops.matmul(flat_query, ops.transpose(flat_kernel))
+    else:
+      positions = ops.matmul(inherent, flat_kernel)  # (B, L, H d_k), the flat item_keys
     offset = ops.where(valid, summed_bias, MASK_VALUE)  # (B, L)
-    keys_and_offset = ops.concatenate([flat_keys, offset[..., None]], axis=-1)
+    positions_and_offset = ops.concatenate([positions, offset[..., None]], axis=-1)
     query_and_one = ops.concatenate([flat_query, ops.ones_like(flat_query[..., :1])], axis=-1)
-    return ops.matmul(query_and_one, ops.transpose(keys_and_offset, (0, 2, 1)))
+    return ops.matmul(query_and_one, ops.transpose(positions_and_offset, (0, 2, 1)))
 
   def scores_at(self, values, query, size):
     """Per-head alpha' of chosen positions, heads first, from their values

@@ -69,8 +69,8 @@ class CrossFeatureBias(keras.layers.Layer):
   def kernel(self):
     """(J dim, H), beta_hj w_hjd: the bias is the flattened embeddings (N, J dim) times it."""
     num_features, dim = self.w.shape[1:]
-    return ops.reshape(ops.einsum("hjd,hj->jdh", self.w, self.beta),
-                       (num_features * dim, self.num_heads))
+    weighted = ops.transpose(self.w * self.beta[..., None], (1, 2, 0))  # (J, dim, H)
+    return ops.reshape(weighted, (num_features * dim, self.num_heads))
 
   def call(self, inputs):
     return self._times(inputs, self.kernel())  # (..., H)

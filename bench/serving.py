@@ -5,12 +5,14 @@ The request is SYNTHETIC (random clusters, behaviors and candidates drawn from t
 vocabulary); the model is a real export of a trained run. Measured on one CPU core (process
 pinned, TensorFlow intra/inter-op threads 1): the SavedModel called in process, and the same
 request through the development server over gRPC (server and client in this process, so the
-gRPC figure includes serialization both ways).
+gRPC figure includes serialization both ways). Also in process: the same run exported without
+the GSU's bound pruning (every cluster multiplied and ranked; the same scores), and how many
+clusters of the request can reach some candidate's top 100 (what the pruning ranks).
 
   python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0 [--clusters 1000 10000]
 
-Last line: {"candidates", "request", "runs": [{"clusters", "in_process": {"p50_ms", "p99_ms",
-"rps", "requests"}, "dev_server_grpc": {...}}, ...]}
+Last line: {"candidates", "request", "runs": [{"clusters", "reaching", "in_process": {"p50_ms",
+"p99_ms", "rps", "requests"}, "in_process_unpruned": {...}, "dev_server_grpc": {...}}, ...]}
 """
 
 from __future__ import annotations
@@ -70,24 +72,32 @@ def main() -> None:
   import tensorflow as tf
   tf.config.threading.set_intra_op_parallelism_threads(1)
   tf.config.threading.set_inter_op_parallelism_threads(1)
-  from timing import serving_timings
+  from timing import in_process_timings, serving_timings
 
   from twin_tf.export import saved_model
-  from twin_tf.model.vocabulary import Vocabularies
+  from twin_tf.training.trainer import restore_model
 
-  vocabularies = Vocabularies.load(args.run_dir)
+  model, vocabularies, _ = restore_model(args.run_dir)
+  serving = saved_model.ServingModule(model, vocabularies)
   runs = []
-  with tempfile.TemporaryDirectory() as base:
-    saved_model.export_saved_model(args.run_dir, pathlib.Path(base) / "twin")
+  with tempfile.TemporaryDirectory() as folder:
+    base, unpruned = pathlib.Path(folder) / "twin", pathlib.Path(folder) / "twin_unpruned"
+    saved_model.export_saved_model(args.run_dir, base)
+    saved_model.export_saved_model(args.run_dir, unpruned, bound_pruning=False)
     for clusters in args.clusters:
       arrays = synthetic_request(vocabularies, clusters, args.candidates)
-      in_process, through_grpc = serving_timings(pathlib.Path(base) / "twin", arrays,
-                                                 args.requests)
+      reach = int(model.gsu_reach(serving.model_inputs(
+          {k: tf.constant(v) for k, v in arrays.items()}))[0])
+      in_process, through_grpc = serving_timings(base, arrays, args.requests)
+      in_process_unpruned = in_process_timings(unpruned, arrays, args.requests)
       print(f"L = {clusters:,}, in process (1 core): p50 {in_process['p50_ms']} ms, p99 "
-            f"{in_process['p99_ms']} ms, {in_process['rps']} requests/s; development server "
-            f"over gRPC (client in the same process): p50 {through_grpc['p50_ms']} ms, p99 "
+            f"{in_process['p99_ms']} ms, {in_process['rps']} requests/s ({reach:,} clusters "
+            f"can reach a top 100; ranking all: p50 {in_process_unpruned['p50_ms']} ms, p99 "
+            f"{in_process_unpruned['p99_ms']} ms); development server over gRPC (client in "
+            f"the same process): p50 {through_grpc['p50_ms']} ms, p99 "
             f"{through_grpc['p99_ms']} ms", flush=True)
-      runs.append({"clusters": clusters, "in_process": in_process,
+      runs.append({"clusters": clusters, "reaching": reach, "in_process": in_process,
+                   "in_process_unpruned": in_process_unpruned,
                    "dev_server_grpc": through_grpc})
   print(json.dumps({"candidates": args.candidates, "request": "SYNTHETIC", "runs": runs}))
 

@@ -23,20 +23,28 @@ def timings(call, requests: int, warmup: int = 5) -> dict:
           "rps": round(requests / total, 1), "requests": requests}
 
 
+def in_process_timings(model_base_path, arrays: dict, requests: int) -> dict:
+  """Timings of serving_default called in process on one request, the export's latest
+  version; call on one pinned core."""
+  import pathlib
+
+  import tensorflow as tf
+  base = pathlib.Path(model_base_path)
+  version = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+  signature = tf.saved_model.load(str(version)).signatures["serving_default"]
+  tensors = {k: tf.constant(v) for k, v in arrays.items()}
+  return timings(lambda: signature(**tensors)["scores"].numpy(), requests)
+
+
 def serving_timings(model_base_path, arrays: dict, requests: int) -> tuple[dict, dict]:
   """(in process, through the development server over gRPC) timings of serving_default on
   one request, the export's latest version; call on one pinned core."""
   import pathlib
 
-  import tensorflow as tf
-
   from serving.client import TwinClient
   from serving.dev_server import DevServer
   base = pathlib.Path(model_base_path)
-  version = max((p for p in base.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
-  signature = tf.saved_model.load(str(version)).signatures["serving_default"]
-  tensors = {k: tf.constant(v) for k, v in arrays.items()}
-  in_process = timings(lambda: signature(**tensors)["scores"].numpy(), requests)
+  in_process = in_process_timings(base, arrays, requests)
   server = DevServer(base, base.name, workers=1)
   port, _ = server.start()
   client = TwinClient(f"127.0.0.1:{port}", model_name=base.name)

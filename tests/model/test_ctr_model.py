@@ -52,3 +52,31 @@ def test_item_l2_penalizes_the_item_table():
   table = np.asarray(model.item_embedding.tables[0].embeddings)
   np.testing.assert_allclose([float(loss) for loss in model.losses],
                              [0.1 * np.square(table).sum()], rtol=1e-5)
+
+
+def test_bound_pruning_changes_no_score():
+  """C candidates a row over L > K clusters: the GSU multiplies only the clusters that can
+  reach a top 100 (few, as the bias spreads them apart) and scores what ranking all does."""
+  from twin_tf.model.layers import gsu
+  sizes = {"item_id": 500, "category": 6, "year_bucket": 9}
+  model = build_model("TwinV2", MOVIELENS, sizes)
+  batch, candidates, length = 2, 7, 900
+  inputs = features.placeholder_inputs(MOVIELENS, batch=batch, length=length)
+  rng = np.random.default_rng(3)
+  for field, size in sizes.items():
+    inputs[f"long_{field}"] = rng.integers(2, size, (batch, length)).astype(np.int32)
+    inputs[f"target_{field}"] = rng.integers(2, size, (batch, candidates)).astype(np.int32)
+  for key in features.TIME_KEYS:
+    inputs[key] = np.zeros((batch, candidates), np.int32)
+  inputs[features.DENSE] = rng.random((batch, candidates, len(features.DENSE_FEATURES)),
+                                      np.float32)
+  inputs["long_cross"] = rng.integers(1, 4, inputs["long_cross"].shape).astype(np.int32)
+  inputs["long_size"] = rng.integers(1, 21, (batch, length)).astype(np.float32)
+  inputs["long_mask"][:] = True
+  inputs["long_mask"][1, 600:] = False
+  pruned = np.asarray(model(inputs))
+  model.gsu.bound_pruning = False
+  np.testing.assert_allclose(np.asarray(model(inputs)), pruned, rtol=1e-5)
+  assert pruned.shape == (batch, candidates)
+  reach = np.asarray(model.gsu_reach(inputs))
+  assert np.all(reach >= 100) and np.all(reach < length * gsu.PRUNE_MAX_SHARE)  # it pruned

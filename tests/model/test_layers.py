@@ -128,6 +128,56 @@ def test_two_pass_top_k_takes_the_k_largest_scores(length):
       np.testing.assert_array_equal(np.sort(row[picked]), np.sort(row)[-100:])
 
 
+def _factors(regime, rng, batch=2, candidates=5, length=3000, dim=9):
+  """(positions (B, L, D + 1), query (B, C, D + 1)) whose product is scores offset + x . q:
+  "bias" (the offsets' spread dominates, as on a trained TwinV2), "target" (x . q does),
+  "ties" (x = 0, offsets on few values); row 1 is half padding."""
+  scale = {"bias": 0.01, "target": 1.0, "ties": 0.0}[regime]
+  x = rng.standard_normal((batch, length, dim)).astype("float32") * scale
+  offset = rng.standard_normal((batch, length)).astype("float32") * 3
+  if regime == "ties":
+    offset = np.round(offset)
+  offset[1, length // 2:] = MASK_VALUE
+  query = rng.standard_normal((batch, candidates, dim)).astype("float32")
+  return (np.concatenate([x, offset[..., None]], -1),
+          np.concatenate([query, np.ones((batch, candidates, 1), "float32")], -1))
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="bound pruning runs on TensorFlow only (run-time shapes)")
+@pytest.mark.parametrize("share", [0.0, gsu.PRUNE_MAX_SHARE, 1.0])
+@pytest.mark.parametrize("regime", ["bias", "target", "ties"])
+def test_product_top_k_takes_the_k_largest_scores_pruned_or_not(monkeypatch, regime, share):
+  """Share 0 never prunes, 1 always does; eager and traced with unknown shapes."""
+  import tensorflow as tf
+  monkeypatch.setattr(gsu, "PRUNE_MAX_SHARE", share)
+  positions, query = _factors(regime, np.random.default_rng(7))
+  scores = query @ positions.transpose(0, 2, 1)  # (B, C, L)
+  traced = tf.function(lambda p, q: gsu.product_top_k(p, q, 100),
+                       input_signature=[tf.TensorSpec([None, None, 10])] * 2)
+  for got in (gsu.product_top_k(positions, query, 100), traced(positions, query),
+              gsu.product_top_k(positions, query, 100, prune=False)):
+    got = np.asarray(got)
+    assert got.shape == (2, 5, 100) and got.dtype == np.int32
+    for row, picked in zip(scores.reshape(-1, 3000), got.reshape(-1, 100)):
+      assert len(np.unique(picked)) == 100 and picked.min() >= 0 and picked.max() < 3000
+      np.testing.assert_allclose(np.sort(row[picked]), np.sort(row)[-100:], rtol=1e-6)
+
+
+@pytest.mark.parametrize("regime", ["bias", "target", "ties"])
+def test_reaching_keeps_every_candidates_top_k(regime):
+  positions, query = _factors(regime, np.random.default_rng(8))
+  scores = query @ positions.transpose(0, 2, 1)
+  upper, can_reach = (np.asarray(v) for v in gsu.reaching(positions, query, 100))
+  kth = np.sort(scores, -1)[..., -100]  # (B, C)
+  needed = (scores >= kth[..., None]).any(axis=1)  # (B, L) in some candidate's top 100
+  assert np.all(can_reach[needed]) and np.all(upper[:, None, :] >= scores)
+  count = can_reach.sum(-1)
+  assert np.all(count >= 100)
+  if regime == "bias":  # what pruning saves: few positions can reach any top 100
+    assert np.all(count < 3000 * gsu.PRUNE_MAX_SHARE)
+
+
 def test_exact_top_k_takes_one_pass_when_there_are_fewer_than_k_groups():
   scores = np.random.default_rng(1).standard_normal((1, 2, 5000)).astype("float32")
   picked = np.asarray(gsu.exact_top_k(scores, 400))  # 313 groups of 16 < k
@@ -316,7 +366,7 @@ def test_config_round_trip(layer):
 
 
 @pytest.mark.parametrize("use_log_size,key_dim", [(True, DK), (False, DK), (True, 2)])
-def test_summed_scores_and_scores_at_equal_the_full_alpha(use_log_size, key_dim):
+def test_summed_factors_and_scores_at_equal_the_full_alpha(use_log_size, key_dim):
   """The GSU's one-inner-product form, and the ESU's scores from the chosen values
   K = [K_h | K_c], equal alpha'. key_dim 2 (H d_k = 8 < D_h = 10) takes the keys' form, the
   others fold the query through the key projection."""
@@ -328,7 +378,8 @@ def test_summed_scores_and_scores_at_equal_the_full_alpha(use_log_size, key_dim)
   bias = layer.summed_bias(x["seq_cross"], x["size"])
   np.testing.assert_allclose(bias, np.asarray(layer.bias(x["seq_cross"], x["size"])).sum(-1),
                              **TOL)
-  summed = np.asarray(layer.summed_scores(x["seq_inherent"], query, bias, x["valid"]))
+  positions, gsu_query = layer.summed_factors(x["seq_inherent"], query, bias, x["valid"])
+  summed = np.asarray(gsu_query) @ np.asarray(positions).transpose(0, 2, 1)
   real = np.broadcast_to(x["valid"][:, None, :], summed.shape)
   np.testing.assert_allclose(summed[real], alpha.sum(-1)[real], **TOL)
   assert np.all(summed[~real] < MASK_VALUE / 2)  # padding: far below any real score

@@ -122,13 +122,17 @@ class ServingModule:
     inputs[features.DENSE] = raw[CANDIDATE_DENSE]  # (B, C, D)
     return inputs
 
-  def _serving_default(self, raw):
-    """One pass over each user's sequences for all of its (B, C) candidates."""
+  def model_inputs(self, raw):
+    """The model's inputs, (B, C) targets, of a serving_default request (its named arrays)."""
     time = raw["request_time"][:, None]
     inputs = self._targets(raw)
     inputs.update(self._sequence(raw, "long", time))
     inputs.update(self._sequence(raw, "short", time))
-    return {"scores": self.model(inputs)}
+    return inputs
+
+  def _serving_default(self, raw):
+    """One pass over each user's sequences for all of its (B, C) candidates."""
+    return {"scores": self.model(self.model_inputs(raw))}
 
   def _esu(self, raw):
     """Per-candidate clusters (B, C, K): each candidate becomes its own row of K clusters."""
@@ -168,7 +172,8 @@ def next_version(base: str | pathlib.Path) -> int:
 
 
 def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
-                       version: int | None = None, warmup_requests=None) -> pathlib.Path:
+                       version: int | None = None, warmup_requests=None,
+                       bound_pruning: bool = True) -> pathlib.Path:
   """Exports a trained run as `<base>/<version>/`, atomically; returns the version folder.
 
   Args:
@@ -177,6 +182,8 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
     version: default next_version(base).
     warmup_requests: PredictRequests written to assets.extra (at most 1000); those of a
       signature this model does not export are left out.
+    bound_pruning: the GSU's (GsuTopK); False ranks every cluster (the same scores, slower on
+      a trained TwinV2: for comparisons).
   """
   import keras  # pylint: disable=import-outside-toplevel
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
@@ -185,6 +192,8 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
   if keras.backend.backend() != "tensorflow":
     raise RuntimeError("export needs KERAS_BACKEND=tensorflow (weights from JAX runs load fine)")
   model, vocabularies, _ = restore_model(run_dir)
+  if model.config.long_term == "gsu":
+    model.gsu.bound_pruning = bound_pruning
   serving = ServingModule(model, vocabularies)
   base = pathlib.Path(base)
   base.mkdir(parents=True, exist_ok=True)

@@ -31,6 +31,7 @@ from twin_tf.model.layers import (
   ShortTermAttention,
   gather_selected,
 )
+from twin_tf.model.layers.gsu import reaching
 
 LONG_TERM = ("gsu", "category", "none")
 
@@ -178,8 +179,8 @@ class CtrModel(keras.Model):
                       gather_selected(values, indices), valid)
     queries = attention.query_projection(query)  # (B, C, H, d_k)
     if self.config.long_term == "gsu":
-      bias = attention.summed_bias(cross, inputs["long_size"])  # (B, L)
-      indices, valid = self.gsu(attention.summed_scores(inherent, queries, bias, mask), mask)
+      indices, valid = self.gsu.select_by_product(
+          *self._gsu_factors(inputs, inherent, cross, queries), mask)
     else:  # SIM-hard: same category as the target, the most recent first
       category = inputs[f"long_{self.spec.primary}"]
       same = ops.logical_and(mask[:, None, :],
@@ -192,6 +193,22 @@ class CtrModel(keras.Model):
     selected_alpha = attention.scores_at(selected_values, queries,
                                          gather_selected(inputs["long_size"], indices))
     return self.esu(selected_alpha, selected_values, valid)  # alpha (B, C, H, K)
+
+  def _gsu_factors(self, inputs, inherent, cross, queries):
+    """(positions (B, L, D + 1), queries (B, C, D + 1)) whose product the GSU ranks."""
+    bias = self.attention.summed_bias(cross, inputs["long_size"])  # (B, L)
+    return self.attention.summed_factors(inherent, queries, bias, inputs["long_mask"])
+
+  def gsu_reach(self, inputs):
+    """(B,) long-term positions that can reach some candidate's top K by the GSU's bound
+    (gsu.reaching): what it multiplies and ranks when it prunes. inputs as call(), (B, C)
+    targets; "gsu" models."""
+    inputs = _pad_long_to(inputs, self.config.gsu_top_k, self.spec)
+    inherent, cross, _ = self._sequence(inputs, "long")
+    queries = self.attention.query_projection(self.embed_items(inputs, "target"))
+    _, can_reach = reaching(*self._gsu_factors(inputs, inherent, cross, queries),
+                            self.config.gsu_top_k)
+    return ops.sum(ops.cast(can_reach, "int32"), axis=-1)
 
   def get_config(self):
     return {"config": dataclasses.asdict(self.config), "spec": self.spec.to_json(),

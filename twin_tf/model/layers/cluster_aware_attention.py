@@ -74,16 +74,17 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     alpha = alpha + self.bias(seq_cross, size)[:, None, :, :]
     return ops.where(valid[:, None, :, None], alpha, MASK_VALUE)
 
-  def summed_scores(self, inherent, query, summed_bias, valid):
-    """sum_h alpha'_h as ONE inner product per (candidate, position), (B, C, L):
+  def summed_factors(self, inherent, query, summed_bias, valid):
+    """sum_h alpha'_h as ONE inner product per (candidate, position): (positions (B, L, D + 1),
+    queries (B, C, D + 1)) whose product queries . positions^T (B, C, L) is it,
     [X | sum_h bias_h] . [Q | 1]. X is the inherent features K_h and Q the query folded through
     the key projection, sum_h W_h (q W_q)_h / sqrt(d_k), so no key is projected per position;
     where D_h > H d_k the smaller product is X = K_h W_h / sqrt(d_k) (item_keys, the MIPS form
     a key cache serves) and Q = q W_q.
 
-    The GSU ranks by this; it never materializes the (B, C, L, H) per-head scores. Padding
-    scores MASK_VALUE plus its features' product (the mask rides in the bias column, so one
-    matrix product is the whole pass over (C, L)).
+    The GSU ranks by this product (GsuTopK.select_by_product); it never materializes the
+    (B, C, L, H) per-head scores. Padding scores MASK_VALUE plus its features' product (the
+    mask rides in the offset column, so one matrix product is the whole pass over (C, L)).
     inherent (B, L, D_h), query (B, C, H, d_k) (query_projection), summed_bias (B, L)
     (summed_bias()), valid (B, L).
     """
@@ -97,7 +98,7 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     offset = ops.where(valid, summed_bias, MASK_VALUE)  # (B, L)
     positions_and_offset = ops.concatenate([positions, offset[..., None]], axis=-1)
     query_and_one = ops.concatenate([flat_query, ops.ones_like(flat_query[..., :1])], axis=-1)
-    return ops.matmul(query_and_one, ops.transpose(positions_and_offset, (0, 2, 1)))
+    return positions_and_offset, query_and_one
 
   def scores_at(self, values, query, size):
     """Per-head alpha' of chosen positions, heads first, from their values

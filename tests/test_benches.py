@@ -50,3 +50,14 @@ def test_clustering_bench_measures_one_synthetic_user():
   measured = bench.measure_one(2000)
   assert measured["max_cluster_size"] <= 20 and measured["clusters"] >= 100
   assert np.isfinite(measured["inertia"]) and measured["inertia"] > 0
+
+
+def test_gsu_pruning_bench_factors_reach_more_clusters_as_the_target_term_grows():
+  from twin_tf.model.layers import gsu
+  bench = _bench("gsu_pruning")
+  reach = []
+  for scale in (bench.SCALES[0], bench.SCALES[-1]):
+    positions, queries = bench.synthetic_factors(3000, 20, scale)
+    assert positions.shape == (1, 3000, 49) and queries.shape == (1, 20, 49)
+    reach.append(int(np.asarray(gsu.reaching(positions, queries, 100)[1]).sum()))
+  assert 100 <= reach[0] < 3000 * gsu.PRUNE_MAX_SHARE < reach[1]

@@ -147,16 +147,14 @@ def _factors(regime, rng, batch=2, candidates=5, length=3000, dim=9):
                     reason="bound pruning runs on TensorFlow only (run-time shapes)")
 @pytest.mark.parametrize("share", [0.0, gsu.PRUNE_MAX_SHARE, 1.0])
 @pytest.mark.parametrize("regime", ["bias", "target", "ties"])
-def test_product_top_k_takes_the_k_largest_scores_pruned_or_not(monkeypatch, regime, share):
+def test_product_top_k_takes_the_k_largest_scores_pruned_or_not(regime, share):
   """Share 0 never prunes, 1 always does; eager and traced with unknown shapes."""
   import tensorflow as tf
-  monkeypatch.setattr(gsu, "PRUNE_MAX_SHARE", share)
   positions, query = _factors(regime, np.random.default_rng(7))
   scores = query @ positions.transpose(0, 2, 1)  # (B, C, L)
-  traced = tf.function(lambda p, q: gsu.product_top_k(p, q, 100),
+  traced = tf.function(lambda p, q: gsu.product_top_k(p, q, 100, share),
                        input_signature=[tf.TensorSpec([None, None, 10])] * 2)
-  for got in (gsu.product_top_k(positions, query, 100), traced(positions, query),
-              gsu.product_top_k(positions, query, 100, prune=False)):
+  for got in (gsu.product_top_k(positions, query, 100, share), traced(positions, query)):
     got = np.asarray(got)
     assert got.shape == (2, 5, 100) and got.dtype == np.int32
     for row, picked in zip(scores.reshape(-1, 3000), got.reshape(-1, 100)):

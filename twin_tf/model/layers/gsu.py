@@ -68,8 +68,8 @@ class GsuTopK(keras.layers.Layer):
     """
     k = self.top_k if positions.shape[1] is None else min(self.top_k, positions.shape[1])
     positions, query = ops.stop_gradient(positions), ops.stop_gradient(query)
-    prune = self.bound_pruning and _prunable(query)
-    indices = ops.cast(product_top_k(positions, query, k, prune), "int32")
+    max_share = PRUNE_MAX_SHARE if self.bound_pruning and _prunable(query) else 0.0
+    indices = ops.cast(product_top_k(positions, query, k, max_share), "int32")
     return indices, gather_selected(valid, indices)
 
   @staticmethod
@@ -95,17 +95,17 @@ class GsuTopK(keras.layers.Layer):
             "bound_pruning": self.bound_pruning}
 
 
-def product_top_k(positions, query, k: int, prune: bool = True):
+def product_top_k(positions, query, k: int, max_share: float = PRUNE_MAX_SHARE):
   """Positions (B, C, k) of the k largest scores query . positions^T, exactly, in no
   particular order. positions (B, L, D + 1): features x_l then an offset o_l that does not
   depend on the candidate (the bias, MASK_VALUE at padding); query (B, C, D + 1): q_c then 1.
 
-  With prune, only the positions that can reach the top k (reaching()) are multiplied and
-  ranked, unless they are more than PRUNE_MAX_SHARE of all (a target term x . q large against
-  the spread of the offsets). The same k largest scores either way; among tied scores the
-  positions may differ.
+  Only the positions that can reach the top k (reaching()) are multiplied and ranked, unless
+  they are more than max_share of all (a target term x . q large against the spread of the
+  offsets; 0: never prune, 1: always). The same k largest scores either way; among tied
+  scores the positions may differ.
   """
-  if not prune:
+  if max_share <= 0:
     return exact_top_k(_product(positions, query), k)
   upper, can_reach = reaching(positions, query, k)
   reach = ops.max(ops.sum(ops.cast(can_reach, "int32"), axis=-1))  # M, the most of a row
@@ -119,8 +119,7 @@ def product_top_k(positions, query, k: int, prune: bool = True):
     _, chosen = ops.top_k(scores, k, sorted=False)  # one pass: on this order, faster than two
     return gather_selected(kept[:, 0, :, None], chosen)[..., 0]  # (B, C, k) positions
 
-  worth_it = (ops.cast(reach, "float32") <=
-              PRUNE_MAX_SHARE * ops.cast(ops.shape(upper)[1], "float32"))
+  worth_it = ops.cast(reach, "float32") <= max_share * ops.cast(ops.shape(upper)[1], "float32")
   return ops.cond(worth_it, ranked_among_reaching,
                   lambda: ops.cast(exact_top_k(_product(positions, query), k), "int32"))
 

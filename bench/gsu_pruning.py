@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 
@@ -45,11 +44,8 @@ def main() -> None:
   parser.add_argument("--candidates", type=int, default=200)
   parser.add_argument("--requests", type=int, default=30)
   args = parser.parse_args()
-  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-  import tensorflow as tf
-  tf.config.threading.set_intra_op_parallelism_threads(1)
-  tf.config.threading.set_inter_op_parallelism_threads(1)
-  from timing import timings
+  from timing import one_core_tensorflow, timings
+  tf = one_core_tensorflow()
 
   from twin_tf.model.layers import gsu
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import resource
 import subprocess
@@ -164,11 +163,8 @@ def largest_user_request(work: pathlib.Path, user: int, candidates: int) -> dict
 
 
 def stage_score(work: pathlib.Path, args) -> dict:
-  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-  import tensorflow as tf
-  tf.config.threading.set_intra_op_parallelism_threads(1)
-  tf.config.threading.set_inter_op_parallelism_threads(1)
-  from timing import serving_timings
+  from timing import one_core_tensorflow, serving_timings
+  one_core_tensorflow()
   arrays = largest_user_request(work, args.users, args.candidates)
   in_process, grpc = serving_timings(work / "twin", arrays, args.requests)
   return {"clusters": int(arrays["long_length"][0]), "candidates": args.candidates,

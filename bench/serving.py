@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import pathlib
 import sys
 import tempfile
@@ -68,11 +67,8 @@ def main() -> None:
   parser.add_argument("--candidates", type=int, default=200)
   parser.add_argument("--requests", type=int, default=200)
   args = parser.parse_args()
-  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-  import tensorflow as tf
-  tf.config.threading.set_intra_op_parallelism_threads(1)
-  tf.config.threading.set_inter_op_parallelism_threads(1)
-  from timing import in_process_timings, serving_timings
+  from timing import in_process_timings, one_core_tensorflow, serving_timings
+  tf = one_core_tensorflow()
 
   from twin_tf.export import saved_model
   from twin_tf.training.trainer import restore_model

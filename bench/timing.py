@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import time
 
 import numpy as np
+
+
+def one_core_tensorflow():
+  """Pins this process to one core and TensorFlow to one thread; returns tensorflow."""
+  os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+  import tensorflow as tf
+  tf.config.threading.set_intra_op_parallelism_threads(1)
+  tf.config.threading.set_inter_op_parallelism_threads(1)
+  return tf
 
 
 def timings(call, requests: int, warmup: int = 5) -> dict:

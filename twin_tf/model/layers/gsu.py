@@ -13,8 +13,8 @@ GROUP = 1 << GROUP_BITS  # positions per group in the two-pass top-k (a power of
 TWO_PASS_MIN_LENGTH = 2500
 BELOW_ANY_SCORE = -3.0e38  # fills the last group; below MASK_VALUE, so never chosen
 # Bound pruning ranks only the positions that can reach the top k when they are at most this
-# share of all. Above it the full product and two_pass_top_k are faster (one core, C = 200:
-# the crossover is near 0.7 of 10^4 positions and 0.37 of 10^5).
+# share of all. Above it the full product and two_pass_top_k are faster (bench/gsu_pruning.py,
+# one core, C = 200: the crossover is near 0.7 of 10^4 positions and below 0.4 of 10^5).
 PRUNE_MAX_SHARE = 1 / 3
 # Relative margin on the bounds: far above float32 rounding of a product of ~50 terms (~3e-6).
 BOUND_SLACK = 1e-4
@@ -35,8 +35,8 @@ class GsuTopK(keras.layers.Layer):
 
   Call:
     alpha: (B, C, L, H) scores, MASK_VALUE at padding; or, for "sum", their sum over heads
-      (B, C, L) computed directly (select_by_product computes them itself; padding there is
-      MASK_VALUE plus a small term).
+      (B, C, L) computed directly (padding there MASK_VALUE plus a small term). The model's
+      GSU calls select_by_product instead, which computes that sum only where it can matter.
     valid: (B, L) bool.
     returns: (indices (B, C, K) int32, valid (B, C, K) bool). Padding is never chosen
       ahead of a real position, and chosen padding has valid False.
@@ -111,8 +111,8 @@ def product_top_k(positions, query, k: int, max_share: float = PRUNE_MAX_SHARE):
   reach = ops.max(ops.sum(ops.cast(can_reach, "int32"), axis=-1))  # M, the most of a row
 
   def ranked_among_reaching():
-    # (B, M) all that can reach, the highest bounds first: ranked in that order, the heap a
-    # CPU top_k keeps settles early, so few of the rest change it
+    # (B, M) every position that can reach (rows with fewer: the next bounds too), the
+    # highest bounds first: ranked in that order, the heap a CPU top_k keeps settles early
     _, kept = ops.top_k(upper, reach)
     kept = ops.cast(kept, "int32")[:, None, :]  # (B, 1, M)
     scores = _product(gather_selected(positions, kept)[:, 0], query)  # (B, C, M)

@@ -25,6 +25,7 @@ test: setup
 bench: setup
 	$(BIN)/python bench/clustering.py
 	$(BIN)/python bench/retrieval.py
+	$(BIN)/python bench/gsu_pruning.py
 	$(BIN)/python bench/train_throughput.py
 	test -d work_dir/runs/TwinV2-seed0 || $(BIN)/twin-tf main $(if $(DATA),--data=$(DATA))
 	$(BIN)/python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0

@@ -65,7 +65,7 @@ def main() -> None:
   parser.add_argument("--run-dir", default=str(REPO / "work_dir/runs/TwinV2-seed0"))
   parser.add_argument("--clusters", type=int, nargs="+", default=[10**3, 10**4, 10**5])
   parser.add_argument("--candidates", type=int, default=200)
-  parser.add_argument("--requests", type=int, default=200)
+  parser.add_argument("--requests", type=int, default=300)
   args = parser.parse_args()
   from timing import in_process_timings, one_core_tensorflow, serving_timings
   tf = one_core_tensorflow()

@@ -105,8 +105,11 @@ def product_top_k(positions, query, k: int, max_share: float = PRUNE_MAX_SHARE):
   offsets; 0: never prune, 1: always). The same k largest scores either way; among tied
   scores the positions may differ.
   """
+  def ranked_all():
+    return ops.cast(exact_top_k(_product(positions, query), k), "int32")
+
   if max_share <= 0:
-    return exact_top_k(_product(positions, query), k)
+    return ranked_all()
   upper, can_reach = reaching(positions, query, k)
   reach = ops.max(ops.sum(ops.cast(can_reach, "int32"), axis=-1))  # M, the most of a row
 
@@ -120,8 +123,7 @@ def product_top_k(positions, query, k: int, max_share: float = PRUNE_MAX_SHARE):
     return gather_selected(kept[:, 0, :, None], chosen)[..., 0]  # (B, C, k) positions
 
   worth_it = ops.cast(reach, "float32") <= max_share * ops.cast(ops.shape(upper)[1], "float32")
-  return ops.cond(worth_it, ranked_among_reaching,
-                  lambda: ops.cast(exact_top_k(_product(positions, query), k), "int32"))
+  return ops.cond(worth_it, ranked_among_reaching, ranked_all)
 
 
 def reaching(positions, query, k: int):

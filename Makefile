@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup main test bench experiment
+.PHONY: setup main test bench experiment bazel
 
 setup: $(VENV)/.installed
 
@@ -38,3 +38,8 @@ bench: setup
 experiment: setup
 	test -d work_dir/examples || $(BIN)/twin-tf main $(if $(DATA),--data=$(DATA))
 	$(BIN)/twin-tf experiment --workdir work_dir --out results $(EXPERIMENT_FLAGS)
+
+# BUILD under a real Bazel, offline: query, build, and the fast test targets (bazel/check.sh;
+# installs Debian's bazel-bootstrap if bazel is missing). BAZEL_TESTS="//..." runs them all.
+bazel: setup
+	PATH="$(abspath $(BIN)):$$PATH" bazel/check.sh

@@ -1,7 +1,10 @@
-"""BUILD (Bazel, for monorepo users) lists exactly the modules and tests on disk."""
+"""BUILD (Bazel, for monorepo users) lists exactly the modules and tests on disk, and every
+py_test runs pytest on its file."""
 
 import pathlib
 import re
+import subprocess
+import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -42,3 +45,39 @@ def test_one_py_test_per_test_file():
   tests = REPO / "tests"
   assert declared == {str(p.relative_to(tests).with_suffix("")) for p in tests.rglob("test_*.py")}
   assert "for name in TESTS]" in text
+
+
+def test_every_py_test_runs_pytest_on_its_file():
+  """A py_test whose main is the test file itself imports it and exits 0 without running a
+  test; each one must run tests/bazel_pytest.py with its own file as the argument."""
+  text = (REPO / "BUILD").read_text()
+  rules = re.findall(r"\[py_test\((.*?)\n\) for name in TESTS\]", text, re.S)
+  assert len(rules) == 1 and "py_test(" not in text.replace("[py_test(", ""), (
+      "BUILD declares py_test outside the one comprehension over TESTS")
+  rule = rules[0]
+  assert re.search(r'main = "tests/bazel_pytest\.py"', rule)
+  assert re.search(r'args = \["\$\(location tests/%s\.py\)" % name\]', rule)
+  assert '"tests/bazel_pytest.py"' in re.search(r"srcs = \[(.*?)\]", rule, re.S).group(1)
+  assert '"setup.cfg"' in re.search(r"data = \[(.*?)\]", rule, re.S).group(1)
+
+
+def _run_main(tmp_path, body):
+  test_file = tmp_path / "test_probe.py"
+  test_file.write_text(body)
+  return subprocess.run([sys.executable, str(REPO / "tests" / "bazel_pytest.py"),
+                         str(test_file)], cwd=tmp_path, capture_output=True, text=True,
+                        timeout=120)
+
+
+def test_bazel_main_fails_when_a_test_fails(tmp_path):
+  failed = _run_main(tmp_path, "def test_one():\n  assert True\n\n"
+                     "def test_two():\n  assert False\n")
+  assert failed.returncode == 1, failed.stdout
+  assert "1 failed, 1 passed" in failed.stdout
+
+
+def test_bazel_main_passes_only_when_tests_ran(tmp_path):
+  passed = _run_main(tmp_path, "def test_one():\n  assert True\n")
+  assert passed.returncode == 0 and "1 passed" in passed.stdout
+  empty = _run_main(tmp_path, "x = 1\n")
+  assert empty.returncode != 0, "a file without tests must not pass"

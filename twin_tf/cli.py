@@ -30,6 +30,7 @@ import sys
 from twin_tf import commands
 from twin_tf import config as config_lib
 from twin_tf.config import ClusteringConfig, EmbeddingConfig, TrainConfig
+from twin_tf.data.longterm import LongTermConfig
 from twin_tf.data.synthetic import SynthConfig
 from twin_tf.experiments import main_job, quality, sweeps
 
@@ -37,6 +38,8 @@ DEFAULT_DATA = {"movielens": os.environ.get("TWIN_TF_DATA", "../shared/data/ml-l
                 "kuairand": "../shared/data/KuaiRand-1K"}
 FEATURES_HELP = ("the log's item features and flags: a preset (movielens, kuairand) or a "
                  "feature_spec.json (default: the one beside the log, else movielens)")
+SYNTH_OUT = {"lifecycle": "work_dir/SYNTHETIC_lifecycles.parquet",
+             "long-term": "work_dir/SYNTHETIC_longterm.parquet"}
 # Commands that run Beam pipelines: their unknown flags go to Beam.
 PIPELINE_COMMANDS = ("main", "cluster", "build-examples", "cache-keys", "experiment")
 
@@ -108,6 +111,16 @@ def main_job_config(args: argparse.Namespace) -> main_job.MainJobConfig:
       scann_sizes=tuple(args.scann_sizes))
 
 
+def synth_config(args: argparse.Namespace):
+  """The generator's config of `twin-tf synth`: its defaults, then the flags given."""
+  cls = LongTermConfig if args.kind == "long-term" else SynthConfig
+  names = ("users", "min_behaviors", "max_behaviors", "seed") + (
+      ("dormant_share",) if cls is LongTermConfig else ())
+  if cls is SynthConfig and args.dormant_share is not None:
+    raise SystemExit("--dormant-share is a setting of --kind long-term")
+  return cls(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
+
+
 def _with_overrides(cls, path: str | None, args: argparse.Namespace, names: tuple[str, ...]):
   """A config from its JSON/YAML file (or the defaults), then the flags that were given."""
   values = config_lib.to_dict(config_lib.load(cls, path)) if path else {}
@@ -156,15 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
   convert.add_argument("--out", required=True, help="behavior log path (.parquet/.csv/.tfrecord)")
   convert.add_argument("--max-users", type=int, default=None, help="only the first N users")
 
-  synth = add_command("synth", help="a SYNTHETIC life-cycle log (twin_tf/data/synthetic.py)")
-  synth.add_argument("--out", default="work_dir/SYNTHETIC_lifecycles.parquet",
-                     help="log path; the name must say SYNTHETIC")
-  synth.add_argument("--users", type=int, default=100, help="users")
-  synth.add_argument("--min-behaviors", dest="min_behaviors", type=int, default=1_000,
-                     help="fewest behaviors of a user")
-  synth.add_argument("--max-behaviors", dest="max_behaviors", type=int, default=100_000,
-                     help="most behaviors of a user")
-  synth.add_argument("--seed", type=int, default=0, help="seeds everything")
+  synth = add_command("synth", help="a SYNTHETIC log: life-cycles for scale "
+                      "(twin_tf/data/synthetic.py) or lasting tastes with the oracle beside "
+                      "it (--kind long-term, twin_tf/data/longterm.py)")
+  synth.add_argument("--kind", choices=("lifecycle", "long-term"), default="lifecycle",
+                     help="the generator (default %(default)s)")
+  synth.add_argument("--out", default=None,
+                     help="log path; the name must say SYNTHETIC (default: lifecycle "
+                     f"{SYNTH_OUT['lifecycle']}, long-term {SYNTH_OUT['long-term']})")
+  synth.add_argument("--users", type=int, default=None,
+                     help="users (default: lifecycle 100, long-term 1,000)")
+  synth.add_argument("--min-behaviors", dest="min_behaviors", type=int, default=None,
+                     help="fewest behaviors of a user (default: lifecycle 1,000, long-term 500)")
+  synth.add_argument("--max-behaviors", dest="max_behaviors", type=int, default=None,
+                     help="most behaviors of a user (default: lifecycle 100,000, long-term "
+                     "8,000)")
+  synth.add_argument("--dormant-share", dest="dormant_share", type=float, default=None,
+                     help="long-term: share of the late behaviors shown from the dormant "
+                     "tastes (default 0.1)")
+  synth.add_argument("--seed", type=int, default=0, help="seeds everything (default 0)")
 
   emb = add_command("embeddings", help="bootstrap item embeddings from co-occurrence")
   emb.add_argument("--input", required=True, help="behavior log")
@@ -320,9 +343,9 @@ def main(argv=None) -> int:
       "main": lambda: main_job.main_job(main_job_config(args), extra),
       "convert": lambda: commands.convert(*source(args), args.out, args.max_users,
                                           args.features, args.item_features),
-      "synth": lambda: commands.synth(args.out, SynthConfig(
-          users=args.users, min_behaviors=args.min_behaviors,
-          max_behaviors=args.max_behaviors, seed=args.seed)),
+      "synth": lambda: commands.synth(
+          args.out or SYNTH_OUT[args.kind],
+          synth_config(args)),
       "embeddings": lambda: commands.embeddings(args.input, args.out, EmbeddingConfig(
           dim=args.dim, window=args.window, min_count=args.min_count, seed=args.seed),
           None if args.cutoff_quantile is None else ClusteringConfig(

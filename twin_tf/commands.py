@@ -73,23 +73,36 @@ def convert(dataset: str, data: Path, out: Path, max_users: int | None = None,
 
 
 def synth(out: Path, config) -> dict:
-  """A SYNTHETIC life-cycle log (twin_tf.data.synthetic) at `out` and its feature spec beside
-  it; the file name must say SYNTHETIC."""
+  """A SYNTHETIC log at `out` and its feature spec beside it; the file name must say SYNTHETIC.
+
+  config: a SynthConfig (twin_tf.data.synthetic: life-cycles of 10^3-10^5 behaviors for
+  scale) or a LongTermConfig (twin_tf.data.longterm: lasting tastes, some dormant; its truth,
+  the oracle click probabilities, is written beside the log, longterm.truth_path(out)).
+  """
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from twin_tf.data import logs, synthetic  # pylint: disable=import-outside-toplevel
+  from twin_tf.data import logs, longterm, synthetic  # pylint: disable=import-outside-toplevel
   out = pathlib.Path(out)
   if "SYNTHETIC" not in out.name.upper():
     raise ValueError(f"{out.name}: a synthetic log's file name must say SYNTHETIC")
-  columns = synthetic.synthetic_log(config)
   out.parent.mkdir(parents=True, exist_ok=True)
+  result = {}
+  if isinstance(config, longterm.LongTermConfig):
+    columns, truth = longterm.longterm_log(config)
+    longterm.save_truth(columns, truth, longterm.truth_path(out))
+    longterm.SPEC.save(out.parent)
+    result["truth"] = str(longterm.truth_path(out))
+    result["dormant_share_of_shown"] = float(truth["dormant"].mean())
+  else:
+    columns = synthetic.synthetic_log(config)
+    synthetic.SPEC.save(out.parent)
   logs.write_behavior_log(columns, out)
-  synthetic.SPEC.save(out.parent)
   counts = np.bincount(columns["user_id"])
-  result = {"behaviors": int(len(columns["user_id"])), "users": int(len(counts)),
-            "largest_user": int(counts.max()), "output": str(out)}
+  result.update({"behaviors": int(len(columns["user_id"])), "users": int(len(counts)),
+                 "largest_user": int(counts.max()), "output": str(out)})
   print(f"SYNTHETIC log: {result['behaviors']:,} behaviors of {result['users']:,} users "
-        f"(largest {result['largest_user']:,}) -> {out}")
+        f"(largest {result['largest_user']:,}) -> {out}" +
+        (f"; truth -> {result['truth']}" if "truth" in result else ""))
   return result
 
 

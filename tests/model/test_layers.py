@@ -34,12 +34,18 @@ def _inputs(length=L, seed=0):
       target_inherent=rng.standard_normal((B, C, DH)).astype("float32"))
 
 
-def _attention(use_log_size=True, key_dim=DK):
-  layer = ClusterAwareTargetAttention(H, key_dim, use_log_size)
+def _attention(use_log_size=True, key_dim=DK, normalized=False):
+  layer = ClusterAwareTargetAttention(H, key_dim, use_log_size, normalized)
   layer(**_inputs())
   # non-trivial beta so that the cross term is not just a sum
   layer.cross_bias.beta.assign(RNG.standard_normal((H, J)).astype("float32"))
+  if normalized:  # and a temperature of its own per head
+    layer.log_temperature.assign(RNG.uniform(-1, 1, H).astype("float32"))
   return layer
+
+
+def _unit_rms(x):
+  return x / np.sqrt(np.mean(x ** 2, axis=-1, keepdims=True) + 1e-6)
 
 
 def _alpha_reference(layer, x):
@@ -47,22 +53,27 @@ def _alpha_reference(layer, x):
   wh = np.asarray(layer.key_projection.kernel)  # (DH, H, DK)
   wq = np.asarray(layer.query_projection.kernel)
   w, beta = np.asarray(layer.cross_bias.w), np.asarray(layer.cross_bias.beta)
+  seq, target, temperature = x["seq_inherent"], x["target_inherent"], np.ones(H)
+  if layer.normalized:  # unit-RMS K_h and q, exp(tau_h) on each head's query
+    seq, target = _unit_rms(seq), _unit_rms(target)
+    temperature = np.exp(np.asarray(layer.log_temperature))
   out = np.zeros((B, C, x["seq_inherent"].shape[1], H))
   for b in range(B):
     for c in range(C):
       for l in range(x["seq_inherent"].shape[1]):
         for h in range(H):
-          key = x["seq_inherent"][b, l] @ wh[:, h]
-          query = x["target_inherent"][b, c] @ wq[:, h]
+          key = seq[b, l] @ wh[:, h]
+          query = temperature[h] * (target[b, c] @ wq[:, h])
           cross = sum(beta[h, j] * (x["seq_cross"][b, l, j] @ w[h, j]) for j in range(J))
           out[b, c, l, h] = key @ query / np.sqrt(DK) + cross + (
               np.log(x["size"][b, l]) if layer.use_log_size else 0)
   return np.where(x["valid"][:, None, :, None], out, MASK_VALUE)
 
 
-@pytest.mark.parametrize("use_log_size", [True, False])
-def test_alpha_matches_numpy(use_log_size):
-  layer = _attention(use_log_size)
+@pytest.mark.parametrize("use_log_size,normalized", [(True, False), (False, False),
+                                                     (True, True)])
+def test_alpha_matches_numpy(use_log_size, normalized):
+  layer = _attention(use_log_size, normalized=normalized)
   x = _inputs(seed=1)
   x["valid"][1, 9:] = False
   np.testing.assert_allclose(np.asarray(layer(**x)), _alpha_reference(layer, x), **TOL)
@@ -354,7 +365,8 @@ def test_din_attention_ignores_padding():
 
 @pytest.mark.parametrize("layer", [
     InherentProjection(4, 16), CrossFeatureBias(4), CrossFeatureEmbedding([3, 5], 8),
-    ClusterAwareTargetAttention(4, 16, False), GsuTopK(50, "round_robin"), Esu(8, 32),
+    ClusterAwareTargetAttention(4, 16, False), ClusterAwareTargetAttention(4, 16, True, True),
+    GsuTopK(50, "round_robin"), Esu(8, 32),
     ShortTermAttention(2, 8, 8, 16), DinAttention((16, 8))])
 def test_config_round_trip(layer):
   restored = layer.__class__.from_config(layer.get_config())
@@ -363,16 +375,18 @@ def test_config_round_trip(layer):
   assert again.get_config() == layer.get_config()
 
 
-@pytest.mark.parametrize("use_log_size,key_dim", [(True, DK), (False, DK), (True, 2)])
-def test_summed_factors_and_scores_at_equal_the_full_alpha(use_log_size, key_dim):
+@pytest.mark.parametrize("use_log_size,key_dim,normalized", [
+    (True, DK, False), (False, DK, False), (True, 2, False), (True, DK, True),
+    (True, 2, True)])
+def test_summed_factors_and_scores_at_equal_the_full_alpha(use_log_size, key_dim, normalized):
   """The GSU's one-inner-product form, and the ESU's scores from the chosen values
   K = [K_h | K_c], equal alpha'. key_dim 2 (H d_k = 8 < D_h = 10) takes the keys' form, the
   others fold the query through the key projection."""
-  layer = _attention(use_log_size, key_dim)
+  layer = _attention(use_log_size, key_dim, normalized)
   x = _inputs(seed=6)
   x["valid"][0, 7:] = False
   alpha = np.asarray(layer(**x))
-  query = layer.query_projection(x["target_inherent"])
+  query = layer.queries(x["target_inherent"])
   bias = layer.summed_bias(x["seq_cross"], x["size"])
   np.testing.assert_allclose(bias, np.asarray(layer.bias(x["seq_cross"], x["size"])).sum(-1),
                              **TOL)
@@ -389,3 +403,21 @@ def test_summed_factors_and_scores_at_equal_the_full_alpha(use_log_size, key_dim
   np.testing.assert_allclose(np.asarray(layer.scores_at(chosen, query, chosen_size)),
                              np.take_along_axis(alpha, indices[..., None], axis=2)
                              .transpose(0, 1, 3, 2), **TOL)
+
+
+def test_normalized_target_term_starts_at_attention_scale():
+  """Normalized, each head's target term starts at about unit std whatever the scale of the
+  inherent features (here the embeddings' initial +-0.05), where the plain projections
+  leave it near 1e-4: the regime in which the GSU ignores the candidate."""
+  rng = np.random.default_rng(3)
+  x = dict(seq_inherent=rng.uniform(-0.05, 0.05, (1, 400, 48)).astype("float32"),
+           seq_cross=np.zeros((1, 400, J, 8), "float32"), size=np.ones((1, 400), "float32"),
+           valid=np.ones((1, 400), bool),
+           target_inherent=rng.uniform(-0.05, 0.05, (1, 20, 48)).astype("float32"))
+  stds = {}
+  for normalized in (False, True):
+    keras.utils.set_random_seed(0)
+    layer = ClusterAwareTargetAttention(4, 16, False, normalized)
+    stds[normalized] = float(np.asarray(layer(**x)).std(axis=2).mean())  # over positions
+  assert stds[False] < 1e-3
+  assert 0.5 < stds[True] < 2.0

@@ -65,6 +65,15 @@ class MainJobConfig:
   scann_sizes: tuple[int, ...] = DEFAULT_SCANN_SIZES
 
 
+def synthetic_truth(config: MainJobConfig) -> str | None:
+  """The truth beside a SYNTHETIC long-term log (twin_tf.data.longterm), if it has one."""
+  if config.dataset != "log":
+    return None
+  from twin_tf.data import longterm  # pylint: disable=import-outside-toplevel
+  path = longterm.truth_path(config.data)
+  return str(path) if path.exists() else None
+
+
 def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   """Runs every stage; returns {stage: figures} (also written to main_job.json).
 
@@ -97,7 +106,8 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
 
   def evaluate_all() -> dict:
     summary = quality.evaluate_runs(examples, runs_dir, models, seeds,
-                                    f"{config.dataset} ({config.data})", **overrides)
+                                    f"{config.dataset} ({config.data})",
+                                    truth=synthetic_truth(config), **overrides)
     quality.write_summary(summary, work)
     return summary
 

@@ -83,16 +83,18 @@ def evaluated(config: TrainConfig, split: str, data: ExampleData) -> dict:
   if (saved.exists() and (out / f"predictions_{split}.npz").exists() and
       saved.stat().st_mtime > weights.stat().st_mtime):
     result = json.loads(saved.read_text())
-    if {"auc", "gauc", "diversity", "ranking"} <= set(result):  # written by this version
+    if {"auc", "gauc", "diversity", "ranking", "attention"} <= set(result):  # this version
       return result
   return evaluate(config, split, data)
 
 
 def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: str = "",
                   data: ExampleData | None = None, tuned: dict | None = None,
-                  **overrides) -> dict:
+                  truth: str | None = None, **overrides) -> dict:
   """Evaluates every trained (model, seed) on the test split; returns the summary.
-  `tuned`: {model: settings} chosen by `tune`, on top of `overrides`."""
+  `tuned`: {model: settings} chosen by `tune`, on top of `overrides`. `truth`: a SYNTHETIC
+  log's truth (twin_tf.data.longterm), which adds the oracle and item-only rows
+  (summary["references"])."""
   data = data or load_example_data(examples)
   configs = [c for m in models for c in run_configs(
       examples, runs_dir, [m], seeds, {**overrides, **(tuned or {}).get(m, {})})]
@@ -107,11 +109,28 @@ def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: s
   test = data.impressions["test"]
   return {"dataset": dataset or str(examples), "split": "test", "seeds": list(seeds),
           "baselines": {gbdt.NAME: summarize([gbdt_run(data, s) for s in seeds])},
+          **({"references": truth_references(data, truth)} if truth else {}),
           "train_config": {k: v for k, v in dataclasses.asdict(TrainConfig(
               **overrides)).items() if k not in ("examples", "output_dir", "model", "seed")},
           "models": {m: summarize(runs) for m, runs in per_model.items()},
           "random_diversity": diversity.random_ranking_diversity(
               test[schema.USER_ID], test[data.spec.primary])}
+
+
+def truth_references(data: ExampleData, truth: str) -> dict:
+  """Test AUC / GAUC of the SYNTHETIC truth's scores: "oracle" (the true click probability)
+  and "item_only" (the item's mean true click probability, not personalized), and
+  "dormant_share": the share of test impressions shown from a dormant taste."""
+  from twin_tf.data import longterm  # pylint: disable=import-outside-toplevel
+  from twin_tf.training import metrics  # pylint: disable=import-outside-toplevel
+  test = data.impressions["test"]
+  labels, users = test[schema.LABEL], test[schema.USER_ID]
+  found = longterm.truth_of(truth, users, test[schema.TIMESTAMP], test[schema.ITEM_ID])
+  out = {name: {"auc": metrics.auc(labels, found[field]),
+                "gauc": metrics.gauc(labels, found[field], users)}
+         for name, field in (("oracle", "click_probability"), ("item_only", "item_probability"))}
+  out["dormant_share"] = float(found["dormant"].mean())
+  return out
 
 
 def gbdt_run(data: ExampleData, seed: int) -> dict:
@@ -189,7 +208,24 @@ def summarize(runs: list[dict]) -> dict:
                     "max_activity": first["max_activity"], "users": first["users"],
                     "gauc_mean": float(v.mean()), "gauc_std": float(v.std())})
   out["gauc_by_bucket"] = buckets
+  out["attention"] = mean_liveness([r.get("attention") for r in runs])
   out["runs"] = runs
+  return out
+
+
+def _figure(value) -> str:
+  return "n/a" if value is None else f"{value:.4g}"
+
+
+def mean_liveness(per_run: list) -> dict | None:
+  """The liveness figures (training.liveness) averaged over runs; None without a GSU."""
+  if not per_run or any(r is None for r in per_run):
+    return None
+  out = {}
+  for key in ("target_std", "bias_std", "jaccard"):
+    values = [r[key] for r in per_run if r[key] is not None]
+    out[key] = float(np.mean(values)) if values else None
+  out["jaccard_users"], out["users"] = per_run[0]["jaccard_users"], per_run[0]["users"]
   return out
 
 
@@ -207,10 +243,21 @@ def markdown(summary: dict) -> str:
                  f"{r['ndcg_mean']:.4f} ± {r['ndcg_std']:.4f} | "
                  f"{r['recall_mean']:.4f} ± {r['recall_std']:.4f} | "
                  f"{r['diversity_mean']:.3f} ± {r['diversity_std']:.3f} |")
+  for name, r in summary.get("references", {}).items():
+    if name != "dormant_share":
+      lines.append(f"| {name} (SYNTHETIC truth) | {r['auc']:.4f} | {r['gauc']:.4f} | | | | |")
   random = summary["random_diversity"]
   lines += ["", f"A random ranking gives {random['mean_distinct']:.3f} distinct categories "
             f"in the top-{k} ({random['users']} users with more than {k} test candidates).",
             ""]
+  live = {n: r["attention"] for n, r in summary["models"].items() if r.get("attention")}
+  if live:
+    lines += ["Liveness of the target attention (training.liveness; test users):", "",
+              "| model | target-term std | per-cluster-term std | top-K Jaccard between "
+              "candidates |", "|---|---|---|---|"]
+    lines += [f"| {n} | {_figure(a['target_std'])} | {_figure(a['bias_std'])} | "
+              f"{_figure(a['jaccard'])} ({a['jaccard_users']} users) |" for n, a in live.items()]
+    lines.append("")
   first = next(iter(summary["models"].values()))["gauc_by_bucket"]
   lines += ["GAUC per user-activity quartile (behaviors before the cutoff):", "",
             "| model | " + " | ".join(f"{b['min_activity']}-{b['max_activity']}"

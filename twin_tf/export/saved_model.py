@@ -154,7 +154,7 @@ class ServingModule:
         ids[schema.ITEM_ID]))
     inherent = self.model.embed_items(inputs, "target")
     return {"keys": self.model.attention.item_keys(inherent),
-            "queries": self.model.attention.query_projection(inherent),
+            "queries": self.model.attention.queries(inherent),
             "known": ids[schema.ITEM_ID] != OOV}
 
   def _cluster_bias(self, raw):

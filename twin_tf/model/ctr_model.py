@@ -44,6 +44,9 @@ class ModelConfig:
     long_term_source: what the long-term module reads: "clusters", "raw" or "uniform"
       (twin_tf.training.input_pipeline.LONG_SOURCES).
     use_log_size: the + ln n term of alpha'.
+    normalized_attention: the attention's target term live from the start (unit-RMS K_h and
+      q into W_h / W_q, kernels at variance 1 / D_h, a learnt temperature per head;
+      ClusterAwareTargetAttention's `normalized`).
     gsu_top_k, gsu_merge: K and the head merge ("sum" or "round_robin").
     item_l2: L2 penalty on the item-id embedding table (training only).
     short_term: "attention" (multi-head target attention) or "din" (DIN's activation unit).
@@ -53,6 +56,7 @@ class ModelConfig:
   long_term: str = "gsu"
   long_term_source: str = "clusters"
   use_log_size: bool = True
+  normalized_attention: bool = False
   gsu_top_k: int = 100
   gsu_merge: str = "sum"
   short_term: str = "attention"
@@ -107,7 +111,8 @@ class CtrModel(keras.Model):
                                           config.feature_dim)
     if config.long_term != "none":
       self.attention = ClusterAwareTargetAttention(config.num_heads, config.key_dim,
-                                                   config.use_log_size)
+                                                   config.use_log_size,
+                                                   config.normalized_attention)
       self.gsu = GsuTopK(config.gsu_top_k, config.gsu_merge)
       self.esu = Esu(config.value_dim, config.interest_dim)
     if config.short_term == "din":
@@ -177,7 +182,7 @@ class CtrModel(keras.Model):
       selected_alpha = ops.take_along_axis(alpha, indices[..., None], axis=2)  # (B, C, K, H)
       return self.esu(ops.transpose(selected_alpha, (0, 1, 3, 2)),
                       gather_selected(values, indices), valid)
-    queries = attention.query_projection(query)  # (B, C, H, d_k)
+    queries = attention.queries(query)  # (B, C, H, d_k)
     if self.config.long_term == "gsu":
       indices, valid = self.gsu.select_by_product(
           *self._gsu_factors(inputs, inherent, cross, queries), mask)
@@ -199,15 +204,24 @@ class CtrModel(keras.Model):
     bias = self.attention.summed_bias(cross, inputs["long_size"])  # (B, L)
     return self.attention.summed_factors(inherent, queries, bias, inputs["long_mask"])
 
+  def gsu_factors(self, inputs):
+    """(positions (B, L', D + 1), queries (B, C, D + 1)) of inputs as call() ((B,) targets
+    count as C = 1; L' >= K: padded to the top-k): the GSU's summed alpha' of every position
+    for every candidate is their product; the last column of positions is the per-position
+    term (cross bias + H ln n, MASK_VALUE at padding), the rest give the target term.
+    "gsu" models."""
+    inputs = _pad_long_to(inputs, self.config.gsu_top_k, self.spec)
+    inherent, cross, _ = self._sequence(inputs, "long")
+    target = self.embed_items(inputs, "target")
+    if len(target.shape) == 2:
+      target = target[:, None, :]
+    return self._gsu_factors(inputs, inherent, cross, self.attention.queries(target))
+
   def gsu_reach(self, inputs):
     """(B,) long-term positions that can reach some candidate's top K by the GSU's bound
     (gsu.reaching): what it multiplies and ranks when it prunes. inputs as call(), (B, C)
     targets; "gsu" models."""
-    inputs = _pad_long_to(inputs, self.config.gsu_top_k, self.spec)
-    inherent, cross, _ = self._sequence(inputs, "long")
-    queries = self.attention.query_projection(self.embed_items(inputs, "target"))
-    _, can_reach = reaching(*self._gsu_factors(inputs, inherent, cross, queries),
-                            self.config.gsu_top_k)
+    _, can_reach = reaching(*self.gsu_factors(inputs), self.config.gsu_top_k)
     return ops.sum(ops.cast(can_reach, "int32"), axis=-1)
 
   def get_config(self):

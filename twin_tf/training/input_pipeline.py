@@ -250,6 +250,15 @@ class DatasetBuilder:
     ds = ds.apply(tf.data.experimental.assert_cardinality(num_batches))  # progress bar total
     return ds.prefetch(tf.data.AUTOTUNE), np.concatenate(order)
 
+  def inputs(self, split: str, impressions: np.ndarray) -> dict:
+    """Model inputs of the impressions (indices into data.impressions[split]) as one batch,
+    long-term sequences padded to the bucket of the longest."""
+    lengths = bucket_length(self.example_lengths(split)[impressions], self.buckets)
+    inputs, _ = self._batch(self._impression_tensors(split),
+                            self._tf.constant(np.asarray(impressions, np.int64)),
+                            int(lengths.max()))
+    return inputs
+
   def _impression_tensors(self, split: str) -> dict:
     """A split's impressions as tensors (ids as indexes), once per split: the trainer builds
     one dataset per epoch."""

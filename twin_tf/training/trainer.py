@@ -29,7 +29,7 @@ from twin_tf.data import schema
 from twin_tf.model import features
 from twin_tf.model.ctr_model import PRESETS, build_model
 from twin_tf.model.vocabulary import Vocabularies
-from twin_tf.training import diversity, metrics, ranking, resume, streaming
+from twin_tf.training import diversity, liveness, metrics, ranking, resume, streaming
 from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData, load_example_data
 from twin_tf.training.optimizer import EmbeddingAdam
 
@@ -189,16 +189,17 @@ def load_trained(config: TrainConfig, data: ExampleData):
 def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None = None
              ) -> dict:
   """AUC, GAUC, logloss, GAUC per life-cycle-length quartile, the diversity of each user's
-  top-10 (training.diversity) and per-user NDCG@10 / recall@10 (training.ranking) of a
-  trained run. Writes metrics_<split>.json and the
-  scores, predictions_<split>.npz (impression index, score)."""
+  top-10 (training.diversity), per-user NDCG@10 / recall@10 (training.ranking) and the
+  attention's liveness (training.liveness; None without a GSU) of a trained run. Writes
+  metrics_<split>.json and the scores, predictions_<split>.npz (impression index, score)."""
   out = pathlib.Path(config.output_dir)
   data = data or load_example_data(config.examples, Vocabularies.load(out))
   model, builder = load_trained(config, data)
   dataset, order = builder.dataset(split, config.batch_size * 4)
   scores = model.predict(dataset, verbose=0).reshape(-1)
   result = {"model": config.model, "seed": config.seed,
-            **split_metrics(data, split, scores, order)}
+            **split_metrics(data, split, scores, order),
+            "attention": liveness.attention_liveness(model, builder, split)}
   (out / f"metrics_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
   np.savez(out / f"predictions_{split}.npz", impression=order, score=scores)
   return result

@@ -17,10 +17,19 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
   n_i is the cluster size (1 for a raw behavior, which reduces TWIN-V2 to TWIN). Adding
   ln n makes softmax(alpha') weigh a cluster exactly as n identical raw behaviors would.
 
+  With `normalized`, the target term is live from the first step: K_h and q enter W_h and W_q
+  at unit RMS (rms_normalized; the values K the ESU pools keep their scale), the kernels start
+  at variance 1 / D_h (so each key and query component starts at unit variance, the target
+  term of a head at about unit std, as in scaled dot-product attention), and a learnt
+  temperature exp(tau_h) per head scales q W_q. Without it, the target term starts near
+  1e-4 against a few units of ln n and its kernels' gradients stay below Adam's epsilon.
+
   Args:
     num_heads: H; every head has its own W_h, W_q, w and beta.
     key_dim: d_k.
     use_log_size: add ln(n) (False: the "without ln n" ablation).
+    normalized: unit-RMS inherent features into W_h / W_q, kernels at variance 1 / D_h and a
+      learnt temperature per head (False: the paper's plain projections, glorot kernels).
 
   Call:
     seq_inherent: (B, L, D_h) inherent features of the clusters / behaviors.
@@ -35,11 +44,17 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
   """
 
   def __init__(self, num_heads: int = 4, key_dim: int = 16, use_log_size: bool = True,
-               **kwargs):
+               normalized: bool = False, **kwargs):
     super().__init__(**kwargs)
     self.num_heads, self.key_dim, self.use_log_size = num_heads, key_dim, use_log_size
-    self.key_projection = InherentProjection(num_heads, key_dim, name="key_projection")
-    self.query_projection = InherentProjection(num_heads, key_dim, name="query_projection")
+    self.normalized = normalized
+    # fan_in of a (D_h, H, d_k) kernel is H D_h, so scale H gives variance 1 / D_h
+    initializer = (keras.initializers.VarianceScaling(num_heads, "fan_in", "truncated_normal")
+                   if normalized else "glorot_uniform")
+    self.key_projection = InherentProjection(num_heads, key_dim, initializer,
+                                             name="key_projection")
+    self.query_projection = InherentProjection(num_heads, key_dim, initializer,
+                                               name="query_projection")
     self.cross_bias = CrossFeatureBias(num_heads, name="cross_bias")
 
   def build(self, seq_inherent_shape, seq_cross_shape=None, size_shape=None,
@@ -47,10 +62,24 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     self.key_projection.build(seq_inherent_shape)
     self.query_projection.build(target_inherent_shape or seq_inherent_shape)
     self.cross_bias.build(seq_cross_shape)
+    if self.normalized:
+      self.log_temperature = self.add_weight(name="log_temperature", shape=(self.num_heads,),
+                                             initializer="zeros")
+
+  def key_input(self, inherent):
+    """What W_h projects: K_h, at unit RMS when normalized. (..., D_h) -> (..., D_h)."""
+    return rms_normalized(inherent) if self.normalized else inherent
 
   def item_keys(self, inherent):
     """K_h W_h / sqrt(d_k): (..., D_h) -> (..., H, d_k); user-independent, cacheable."""
-    return self.key_projection(inherent) / math.sqrt(self.key_dim)
+    return self.key_projection(self.key_input(inherent)) / math.sqrt(self.key_dim)
+
+  def queries(self, target_inherent):
+    """q W_q (times each head's temperature when normalized): (..., D_h) -> (..., H, d_k)."""
+    if not self.normalized:
+      return self.query_projection(target_inherent)
+    query = self.query_projection(rms_normalized(target_inherent))
+    return query * ops.exp(self.log_temperature)[:, None]
 
   def bias(self, seq_cross, size):
     """(K_c W_c) beta + ln n: (B, L, H), the per-cluster term of alpha'."""
@@ -69,7 +98,7 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
 
   def call(self, seq_inherent, seq_cross, size, valid, target_inherent):
     keys = self.item_keys(seq_inherent)  # (B, L, H, d_k)
-    query = self.query_projection(target_inherent)  # (B, C, H, d_k)
+    query = self.queries(target_inherent)  # (B, C, H, d_k)
     alpha = ops.einsum("blhk,bchk->bclh", keys, query)  # (B, C, L, H)
     alpha = alpha + self.bias(seq_cross, size)[:, None, :, :]
     return ops.where(valid[:, None, :, None], alpha, MASK_VALUE)
@@ -85,9 +114,10 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     The GSU ranks by this product (GsuTopK.select_by_product); it never materializes the
     (B, C, L, H) per-head scores. Padding scores MASK_VALUE plus its features' product (the
     mask rides in the offset column, so one matrix product is the whole pass over (C, L)).
-    inherent (B, L, D_h), query (B, C, H, d_k) (query_projection), summed_bias (B, L)
-    (summed_bias()), valid (B, L).
+    inherent (B, L, D_h), query (B, C, H, d_k) (queries()), summed_bias (B, L)
+    (summed_bias()), valid (B, L). Normalized, X is key_input(K_h).
     """
+    inherent = self.key_input(inherent)
     flat_query = ops.reshape(query, ops.shape(query)[:2] + (query.shape[2] * query.shape[3],))
     kernel = self.key_projection.kernel  # (D_h, H, d_k)
     flat_kernel = ops.reshape(kernel, (kernel.shape[0], -1)) / math.sqrt(self.key_dim)
@@ -105,23 +135,40 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     K = [K_h | K_c flattened] (the rows the ESU pools, so neither keys nor bias are gathered):
     alpha'_h = K . [W_h (q W_q)_h / sqrt(d_k) | (W_c beta)_h] + ln n.
 
-    values (B, C, K, D_h + J dim), query (B, C, H, d_k) (query_projection), size (B, C, K)
-    -> (B, C, H, K).
+    values (B, C, K, D_h + J dim), query (B, C, H, d_k) (queries()), size (B, C, K)
+    -> (B, C, H, K). Normalized, K_h's part is scaled to unit RMS per row (key_input).
     """
     inherent_query = ops.einsum("bchk,dhk->bchd", query,
                                 self.key_projection.kernel) / math.sqrt(self.key_dim)
     cross_kernel = ops.transpose(self.cross_bias.kernel())  # (H, J dim)
     cross_query = ops.broadcast_to(cross_kernel,
                                    ops.shape(inherent_query)[:2] + tuple(cross_kernel.shape))
-    value_query = ops.concatenate([inherent_query, cross_query], axis=-1)  # (B, C, H, D)
-    scores = ops.matmul(value_query, ops.transpose(values, (0, 1, 3, 2)))  # (B, C, H, K)
+    if self.normalized:
+      dim = inherent_query.shape[-1]
+      row_scale = _inverse_rms(values[..., :dim])[:, :, None, :, 0]  # (B, C, 1, K)
+      scores = (ops.matmul(inherent_query, ops.transpose(values[..., :dim], (0, 1, 3, 2)))
+                * row_scale +
+                ops.matmul(cross_query, ops.transpose(values[..., dim:], (0, 1, 3, 2))))
+    else:
+      value_query = ops.concatenate([inherent_query, cross_query], axis=-1)  # (B, C, H, D)
+      scores = ops.matmul(value_query, ops.transpose(values, (0, 1, 3, 2)))  # (B, C, H, K)
     if self.use_log_size:
       scores = scores + _log_size(size, scores.dtype)[:, :, None, :]
     return scores
 
   def get_config(self):
     return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
-            "use_log_size": self.use_log_size}
+            "use_log_size": self.use_log_size, "normalized": self.normalized}
+
+
+def _inverse_rms(x, epsilon: float = 1e-6):
+  """1 / RMS of x over its last axis: (..., D) -> (..., 1)."""
+  return ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + epsilon)
+
+
+def rms_normalized(x):
+  """x scaled to unit root mean square over its last axis (|x| = sqrt(D)); zero stays zero."""
+  return x * _inverse_rms(x)
 
 
 def _log_size(size, dtype):

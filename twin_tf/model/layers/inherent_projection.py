@@ -15,6 +15,7 @@ class InherentProjection(keras.layers.Layer):
   Args:
     num_heads: H.
     key_dim: d_k, the size of each head's key.
+    kernel_initializer: of the (D_h, H, d_k) kernel (default glorot_uniform).
 
   Call:
     inputs: (..., D_h) inherent feature embeddings.
@@ -29,17 +30,20 @@ class InherentProjection(keras.layers.Layer):
     TWIN (Chang et al., KDD'23) section 3.3; TWIN-V2 (Si et al., CIKM'24) section 3.3.
   """
 
-  def __init__(self, num_heads: int, key_dim: int, **kwargs):
+  def __init__(self, num_heads: int, key_dim: int, kernel_initializer="glorot_uniform",
+               **kwargs):
     super().__init__(**kwargs)
     self.num_heads, self.key_dim = num_heads, key_dim
+    self.kernel_initializer = keras.initializers.get(kernel_initializer)
 
   def build(self, input_shape):
     self.kernel = self.add_weight(
         name="kernel", shape=(input_shape[-1], self.num_heads, self.key_dim),
-        initializer="glorot_uniform")
+        initializer=self.kernel_initializer)
 
   def call(self, inputs):
     return project_per_head(inputs, self.kernel)
 
   def get_config(self):
-    return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim}
+    return {**super().get_config(), "num_heads": self.num_heads, "key_dim": self.key_dim,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer)}

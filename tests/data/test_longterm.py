@@ -1,0 +1,74 @@
+"""The SYNTHETIC long-term generator: its truth, its dormant tastes and the signal it plants."""
+
+import numpy as np
+import pytest
+
+from twin_tf import cli
+from twin_tf.data import feature_spec, logs, longterm, schema
+from twin_tf.training import metrics
+
+CONFIG = longterm.LongTermConfig(users=40, min_behaviors=300, max_behaviors=1_500,
+                                 num_items=3_000, dormant_share=0.1, seed=4)
+
+
+@pytest.fixture(scope="module")
+def generated():
+  return longterm.longterm_log(CONFIG)
+
+
+def test_clicks_follow_the_tastes_more_than_the_items(generated):
+  """Labels are drawn from the saved click probability, which ranks them far better than
+  the item-only score (the personalized share of the signal a model should capture)."""
+  columns, truth = generated
+  labels, users = columns[schema.LABEL], columns[schema.USER_ID]
+  oracle = metrics.auc(labels, truth["click_probability"])
+  item_only = metrics.auc(labels, truth["item_probability"])
+  assert oracle > item_only + 0.05 and item_only > 0.55
+  assert metrics.gauc(labels, truth["click_probability"], users) > 0.65
+  assert abs(labels.mean() - truth["click_probability"].mean()) < 0.01
+
+
+def test_dormant_tastes_are_shown_only_at_their_share_after_the_dormancy(generated):
+  columns, truth = generated
+  users = columns[schema.USER_ID]
+  late_share, early_share = [], []
+  for user in np.unique(users):
+    dormant = truth["dormant"][users == user]
+    cut = int(CONFIG.active_until * len(dormant))
+    early_share.append(dormant[:cut].mean())
+    late_share.append(dormant[cut:].mean())
+  assert max(early_share) == 0  # "dormant" marks the late showings of a dormant taste
+  expected = CONFIG.dormant_share * (1 - CONFIG.explore)
+  assert abs(np.mean(late_share) - expected) < 0.02
+
+
+def test_item_features_carry_no_taste(generated):
+  """Categories are drawn independently of the items' vectors: no category has a click rate
+  far from the log's."""
+  columns, _ = generated
+  rates = [columns[schema.LABEL][columns["category"] == c].mean()
+           for c in np.unique(columns["category"])]
+  assert np.ptp(rates) < 0.25
+
+
+def test_synth_writes_the_log_its_spec_and_the_truth_it_is_looked_up_by(tmp_path):
+  out = tmp_path / "SYNTHETIC_longterm.parquet"
+  cli.main(["synth", "--kind", "long-term", "--users", "5", "--min-behaviors", "100",
+            "--max-behaviors", "200", "--out", str(out)])
+  columns, dead = logs.read_behavior_log(out, spec=feature_spec.for_log(out))
+  assert not dead and feature_spec.for_log(out).name == longterm.SPEC.name
+  path = longterm.truth_path(out)
+  assert "SYNTHETIC" in path.name
+  rows = np.arange(0, len(columns[schema.USER_ID]), 7)
+  found = longterm.truth_of(path, columns[schema.USER_ID][rows],
+                            columns[schema.TIMESTAMP][rows], columns[schema.ITEM_ID][rows])
+  assert set(found) == set(longterm.TRUTH_FIELDS)
+  assert np.all((found["click_probability"] > 0) & (found["click_probability"] < 1))
+  with pytest.raises(ValueError, match="no truth for user"):
+    longterm.truth_of(path, columns[schema.USER_ID][:1], columns[schema.TIMESTAMP][:1] + 1,
+                      columns[schema.ITEM_ID][:1])
+
+
+def test_synth_refuses_a_long_term_setting_for_the_lifecycle_kind(tmp_path):
+  with pytest.raises(SystemExit, match="dormant-share"):
+    cli.main(["synth", "--dormant-share", "0.2", "--out", str(tmp_path / "SYNTHETIC.parquet")])

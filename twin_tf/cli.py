@@ -136,7 +136,7 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
     path = saved  # the run knows its model, examples and settings
   return _with_overrides(TrainConfig, path, args,
                          ("examples", "output_dir", "model", "epochs", "seed", "batch_size",
-                          "data_parallel"))
+                          "data_parallel", "item_embeddings"))
 
 
 def cluster_config(args: argparse.Namespace) -> ClusteringConfig:
@@ -253,6 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="Keras backend (default: KERAS_BACKEND, else tensorflow)")
     command.add_argument("--data-parallel", dest="data_parallel", action="store_true",
                          default=None, help="data parallel over every local device (JAX)")
+    if name == "train":
+      command.add_argument("--item-embeddings", dest="item_embeddings", default=None,
+                           help="pretrained item vectors (`twin-tf embeddings`' .npz, built "
+                           "before the cutoff) appended, frozen, to every item's inherent "
+                           "features (default: none)")
     if name == "evaluate":
       command.add_argument("--split", default="test", choices=("train", "validation", "test"),
                            help="the split to score")
@@ -382,7 +387,8 @@ def experiment(args: argparse.Namespace, beam_args) -> dict:
       groups=tuple(args.groups), methods=tuple(args.methods),
       staleness_days=tuple(int(d) if d == int(d) else d for d in args.staleness_days),
       grid=quality.GRID if args.tuning else (), dataset=args.dataset, beam_args=beam_args,
-      epochs=args.epochs, cosine_decay=True)
+      epochs=args.epochs, cosine_decay=True,
+      item_embeddings=str(work / "item_embeddings.npz"))
   print((pathlib.Path(args.out) / "quality.md").read_text())
   return summary
 

@@ -109,6 +109,9 @@ class TrainConfig:
     data_parallel: train data parallel over every local device (JAX: multi-GPU, multi-host,
       Keras' DataParallel); batches are split evenly, so each bucket leaves out its last
       few (fewer than the device count) examples of an epoch, others every epoch.
+    item_embeddings: pretrained item vectors (`twin-tf embeddings`' .npz, the clustering's
+      item space) appended, frozen, to every item's inherent features; copied into the run.
+      None: none.
   """
 
   examples: str = "work_dir/examples"
@@ -125,6 +128,7 @@ class TrainConfig:
   item_l2: float = 0.0
   cosine_decay: bool = False
   data_parallel: bool = False
+  item_embeddings: Optional[str] = None
 
 
 C = TypeVar("C")

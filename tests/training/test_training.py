@@ -213,3 +213,24 @@ print("ok", losses)
                              env=env, cwd=REPO, check=False)
   assert completed.returncode == 0, completed.stderr[-3000:]
   assert (tmp_path / "model.weights.h5").exists()
+
+
+def test_pretrained_item_vectors_are_frozen_rows_of_their_table(real_examples, data, tmp_path):
+  """TrainConfig.item_embeddings: row i of the model's frozen table is the vector of the item
+  of vocabulary index i (zeros where the table has none), training leaves it as it is, the
+  run keeps its copy and restore_model reads it back."""
+  from twin_tf.clustering.embeddings import ItemEmbeddingTable
+  vocabulary = data.vocabularies["item_id"]
+  known = vocabulary.ids[::2]  # half of the items have a vector
+  vectors = np.random.default_rng(5).standard_normal((len(known), 4)).astype("float32")
+  ItemEmbeddingTable(known, vectors).save(tmp_path / "emb.npz")
+  config = TrainConfig(examples=str(real_examples[0]), epochs=1, batch_size=64,
+                       output_dir=str(tmp_path / "run"), item_embeddings=str(tmp_path / "emb.npz"))
+  train(config, data, verbose=0)
+  model, _, _ = restore_model(config.output_dir)
+  table = np.asarray(model.item_embedding.pretrained)
+  expected = np.zeros((len(vocabulary), 4), "float32")
+  expected[vocabulary.lookup(known)] = vectors
+  np.testing.assert_array_equal(table, expected)
+  assert not any(w is model.item_embedding.pretrained for w in model.trainable_weights)
+  assert model.config.pretrained_dim == 4

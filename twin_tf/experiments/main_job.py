@@ -93,6 +93,9 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
                      f"--models: the first model is exported and served over the clusters; "
                      f"{models[0]} does not attend over clusters (put TwinV2 first)")
   overrides = {"epochs": config.epochs} if config.epochs else {}
+  # the clustering's item vectors, frozen beside the learnt ones: one item space for the
+  # clusters, the GSU keys and the queries (built before each user's cutoff: no leakage)
+  overrides["item_embeddings"] = str(embeddings)
   weights = [quality.run_dir(runs_dir, m, s) / "model.weights.h5"
              for m in models for s in seeds]
   served_run = quality.run_dir(runs_dir, models[0], seeds[0])

@@ -46,9 +46,12 @@ class ModelConfig:
     use_log_size: the + ln n term of alpha'.
     normalized_attention: the attention's target term live from the start (unit-RMS K_h and
       q into W_h / W_q, kernels at variance 1 / D_h, a learnt temperature per head;
-      ClusterAwareTargetAttention's `normalized`).
+      ClusterAwareTargetAttention's `normalized`). False: the paper's plain projections,
+      whose target term stays near 1e-4 against ln n (README "Live attention").
     gsu_top_k, gsu_merge: K and the head merge ("sum" or "round_robin").
     item_l2: L2 penalty on the item-id embedding table (training only).
+    pretrained_dim: size of the frozen pretrained item vectors appended to the inherent
+      features (ItemEmbedding's pretrained_dim; the trainer fills them); 0: none.
     short_term: "attention" (multi-head target attention) or "din" (DIN's activation unit).
   """
 
@@ -56,7 +59,7 @@ class ModelConfig:
   long_term: str = "gsu"
   long_term_source: str = "clusters"
   use_log_size: bool = True
-  normalized_attention: bool = False
+  normalized_attention: bool = True
   gsu_top_k: int = 100
   gsu_merge: str = "sum"
   short_term: str = "attention"
@@ -69,6 +72,7 @@ class ModelConfig:
   cross_dim: int = 8
   hidden_units: tuple = (200, 80)
   item_l2: float = 0.0
+  pretrained_dim: int = 0
 
 
 PRESETS = {
@@ -104,7 +108,7 @@ class CtrModel(keras.Model):
     self.config, self.spec = config, spec
     self.vocab_sizes = {f: int(vocab_sizes[f]) for f in spec.candidate_fields}
     self.item_embedding = ItemEmbedding(self.vocab_sizes, config.item_dim, config.feature_dim,
-                                        config.item_l2)
+                                        config.item_l2, config.pretrained_dim)
     self.cross_embedding = CrossFeatureEmbedding(features.cross_vocab(spec), config.cross_dim)
     self.hour = keras.layers.Embedding(features.TIME_CROSS_VOCAB["hour"], config.feature_dim)
     self.weekday = keras.layers.Embedding(features.TIME_CROSS_VOCAB["weekday"],

@@ -86,6 +86,7 @@ def attention_liveness(model, builder, split: str = "test", max_users: int = 100
 
 def _terms(model, builder, split, chosen):
   """(target (I, L), per-position term (I, L), valid (I, L)) of impressions `chosen`."""
-  positions, queries = model.gsu_factors(builder.inputs(split, chosen))
+  inputs = {k: np.asarray(v) for k, v in builder.inputs(split, chosen).items()}  # any backend
+  positions, queries = model.gsu_factors(inputs)
   target, offset, valid = gsu_terms(np.asarray(positions), np.asarray(queries))
   return target[:, 0], offset, valid  # one candidate per impression

@@ -4,6 +4,8 @@ A run directory holds:
   config.json              the TrainConfig (and the model's ModelConfig)
   feature_spec.json        the examples' item features and flags (twin_tf.data.feature_spec)
   vocabulary.npz           known ids of each data vocabulary (twin_tf.model.vocabulary)
+  item_embeddings.npz      the pretrained item vectors the model's frozen table holds (with
+                           TrainConfig.item_embeddings)
   oov.json                 per split and feature, the share of targets out of vocabulary
   backup/                  the last mid-epoch backup (training.resume): a killed run resumes
                            from its last backed-up batch
@@ -24,6 +26,7 @@ import time
 import numpy as np
 
 from twin_tf import config as config_lib
+from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.config import TrainConfig  # noqa: F401  (also imported from here)
 from twin_tf.data import schema
 from twin_tf.model import features
@@ -32,6 +35,8 @@ from twin_tf.model.vocabulary import Vocabularies
 from twin_tf.training import diversity, liveness, metrics, ranking, resume, streaming
 from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData, load_example_data
 from twin_tf.training.optimizer import EmbeddingAdam
+
+PRETRAINED_FILE = "item_embeddings.npz"  # the run's copy of TrainConfig.item_embeddings
 
 
 def _builder(config: TrainConfig, data: ExampleData) -> DatasetBuilder:
@@ -89,7 +94,11 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   batches_per_epoch = streamed.num_batches("train", config.batch_size, devices)
   validation_ds = streamed.dataset("validation", config.batch_size * 4, multiple_of=devices)
 
-  model = _built_model(config.model, vocabularies, config.item_l2)
+  pretrained = None
+  if config.item_embeddings:
+    pretrained = ItemEmbeddingTable.load(config.item_embeddings)
+    pretrained.save(out / PRETRAINED_FILE)
+  model = _built_model(config.model, vocabularies, config.item_l2, pretrained)
   model.dense_normalization.set_statistics(scan.dense_mean, scan.dense_std)
   learning_rate = config.learning_rate
   if config.cosine_decay:
@@ -161,12 +170,29 @@ def _extend(history: dict, more) -> None:
     history.setdefault(key, []).extend(values)
 
 
-def _built_model(model_name: str, vocabularies: Vocabularies, item_l2: float = 0.0):
-  """A new model with its variables created (by a call on placeholder inputs)."""
-  model = build_model(dataclasses.replace(PRESETS[model_name], item_l2=item_l2),
+def _built_model(model_name: str, vocabularies: Vocabularies, item_l2: float = 0.0,
+                 pretrained: ItemEmbeddingTable | None = None):
+  """A new model with its variables created (by a call on placeholder inputs), with the
+  pretrained item vectors of `pretrained` in its frozen table (None: no such table)."""
+  model = build_model(dataclasses.replace(PRESETS[model_name], item_l2=item_l2,
+                                          pretrained_dim=pretrained.dim if pretrained else 0),
                       vocabularies.spec, vocabularies.sizes())
   model(features.placeholder_inputs(vocabularies.spec))
+  if pretrained:
+    model.item_embedding.set_pretrained(pretrained_rows(pretrained, vocabularies))
   return model
+
+
+def pretrained_rows(table: ItemEmbeddingTable, vocabularies: Vocabularies) -> np.ndarray:
+  """(item vocabulary size, d): row i the vector of the item of index i, zeros for padding,
+  out-of-vocabulary and items the table has no vector for."""
+  vocabulary = vocabularies[schema.ITEM_ID]
+  if vocabulary.hash_buckets:
+    raise ValueError("pretrained item vectors need an item-id vocabulary built from the data, "
+                     "not a hashed one")
+  rows = np.zeros((len(vocabulary), table.dim), np.float32)
+  rows[2:], _ = table.lookup(vocabulary.ids)
+  return rows
 
 
 def restore_model(run_dir: str | pathlib.Path):
@@ -175,7 +201,9 @@ def restore_model(run_dir: str | pathlib.Path):
   run_dir = pathlib.Path(run_dir)
   config = config_lib.load(TrainConfig, run_dir / "config.json")
   vocabularies = Vocabularies.load(run_dir)
-  model = _built_model(config.model, vocabularies)
+  pretrained = (ItemEmbeddingTable.load(run_dir / PRETRAINED_FILE)
+                if (run_dir / PRETRAINED_FILE).exists() else None)
+  model = _built_model(config.model, vocabularies, pretrained=pretrained)
   model.load_weights(str(run_dir / "model.weights.h5"))
   return model, vocabularies, config
 

@@ -15,17 +15,21 @@ class ItemEmbedding(keras.layers.Layer):
     vocab_sizes: {field: vocabulary size (index 0 is padding)}, the item id first.
     item_dim: item-id embedding size.  feature_dim: every other feature's embedding size.
     item_l2: L2 penalty on the item-id table (0: none).
+    pretrained_dim: size of a frozen table of pretrained item vectors (co-occurrence
+      embeddings, the clustering's item space; set_pretrained fills it) appended last; 0:
+      none.
 
   Call:
     ids: list of (...) int ids, one per field in vocab_sizes order.
-    returns: (..., item_dim + (F - 1) * feature_dim) for F fields.
+    returns: (..., item_dim + (F - 1) * feature_dim + pretrained_dim) for F fields.
   """
 
   def __init__(self, vocab_sizes: dict, item_dim: int = 32, feature_dim: int = 8,
-               item_l2: float = 0.0, **kwargs):
+               item_l2: float = 0.0, pretrained_dim: int = 0, **kwargs):
     super().__init__(**kwargs)
     self.vocab_sizes = {str(k): int(v) for k, v in vocab_sizes.items()}
     self.item_dim, self.feature_dim, self.item_l2 = item_dim, feature_dim, item_l2
+    self.pretrained_dim = pretrained_dim
     sizes = list(self.vocab_sizes.items())
     self.tables = [keras.layers.Embedding(
         sizes[0][1], item_dim, name="item",
@@ -35,16 +39,29 @@ class ItemEmbedding(keras.layers.Layer):
 
   @property
   def output_dim(self) -> int:
-    return self.item_dim + (len(self.tables) - 1) * self.feature_dim
+    return self.item_dim + (len(self.tables) - 1) * self.feature_dim + self.pretrained_dim
 
   def build(self, ids_shape):
     for layer, shape in zip(self.tables, ids_shape):
       layer.build(shape)
+    if self.pretrained_dim:
+      self.pretrained = self.add_weight(
+          name="pretrained", shape=(self.tables[0].input_dim, self.pretrained_dim),
+          initializer="zeros", trainable=False)
+
+  def set_pretrained(self, vectors):
+    """vectors: (item vocabulary size, pretrained_dim), row i for item index i (zeros for
+    padding, out-of-vocabulary and items without a vector)."""
+    self.pretrained.assign(ops.convert_to_tensor(vectors, "float32"))
 
   def call(self, ids):
-    return ops.concatenate([take_rows(table.embeddings, ops.cast(i, "int32"))
-                            for table, i in zip(self.tables, ids)], axis=-1)
+    parts = [take_rows(table.embeddings, ops.cast(i, "int32"))
+             for table, i in zip(self.tables, ids)]
+    if self.pretrained_dim:
+      parts.append(take_rows(self.pretrained, ops.cast(ids[0], "int32")))
+    return ops.concatenate(parts, axis=-1)
 
   def get_config(self):
     return {**super().get_config(), "vocab_sizes": self.vocab_sizes, "item_dim": self.item_dim,
-            "feature_dim": self.feature_dim, "item_l2": self.item_l2}
+            "feature_dim": self.feature_dim, "item_l2": self.item_l2,
+            "pretrained_dim": self.pretrained_dim}

@@ -97,6 +97,18 @@ def test_every_flag_has_help():
         assert action.help, f"twin-tf {name} {action.option_strings} has no help text"
 
 
+def test_every_flag_shows_one_default_at_most():
+  """`--help` of every command: no flag's help says its default twice (its own words and
+  the formatter's)."""
+  parser = cli.build_parser()
+  commands = next(a for a in parser._actions if a.dest == "command").choices  # pylint: disable=protected-access
+  for name, sub in commands.items():
+    formatter = sub._get_formatter()  # pylint: disable=protected-access
+    for action in sub._actions:  # pylint: disable=protected-access
+      text = formatter._expand_help(action) if action.help else ""  # pylint: disable=protected-access
+      assert text.count("default") <= 1, f"twin-tf {name} {action.option_strings}: {text}"
+
+
 def test_embeddings_write_every_dead_letter(tmp_path, capsys):
   import json
 

@@ -152,12 +152,20 @@ def cluster_config(args: argparse.Namespace) -> ClusteringConfig:
   return config
 
 
+class OneDefaultHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+  """Appends a flag's default to its help unless the help already says its default."""
+
+  def _get_help_string(self, action):
+    if "default" in (action.help or ""):
+      return action.help
+    return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
   parser = argparse.ArgumentParser(
       prog="twin-tf", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
   sub = parser.add_subparsers(dest="command", required=True)
-  add_command = functools.partial(sub.add_parser,
-                                  formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+  add_command = functools.partial(sub.add_parser, formatter_class=OneDefaultHelpFormatter)
 
   main = add_command("main", help="the main job, end to end on the real data; extra "
                        "--flags go to Beam")

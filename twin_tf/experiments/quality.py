@@ -109,12 +109,32 @@ def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: s
   test = data.impressions["test"]
   return {"dataset": dataset or str(examples), "split": "test", "seeds": list(seeds),
           "baselines": {gbdt.NAME: summarize([gbdt_run(data, s) for s in seeds])},
-          **({"references": truth_references(data, truth)} if truth else {}),
+          "references": {**feature_references(data),
+                         **(truth_references(data, truth) if truth else {})},
           "train_config": {k: v for k, v in dataclasses.asdict(TrainConfig(
               **overrides)).items() if k not in ("examples", "output_dir", "model", "seed")},
           "models": {m: summarize(runs) for m, runs in per_model.items()},
           "random_diversity": diversity.random_ranking_diversity(
               test[schema.USER_ID], test[data.spec.primary])}
+
+
+def feature_references(data: ExampleData) -> dict:
+  """Test AUC / GAUC of single dense features as scores: "item_positive_rate" (the item's
+  positive rate before the impression) and "best_single_feature" (the feature of the best
+  validation AUC, named; chosen on validation, never on test)."""
+  from twin_tf.model import features  # pylint: disable=import-outside-toplevel
+  from twin_tf.training import metrics  # pylint: disable=import-outside-toplevel
+
+  def scored(split: str, column: int) -> dict:
+    table = data.impressions[split]
+    score = table[features.DENSE][:, column]
+    return {"auc": metrics.auc(table[schema.LABEL], score),
+            "gauc": metrics.gauc(table[schema.LABEL], score, table[schema.USER_ID])}
+
+  names = features.DENSE_FEATURES
+  best = int(np.nanargmax([scored("validation", i)["auc"] for i in range(len(names))]))
+  return {"item_positive_rate": scored("test", names.index("item_positive_rate")),
+          "best_single_feature": {"feature": names[best], **scored("test", best)}}
 
 
 def truth_references(data: ExampleData, truth: str) -> dict:
@@ -244,8 +264,11 @@ def markdown(summary: dict) -> str:
                  f"{r['recall_mean']:.4f} ± {r['recall_std']:.4f} | "
                  f"{r['diversity_mean']:.3f} ± {r['diversity_std']:.3f} |")
   for name, r in summary.get("references", {}).items():
-    if name != "dormant_share":
-      lines.append(f"| {name} (SYNTHETIC truth) | {r['auc']:.4f} | {r['gauc']:.4f} | | | | |")
+    if isinstance(r, dict):
+      label = {"oracle": "oracle (SYNTHETIC truth)", "item_only": "item-only (SYNTHETIC truth)",
+               "best_single_feature": f"best single feature ({r.get('feature')})"}.get(
+                   name, name.replace("_", " ") + " alone")
+      lines.append(f"| {label} | {r['auc']:.4f} | {r['gauc']:.4f} | | | | |")
   random = summary["random_diversity"]
   lines += ["", f"A random ranking gives {random['mean_distinct']:.3f} distinct categories "
             f"in the top-{k} ({random['users']} users with more than {k} test candidates).",

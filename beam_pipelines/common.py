@@ -224,6 +224,7 @@ def run_to_completion(options: PipelineOptions, build, namespace: str,
   another shard count would otherwise leave old shards beside the new ones).
   """
   output = options.view_as(BehaviorLogOptions).output
+  refuse_to_delete_inputs(options, output, outputs)
   clear_previous_outputs(output, outputs)
   pipeline = beam.Pipeline(options=options)
   build(pipeline)
@@ -253,10 +254,29 @@ class PipelineFailed(RuntimeError):
   """A pipeline that did not finish; the message names the pipeline and the stage."""
 
 
+def _matched(patterns: list[str]) -> set[str]:
+  return {m.path for result in FileSystems.match(patterns) for m in result.metadata_list}
+
+
+def refuse_to_delete_inputs(options: PipelineOptions, output: str, globs: tuple[str, ...]
+                            ) -> None:
+  """SystemExit naming the option, before anything is deleted, when a file an input option
+  reads is one of the previous outputs a run removes (e.g. --previous inside --output)."""
+  doomed = _matched([f"{output.rstrip('/')}/{g}" for g in globs])
+  given = options.get_all_options()
+  for name in INPUT_OPTIONS:
+    if given.get(name):
+      pattern = str(given[name])
+      read = _matched([pattern, pattern.rstrip("/") + "/*"])
+      if read & doomed:
+        raise SystemExit(f"--{name}={pattern} reads {len(read & doomed)} files this run would "
+                         f"delete first as previous outputs of --output={output}; write to "
+                         "another --output")
+
+
 def clear_previous_outputs(output: str, globs: tuple[str, ...]) -> list[str]:
   """Deletes the files under `output` matching `globs` (local or gs://); returns them."""
-  patterns = [f"{output.rstrip('/')}/{g}" for g in globs]
-  paths = [m.path for result in FileSystems.match(patterns) for m in result.metadata_list]
+  paths = sorted(_matched([f"{output.rstrip('/')}/{g}" for g in globs]))
   if paths:
     logging.info("removing %d outputs of a previous run under %s", len(paths), output)
     FileSystems.delete(paths)

@@ -114,6 +114,22 @@ def test_tfrecord_input_gives_same_clusters_as_parquet(real_subset, tmp_path):
     np.testing.assert_array_equal(a[u]["item_id"], b[u]["item_id"])
 
 
+def test_previous_inside_the_output_is_refused_before_anything_is_deleted(real_subset,
+                                                                          tmp_path):
+  """`twin-tf cluster --previous X --output X` used to empty X, then fail: the records were
+  gone. Now it is refused, naming the option, and X keeps every file."""
+  from twin_tf import commands
+  _, folder = real_subset
+  out = tmp_path / "clusters"
+  cluster_behaviors.run([f"--input={folder / 'behaviors.parquet'}",
+                         f"--embeddings={folder / 'emb.npz'}", f"--output={out}"], CONFIG)
+  before = sorted(p.name for p in out.iterdir())
+  with pytest.raises(SystemExit, match="--previous=.*would delete"):
+    commands.cluster(folder / "behaviors.parquet", folder / "emb.npz", out, CONFIG,
+                     previous=out)
+  assert sorted(p.name for p in out.iterdir()) == before
+
+
 def test_previous_records_are_updated_incrementally(real_subset, movielens_embeddings, tmp_path):
   """Clusters up to the 0.5 quantile, then --previous to 0.8: each user's record equals the
   library's update_user of that user; a user missing from the previous run is clustered in

@@ -38,11 +38,11 @@ import numpy as np
 
 from twin_tf.data import schema
 from twin_tf.data.feature_spec import FeatureSpec, ItemFeature
+from twin_tf.data.synthetic import START, sigmoid
 
 SPEC = FeatureSpec("synthetic_longterm", (ItemFeature("category"), ItemFeature("year_bucket")),
                    ("tagged",))
 HOUR = 3_600
-START = 1_514_764_800  # 2018-01-01
 TRUTH_FIELDS = ("click_probability", "item_probability", "dormant")
 
 
@@ -86,10 +86,6 @@ def truth_path(log: str | pathlib.Path) -> pathlib.Path:
 
 def _unit(x: np.ndarray) -> np.ndarray:
   return x / np.linalg.norm(x, axis=-1, keepdims=True)
-
-
-def _sigmoid(x):
-  return 1.0 / (1.0 + np.exp(-x))
 
 
 def longterm_log(config: LongTermConfig = LongTermConfig()
@@ -165,9 +161,9 @@ def _user(user, n, rng, config, items, popularity, item_bias, affinity_mean):
       p = np.exp(logits - logits.max()) * popularity ** 0.3
       item[chosen] = rng.choice(len(items), int(chosen.sum()), p=p / p.sum())
   affinity = _affinity(items[item], tastes, config.sharpness) - affinity_mean
-  probability = _sigmoid(config.base + config.affinity_weight * affinity + item_bias[item])
+  probability = sigmoid(config.base + config.affinity_weight * affinity + item_bias[item])
   click = rng.random(n) < probability
-  completion = np.clip(_sigmoid(4.0 * affinity + rng.normal(0, 0.7, n)) * 1.1, 0.0, 1.0)
+  completion = np.clip(sigmoid(4.0 * affinity + rng.normal(0, 0.7, n)) * 1.1, 0.0, 1.0)
   columns = SPEC.empty_columns(n)
   columns[schema.USER_ID][:] = user
   columns[schema.ITEM_ID] = item + 1  # 0 is padding

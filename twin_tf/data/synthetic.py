@@ -46,7 +46,7 @@ class SynthConfig:
   seed: int = 0
 
 
-def _sigmoid(x):
+def sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
 
 
@@ -90,8 +90,8 @@ def _user(user, n, rng, config, topic_of_item, by_topic, topic_start, release, d
   pick = np.minimum((rng.random(n) ** 2 * count).astype(np.int64), np.maximum(count - 1, 0))
   item = by_topic[np.minimum(topic_start[topic] + pick, len(by_topic) - 1)]
   interest = np.log(base[slot] * 30)  # > 0 above the average interest
-  completion = np.clip(_sigmoid(0.8 * interest + rng.normal(0, 0.8, n)) * 1.2, 0, 1.5)
-  click = rng.random(n) < _sigmoid(-1.0 + 0.9 * interest + 1.0 * completion)
+  completion = np.clip(sigmoid(0.8 * interest + rng.normal(0, 0.8, n)) * 1.2, 0, 1.5)
+  click = rng.random(n) < sigmoid(-1.0 + 0.9 * interest + 1.0 * completion)
   columns = SPEC.empty_columns(n)
   columns[schema.USER_ID][:] = user
   columns[schema.ITEM_ID] = item

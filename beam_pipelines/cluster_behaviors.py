@@ -12,7 +12,9 @@ Outputs under --output:
 Counters (namespace cluster_behaviors): behaviors_read, dead_letters, users, behaviors
 (clustered, i.e. before the cutoff), clusters, clustering_ms (time spent clustering),
 users_incremental (updated from a previous record), users_in_full (no previous record, or
-one that did not match: another format, a changed past), previous_without_behaviors.
+one that did not match: another format, a changed past), previous_unreadable (of those in
+full, the users whose previous record did not decode or could not be used at all),
+previous_without_behaviors.
 Progress (users clustered out of all users) goes to stderr.
 
 Locally (default runner FnApiRunner, no download):
@@ -48,7 +50,8 @@ from twin_tf.data import feature_spec, schema
 
 NAMESPACE = "cluster_behaviors"
 COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters",
-            "clustering_ms", "users_incremental", "users_in_full", "previous_without_behaviors")
+            "clustering_ms", "users_incremental", "users_in_full", "previous_unreadable",
+            "previous_without_behaviors")
 
 
 class ClusterBehaviorsOptions(PipelineOptions):
@@ -85,7 +88,8 @@ class ClusterUserDoFn(beam.DoFn):
   def __init__(self, embeddings_path: str, config: ClusteringConfig, since: int | None = None):
     self._embeddings_path, self._config, self._since = embeddings_path, config, since
     self._ways = {way: beam.metrics.Metrics.counter(NAMESPACE, way) for way in (
-        "users_incremental", "users_in_full", "previous_without_behaviors")}
+        "users_incremental", "users_in_full", "previous_unreadable",
+        "previous_without_behaviors")}
     self._users = beam.metrics.Metrics.counter(NAMESPACE, "users")
     self._behaviors = beam.metrics.Metrics.counter(NAMESPACE, "behaviors")
     self._clusters = beam.metrics.Metrics.counter(NAMESPACE, "clusters")
@@ -113,6 +117,12 @@ class ClusterUserDoFn(beam.DoFn):
         self._ways["users_incremental"].inc()
       except StaleRecord as error:
         logging.warning("%s", error)
+      except Exception as error:  # pylint: disable=broad-except
+        # a record that does not decode or was tampered with: never fail the run for it
+        self._ways["previous_unreadable"].inc()
+        logging.warning("user %s: previous cluster record unreadable (%s: %s): cluster in "
+                        "full", element[0], type(error).__name__,
+                        str(error)[:200])
     if user is None:
       user = cluster_user(columns, self._table, self._config)
       self._ways["users_in_full"].inc()
@@ -123,6 +133,22 @@ class ClusterUserDoFn(beam.DoFn):
     if user.num_clusters:
       self._compression.update(int(100 * user.num_behaviors / user.num_clusters))
     yield records.encode(user)
+
+
+class KeyPreviousRecord(beam.DoFn):
+  """Serialized previous cluster record -> (user_id, record); one without a readable user
+  is counted (previous_unreadable) and left out: its user, if any, is clustered in full."""
+
+  def __init__(self):
+    self._unreadable = beam.metrics.Metrics.counter(NAMESPACE, "previous_unreadable")
+
+  def process(self, serialized):
+    try:
+      yield records.user_id(serialized), serialized
+    except Exception as error:  # pylint: disable=broad-except
+      self._unreadable.inc()
+      logging.warning("a previous cluster record without a readable user_id (%s): left out",
+                      type(error).__name__)
 
 
 class ClusterUsers(beam.PTransform):
@@ -139,8 +165,7 @@ class ClusterUsers(beam.PTransform):
     if self._previous:
       previous = (chunks.pipeline
                   | "ReadPrevious" >> beam.io.ReadFromTFRecord(self._previous)
-                  | "KeyPrevious" >> beam.Map(
-                      lambda s: (records.user_id(s), s)))
+                  | "KeyPrevious" >> beam.ParDo(KeyPreviousRecord()))
     else:
       previous = chunks.pipeline | "NoPrevious" >> beam.Create([])
     users = ({"behaviors": chunks, "previous": previous}

@@ -130,6 +130,34 @@ def test_previous_inside_the_output_is_refused_before_anything_is_deleted(real_s
   assert sorted(p.name for p in out.iterdir()) == before
 
 
+def test_unreadable_previous_records_send_their_users_to_full_clustering(real_subset,
+                                                                        tmp_path):
+  """Garbage bytes, a record without a user and a record missing its clustering used to fail
+  the whole run; now each is counted (previous_unreadable), its user is clustered in full
+  and every other user is updated."""
+  from twin_tf.data import tfexample
+  _, folder = real_subset
+  flags = [f"--input={folder / 'behaviors.parquet'}", f"--embeddings={folder / 'emb.npz'}"]
+  cluster_behaviors.run(flags + [f"--output={tmp_path / 'day1'}"],
+                        ClusteringConfig(cutoff_quantile=0.5))
+  serialized = list(tf.data.TFRecordDataset(sorted(
+      str(p) for p in (tmp_path / "day1").glob("clusters-*"))).as_numpy_iterator())
+  broken = records.decode(serialized[0])
+  del broken[records.BEHAVIOR_CLUSTER]
+  with tf.io.TFRecordWriter(str(tmp_path / "previous.tfrecord")) as writer:
+    writer.write(b"\x0agarbage")
+    writer.write(tfexample.encode({"cutoff": 5}))  # no user_id
+    writer.write(tfexample.encode(broken))
+    for record in serialized[1:]:
+      writer.write(record)
+  counters = cluster_behaviors.run(
+      flags + [f"--output={tmp_path / 'day2'}", f"--previous={tmp_path / 'previous.tfrecord'}"],
+      CONFIG)
+  assert counters["users"] == 40
+  assert counters["previous_unreadable"] == 3
+  assert (counters["users_incremental"], counters["users_in_full"]) == (39, 1)
+
+
 def test_previous_records_are_updated_incrementally(real_subset, movielens_embeddings, tmp_path):
   """Clusters up to the 0.5 quantile, then --previous to 0.8: each user's record equals the
   library's update_user of that user; a user missing from the previous run is clustered in

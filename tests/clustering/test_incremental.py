@@ -131,6 +131,42 @@ def test_records_that_do_not_match_are_refused():
     update_user(columns, table, ClusteringConfig(max_clusters=10), record)
 
 
+@pytest.mark.parametrize("change", ["items", "times", "groups"])
+def test_a_changed_past_with_equal_counts_is_refused(change):
+  """Same number of behaviors before the record's cutoff, other content (every item id
+  shifted, times moved within the past, completion changed): the digest of the past no
+  longer matches, so the user is clustered in full, not updated on a wrong past."""
+  columns, table = synthetic_user(1000, seed=6)
+  previous = cluster_user(columns, table, ClusteringConfig(gamma=GAMMA,
+                                                           cutoff_timestamp=_times(columns, .5)))
+  record = records.decode(records.encode(previous))
+  config = ClusteringConfig(gamma=GAMMA, cutoff_timestamp=_times(columns, 0.7))
+  changed = {k: v.copy() for k, v in columns.items()}
+  past = changed[schema.TIMESTAMP] < record[records.CLUSTERED_BEFORE]
+  if change == "items":
+    changed[schema.ITEM_ID][past] += 1
+  elif change == "times":
+    changed[schema.TIMESTAMP][past] -= 1
+  else:
+    changed[schema.PLAY_TIME][past] = changed[schema.DURATION][past] - \
+        changed[schema.PLAY_TIME][past]
+  update_user(columns, table, config, record)  # the unchanged past updates
+  with pytest.raises(StaleRecord, match="not the ones the record clustered"):
+    update_user(changed, table, config, record)
+
+
+def test_a_record_with_cluster_ids_out_of_range_is_refused():
+  columns, table = synthetic_user(1000, seed=6)
+  previous = cluster_user(columns, table, ClusteringConfig(gamma=GAMMA,
+                                                           cutoff_timestamp=_times(columns, .5)))
+  record = records.decode(records.encode(previous))
+  tampered = record[records.BEHAVIOR_CLUSTER].copy()
+  tampered[0] = 10 ** 12  # would allocate terabytes
+  with pytest.raises(StaleRecord, match="out of range"):
+    update_user(columns, table, ClusteringConfig(gamma=GAMMA, cutoff_timestamp=_times(
+        columns, 0.7)), {**record, records.BEHAVIOR_CLUSTER: tampered})
+
+
 def test_staleness_leaves_recent_behaviors_out_but_keeps_the_cutoff():
   columns, table = synthetic_user(1000, seed=7)
   cutoff = _times(columns, 0.8)

@@ -16,8 +16,9 @@ only places the behaviors that arrived since:
 Every invariant of a full clustering holds (sizes sum to the behaviors, every cluster <=
 gamma and within one group, each behavior in exactly one cluster) and the result is
 deterministic. Only the k-means over unchanged clusters is saved, which is almost all of it.
-A record that does not match the user's behaviors (another format, the past changed, fewer
-behaviors to cluster than before) raises StaleRecord: cluster that user in full.
+A record that does not match the user's behaviors (another format, the past changed: its
+items, times or completion groups no longer hash to the record's digest, fewer behaviors to
+cluster than before, cluster ids out of range) raises StaleRecord: cluster that user in full.
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.clustering.grouping import completion_groups
 from twin_tf.clustering.hierarchical import renumber_by_first_member
 from twin_tf.clustering.kmeans import cluster_sums
-from twin_tf.clustering.user import UserClusters, cluster_features, cluster_ids, clustered_rows
+from twin_tf.clustering.user import (
+  UserClusters,
+  behaviors_digest,
+  cluster_features,
+  cluster_ids,
+  clustered_rows,
+)
 from twin_tf.config import ClusteringConfig
 from twin_tf.data import schema
 
@@ -74,6 +81,14 @@ def update_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
                       f"the record clustered {previous[records.NUM_BEHAVIORS]}: cluster in full")
   embeddings, found = table.lookup(user[schema.ITEM_ID])
   groups = completion_groups(user[schema.PLAY_TIME], user[schema.DURATION], config.num_groups)
+  past = {f: user[f][:num_old] for f in (schema.ITEM_ID, schema.TIMESTAMP)}
+  if behaviors_digest(past, groups[:num_old]) != previous.get(records.DIGEST):
+    raise StaleRecord(f"user {previous[schema.USER_ID]}: the {num_old} behaviors before "
+                      f"{since} are not the ones the record clustered (items, times or "
+                      "completion groups changed): cluster in full")
+  if num_old and (old_cluster.min() < 0 or old_cluster.max() >= num_old):
+    raise StaleRecord(f"user {previous[schema.USER_ID]}: the record's cluster ids are out of "
+                      "range: cluster in full")
   cluster = np.concatenate([old_cluster, np.full(len(kept) - num_old, -1, np.int64)])
   num_clusters = int(old_cluster.max()) + 1 if num_old else 0
   cluster_group = np.full(num_clusters, -1, np.int64)
@@ -95,7 +110,8 @@ def update_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
   renumbered = renumber_by_first_member(cluster)
   return UserClusters(int(previous[schema.USER_ID]), cutoff, clustered_before, kept,
                       renumbered, _features(user, embeddings, found, groups, cluster,
-                                            renumbered, changed, previous))
+                                            renumbered, changed, previous),
+                      behaviors_digest(user, groups))
 
 
 def _features(user, embeddings, found, groups, cluster, renumbered, changed, previous):

@@ -24,12 +24,13 @@ import numpy as np
 from twin_tf.clustering.user import UserClusters
 from twin_tf.data import schema, tfexample
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: with the digest of the clustered behaviors
 VERSION = "format_version"
 CUTOFF = "cutoff"
 CLUSTERED_BEFORE = "clustered_before"
 NUM_BEHAVIORS = "num_behaviors"
 BEHAVIOR_CLUSTER = "behavior_cluster"
+DIGEST = "behaviors_digest"
 
 
 def encode(user: UserClusters) -> bytes:
@@ -37,7 +38,7 @@ def encode(user: UserClusters) -> bytes:
   features = {VERSION: FORMAT_VERSION, schema.USER_ID: user.user_id,
               CUTOFF: -1 if user.cutoff is None else user.cutoff,
               CLUSTERED_BEFORE: user.clustered_before, NUM_BEHAVIORS: user.num_behaviors,
-              BEHAVIOR_CLUSTER: user.cluster_of_behavior.astype(np.int64)}
+              DIGEST: user.digest, BEHAVIOR_CLUSTER: user.cluster_of_behavior.astype(np.int64)}
   for name, values in user.clusters.items():
     integer = np.issubdtype(values.dtype, np.integer)
     features[name] = values.astype(np.int64 if integer else np.float32)
@@ -49,7 +50,7 @@ def decode(serialized: bytes) -> dict[str, np.ndarray | int]:
   num_behaviors: int; behavior_cluster and the cluster fields: arrays}."""
   out: dict[str, np.ndarray | int] = tfexample.decode(serialized)
   out.setdefault(VERSION, np.array([1]))
-  for name in (VERSION, schema.USER_ID, CUTOFF, CLUSTERED_BEFORE, NUM_BEHAVIORS):
+  for name in (VERSION, schema.USER_ID, CUTOFF, CLUSTERED_BEFORE, NUM_BEHAVIORS, DIGEST):
     if name in out:
       out[name] = int(out[name][0])
   return out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Optional
 
 import numpy as np
@@ -28,6 +29,8 @@ class UserClusters:
       canonical order (timestamp, item_id, play_time) that makes clustering deterministic.
     cluster_of_behavior: (N,) cluster id of each of those behaviors.
     clusters: columns with C rows (see `virtual_items`).
+    digest: behaviors_digest of the clustered behaviors, which an incremental update checks
+      its past against.
   """
 
   user_id: int
@@ -36,6 +39,7 @@ class UserClusters:
   behavior_index: np.ndarray
   cluster_of_behavior: np.ndarray
   clusters: dict[str, np.ndarray]
+  digest: int
 
   @property
   def num_behaviors(self) -> int:
@@ -133,7 +137,17 @@ def cluster_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
     gamma *= 2
     cluster = cluster_ids(embeddings, found, groups, gamma, config)
   return UserClusters(int(users[0]) if len(users) else -1, cutoff, clustered_before, kept,
-                      cluster, cluster_features(user, embeddings, found, groups, cluster))
+                      cluster, cluster_features(user, embeddings, found, groups, cluster),
+                      behaviors_digest(user, groups))
+
+
+def behaviors_digest(user: dict[str, np.ndarray], groups: np.ndarray) -> int:
+  """A 63-bit digest of clustered behaviors in canonical order: their item ids, timestamps
+  and completion groups (what a previous cluster record's past must still be)."""
+  digest = hashlib.sha256()
+  for values in (user[schema.ITEM_ID], user[schema.TIMESTAMP], groups):
+    digest.update(np.ascontiguousarray(values, np.int64).tobytes())
+  return int.from_bytes(digest.digest()[:8], "little") >> 1
 
 
 def cluster_features(user: dict[str, np.ndarray], embeddings: np.ndarray, found: np.ndarray,

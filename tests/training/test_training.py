@@ -163,14 +163,17 @@ print(json.dumps({{"scores": scores.tolist(), "loss": loss,
 
 
 def test_item_keys_are_the_attention_keys(trained, data):
-  """The cacheable keys equal what alpha' uses: K_h W_h / sqrt(d_k) of the item features."""
+  """The cacheable keys equal what alpha' uses: K_h W_h / sqrt(d_k) of the item features
+  (scaled to unit RMS first: TwinV2's attention is normalized)."""
   config, _ = trained
   model, _ = load_trained(config, data)
   ids = [np.array([2, 5, 9]), np.array([1, 3, 0]), np.array([2, 4, 0])]  # vocabulary indexes
   inherent = np.asarray(model.item_embedding(ids))
   keys = np.asarray(model.attention.item_keys(inherent))
   kernel = np.asarray(model.attention.key_projection.kernel)
-  expected = np.einsum("nd,dhk->nhk", inherent, kernel) / np.sqrt(model.config.key_dim)
+  assert model.attention.normalized
+  unit = inherent / np.sqrt(np.mean(inherent ** 2, axis=-1, keepdims=True) + 1e-6)
+  expected = np.einsum("nd,dhk->nhk", unit, kernel) / np.sqrt(model.config.key_dim)
   np.testing.assert_allclose(keys, expected, rtol=1e-5, atol=1e-6)
 
 

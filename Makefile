@@ -33,7 +33,7 @@ bench: setup
 # The quality study: every model tuned on one grid and trained over 5 seeds beside a GBDT, then
 # TWIN-V2 against TWIN at equal sequence budgets, the completion groups M and the clustering
 # method, on the main job's work folder -> results/quality.json, quality.md, quality_report/.
-# Several hours on 2 cores at the defaults; see README "Quality" for the settings of the
+# Several hours on 2 cores at the defaults; see docs/results.md for the settings of the
 # committed figures.
 experiment: setup
 	test -d work_dir/examples || $(BIN)/twin-tf main $(if $(DATA),--data=$(DATA))

@@ -47,7 +47,7 @@ class ModelConfig:
     normalized_attention: the attention's target term live from the start (unit-RMS K_h and
       q into W_h / W_q, kernels at variance 1 / D_h, a learnt temperature per head;
       ClusterAwareTargetAttention's `normalized`). False: the paper's plain projections,
-      whose target term stays near 1e-4 against ln n (README "Live attention").
+      whose target term stays near 1e-4 against ln n (docs/live_attention.md).
     gsu_top_k, gsu_merge: K and the head merge ("sum" or "round_robin").
     item_l2: L2 penalty on the item-id embedding table (training only).
     pretrained_dim: size of the frozen pretrained item vectors appended to the inherent

@@ -24,6 +24,10 @@ SMALL = ("--max-users=25", "--models", "TwinV2", "Twin", "--seeds", "0", "--gamm
          "--scann-sizes", "2000")
 
 
+def _refuse_constant(name):
+  raise ValueError(f"{name} is not JSON")
+
+
 def test_main_job_small(movielens_dir, tmp_path):
   """The README's main job on the first 25 real users (CI size): two models, one seed, a
   two-point gamma sweep, a small SYNTHETIC ScaNN size."""
@@ -70,6 +74,8 @@ def test_main_job_small(movielens_dir, tmp_path):
   assert html.count("data:image/png;base64,") == len(report["report"]["figures"]) >= 6
   for name in report["report"]["figures"]:
     assert (tmp_path / "report" / name).stat().st_size > 1000
+  for written in tmp_path.rglob("*.json"):  # every JSON the job writes parses strictly
+    json.loads(written.read_text(), parse_constant=_refuse_constant)
   # a rerun with nothing changed skips every stage and keeps the figures
   stdout_again, report_again = _main_job(movielens_dir, tmp_path, *SMALL)
   assert stdout_again.count("unchanged since the last run, skipped") == 13

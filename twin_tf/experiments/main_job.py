@@ -21,7 +21,7 @@ import json
 import pathlib
 from typing import Optional, Sequence
 
-from twin_tf import commands
+from twin_tf import commands, strict_json
 from twin_tf.config import ClusteringConfig
 from twin_tf.experiments import quality, stages
 from twin_tf.training import examples as training_examples
@@ -179,7 +179,7 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   runner.run(stages.Stage("report", report, [], [work / "report" / "report.html"],
                           {"figures": digest.hexdigest()}))
   summary = {**results, "stage_seconds": runner.seconds}
-  (work / "main_job.json").write_text(json.dumps(summary, indent=2, sort_keys=True,
+  (work / "main_job.json").write_text(strict_json.dumps(summary, indent=2, sort_keys=True,
                                                  default=str) + "\n")
   print(f"\nmain job finished in {sum(runner.seconds.values()) / 60:.1f} min of stage time; "
         f"report: {work / 'report' / 'report.html'}, figures: {work / 'main_job.json'}")

@@ -22,6 +22,7 @@ import time
 import numpy as np
 
 from twin_tf import config as config_lib
+from twin_tf import strict_json
 from twin_tf.config import TrainConfig
 from twin_tf.data import schema
 from twin_tf.training import diversity, gbdt
@@ -208,7 +209,7 @@ def run_experiment(examples: str, runs_dir: str, out_dir: str, models=MODELS,
 def write_summary(summary: dict, out_dir: str | pathlib.Path) -> None:
   out = pathlib.Path(out_dir)
   out.mkdir(parents=True, exist_ok=True)
-  (out / "quality.json").write_text(json.dumps(summary, indent=2) + "\n")
+  (out / "quality.json").write_text(strict_json.dumps(summary, indent=2) + "\n")
   (out / "quality.md").write_text(markdown(summary))
 
 

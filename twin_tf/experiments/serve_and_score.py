@@ -24,11 +24,29 @@ from twin_tf.training import metrics
 from twin_tf.training.input_pipeline import load_example_data
 
 
+def scored_user(data, max_candidates: int) -> tuple[int, str | None]:
+  """(row, None) of the user with the most clusters among those whose first max_candidates
+  test impressions hold both labels (an AUC needs both); without any such user, (the row of
+  the user with the most clusters, why no AUC exists)."""
+  imp = data.impressions["test"]
+  first = np.zeros(len(imp[schema.LABEL]), bool)
+  for row in np.unique(imp["user_row"]):
+    first[np.flatnonzero(imp["user_row"] == row)[:max_candidates]] = True
+  users = len(data.user_ids)
+  positives = np.bincount(imp["user_row"][first], imp[schema.LABEL][first], minlength=users)
+  counts = np.bincount(imp["user_row"][first], minlength=users)
+  both = (positives > 0) & (positives < counts)
+  if not both.any():
+    return int(np.argmax(data.cluster_len)), ("no user's test impressions hold both labels: "
+                                              "AUC is undefined")
+  return int(np.argmax(np.where(both, data.cluster_len, -1))), None
+
+
 def score_user(model_base_path: str, examples: str, key_cache_dir: str, reference_time: int,
                max_candidates: int = 100) -> dict:
   data = load_example_data(examples)
-  row = int(np.argmax(data.cluster_len))
   imp = data.impressions["test"]
+  row, reason = scored_user(data, max_candidates)
   picked = np.flatnonzero(imp["user_row"] == row)[:max_candidates]
   candidates = requests.candidates_of(data, picked)
   request, short = requests.user_request(data, row, candidates, reference_time,
@@ -51,7 +69,8 @@ def score_user(model_base_path: str, examples: str, key_cache_dir: str, referenc
   labels = imp[schema.LABEL][picked]
   return {"user_id": user_id, "clusters": int(data.cluster_len[row]),
           "candidates": int(len(picked)),
-          "auc": {k: metrics.auc(labels, v) for k, v in by_way.items()},
+          "auc": {k: None if reason else metrics.auc(labels, v) for k, v in by_way.items()},
+          **({"auc_reason": reason} if reason else {}),
           "max_abs_diff_vs_serving_default": {
               k: float(np.abs(v - in_model).max()) for k, v in by_way.items()}}
 
@@ -61,9 +80,10 @@ def serve_and_score(work: pathlib.Path, examples: pathlib.Path, reference_time: 
   """score_user over the main job's folders; prints and returns its figures."""
   result = score_user(str(work / "serving" / "twin"), str(examples), str(work / "key_cache"),
                       reference_time)
+  aucs = result.get("auc_reason") or ", ".join(f"{k} AUC {v:.4f}"
+                                                for k, v in result["auc"].items())
   print(f"user {result['user_id']} ({result['clusters']} clusters), {result['candidates']} "
-        "test candidates over gRPC (DEVELOPMENT server): " + ", ".join(
-            f"{k} AUC {v:.4f}" for k, v in result["auc"].items()))
+        f"test candidates over gRPC (DEVELOPMENT server): {aucs}")
   print("largest score difference to serving_default: " + ", ".join(
       f"{k} {v:.2e}" for k, v in result["max_abs_diff_vs_serving_default"].items()))
   return result

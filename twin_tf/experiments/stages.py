@@ -13,6 +13,8 @@ import pathlib
 import time
 from typing import Callable
 
+from twin_tf import strict_json
+
 
 @dataclasses.dataclass
 class Stage:
@@ -79,6 +81,6 @@ class StageRunner:
     seconds = round(time.time() - start, 1)
     self.results[stage.name], self.seconds[stage.name] = result, seconds
     self._state[stage.name] = {"fingerprint": key, "report": result, "seconds": seconds}
-    self._state_path.write_text(json.dumps(self._state, indent=1, default=str))
+    self._state_path.write_text(strict_json.dumps(self._state, indent=1, default=str))
     print(f"{tag} done in {seconds:.1f} s", flush=True)
     return result

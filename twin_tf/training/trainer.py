@@ -26,6 +26,7 @@ import time
 import numpy as np
 
 from twin_tf import config as config_lib
+from twin_tf import strict_json
 from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.config import TrainConfig  # noqa: F401  (also imported from here)
 from twin_tf.data import schema
@@ -228,7 +229,7 @@ def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None 
   result = {"model": config.model, "seed": config.seed,
             **split_metrics(data, split, scores, order),
             "attention": liveness.attention_liveness(model, builder, split)}
-  (out / f"metrics_{split}.json").write_text(json.dumps(result, indent=2) + "\n")
+  (out / f"metrics_{split}.json").write_text(strict_json.dumps(result, indent=2) + "\n")
   np.savez(out / f"predictions_{split}.npz", impression=order, score=scores)
   return result
 

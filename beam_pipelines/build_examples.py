@@ -51,6 +51,9 @@ class BuildExamplesOptions(PipelineOptions):
     parser.add_argument("--num_groups", type=int, default=5,
                         help="completion groups M of the behaviors' group feature (use the "
                         "clustering's M)")
+    parser.add_argument("--max_impressions", type=int, default=None,
+                        help="at most this many impressions per user, the most recent "
+                        "(default: all)")
 
 
 class ItemStatisticsDoFn(beam.DoFn):
@@ -153,7 +156,8 @@ def run(argv=None) -> dict[str, int]:
   """Runs the pipeline to completion; returns its counters."""
   options = common.pipeline_options(argv, BuildExamplesOptions, ("clusters",))
   config = ExampleConfig(validation_fraction=options.validation_fraction,
-                         test_fraction=options.test_fraction, num_groups=options.num_groups)
+                         test_fraction=options.test_fraction, num_groups=options.num_groups,
+                         max_impressions=options.max_impressions)
   counters = common.run_to_completion(
       options, lambda p: build(p, options, config), NAMESPACE, COUNTERS,
       ("users-*", "impressions_*-*", "groups_*-*", "dead_letters-*", feature_spec.FILE_NAME))

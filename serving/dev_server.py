@@ -86,11 +86,14 @@ class VersionStore:
   A new version is loaded and warmed with its own warmup requests
   (assets.extra/tf_serving_warmup_requests, as TF Serving replays them) before it takes
   traffic; the previous one serves until then. A version that fails to load is logged once
-  and tried again only when its folder changes.
+  and tried again only when its folder changes. With `version`, only that version is
+  served (TF Serving's "specific" version policy), whatever is published beside it.
   """
 
-  def __init__(self, base_path: str | pathlib.Path, poll_seconds: float = 1.0):
+  def __init__(self, base_path: str | pathlib.Path, poll_seconds: float = 1.0,
+               version: int | None = None):
     self.base_path, self.poll_seconds = pathlib.Path(base_path), poll_seconds
+    self.version = version
     self._current: LoadedVersion | None = None
     self._failed: dict[int, float] = {}  # version -> folder mtime when it failed
     self._lock = threading.Lock()
@@ -100,7 +103,8 @@ class VersionStore:
   def refresh(self) -> None:
     """Loads and warms the highest complete version if it is new, then makes it current."""
     versions = sorted(int(p.name) for p in self.base_path.iterdir()
-                      if p.name.isdigit() and (p / "saved_model.pb").exists()) \
+                      if p.name.isdigit() and (p / "saved_model.pb").exists() and
+                      self.version in (None, int(p.name))) \
         if self.base_path.exists() else []
     if not versions or (self._current and self._current.version == versions[-1]):
       return
@@ -467,11 +471,13 @@ def _rest_handler(store: VersionStore, model_name: str):
 
 class DevServer:
   """Both APIs over one VersionStore of `model_base_path` (TF Serving's: the folder of
-  <version>/ folders), serving it as `model_name`; `start()` returns (grpc_port, rest_port)."""
+  <version>/ folders), serving it as `model_name` (only `version` when given; else the
+  latest); `start()` returns (grpc_port, rest_port)."""
 
   def __init__(self, model_base_path, model_name: str = "twin", host: str = "127.0.0.1",
-               port: int = 0, rest_port: int = 0, poll_seconds: float = 1.0, workers: int = 8):
-    self.store = VersionStore(pathlib.Path(model_base_path), poll_seconds)
+               port: int = 0, rest_port: int = 0, poll_seconds: float = 1.0, workers: int = 8,
+               version: int | None = None):
+    self.store = VersionStore(pathlib.Path(model_base_path), poll_seconds, version)
     self.model_name, self.host = model_name, host
     self._grpc = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=workers),
                              options=GRPC_OPTIONS)

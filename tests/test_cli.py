@@ -3,6 +3,7 @@
 import pytest
 
 from twin_tf import cli
+from twin_tf.experiments import main_job
 
 
 def test_help_lists_every_command(capsys):
@@ -127,3 +128,18 @@ def test_embeddings_write_every_dead_letter(tmp_path, capsys):
   assert result["dead_letters"] == len(letters) == 2
   assert {json.loads(line)["field"] for line in letters} == {"timestamp", "play_time"}
   assert "2 malformed rows skipped" in capsys.readouterr().err
+
+
+def test_main_takes_an_absolute_cutoff_an_impression_cap_and_stages_to_skip():
+  args, _ = cli.build_parser().parse_known_args(
+      ["main", "--log", "l.parquet", "--cutoff", "2024-01-01", "--max-impressions", "50",
+       "--skip", "export", "gamma-sweep"])
+  config = cli.main_job_config(args)
+  assert (config.cutoff, config.max_impressions) == (1_704_067_200, 50)
+  assert cli.unix_time("1704067200") == cli.unix_time("2024-01-01T00:00:00+00:00")
+  assert main_job.skipped_stages(config.skip) == {
+      "export", "cache-keys", "serve-and-score", "retrieval", "gamma-sweep"}
+  with pytest.raises(SystemExit):
+    cli.build_parser().parse_known_args(["main", "--cutoff", "last tuesday"])
+  with pytest.raises(SystemExit, match="cannot be skipped"):
+    main_job.skipped_stages(("train",))

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import functools
 import logging
 import os
@@ -87,6 +88,18 @@ def add_main_job_arguments(parser: argparse.ArgumentParser) -> None:
                       default=defaults.cutoff_quantile,
                       help="cluster each user's first fraction of behaviors; the rest are "
                       "impressions (default %(default)s)")
+  parser.add_argument("--cutoff", type=unix_time, default=None,
+                      help="instead of --cutoff-quantile, one time for every user (unix "
+                      "seconds or an ISO date such as 2024-01-01, UTC): behaviors before it "
+                      "are clustered, the rest are impressions (default: none, the quantile)")
+  parser.add_argument("--max-impressions", dest="max_impressions", type=int, default=None,
+                      help="at most this many impressions per user, the most recent "
+                      "(default: all)")
+  parser.add_argument("--skip", nargs="+", default=[],
+                      choices=sorted(main_job.OPTIONAL_STAGES), metavar="STAGE",
+                      help="optional stages not to run, e.g. for a log of millions of "
+                      "behaviors; the stages that need one are skipped with it "
+                      "(default: none)")
   parser.add_argument("--models", nargs="+", default=list(defaults.models),
                       help="presets to train; the first is exported and served "
                       "(default: all six)")
@@ -101,12 +114,28 @@ def add_main_job_arguments(parser: argparse.ArgumentParser) -> None:
                       help="SYNTHETIC key counts for ScaNN against exact (default %(default)s)")
 
 
+def unix_time(text: str) -> int:
+  """Unix seconds, or an ISO-8601 date or time (UTC unless it says otherwise) -> seconds."""
+  if text.lstrip("-").isdigit():
+    return int(text)
+  try:
+    moment = datetime.datetime.fromisoformat(text)
+  except ValueError as error:
+    raise argparse.ArgumentTypeError(f"{text!r} is neither unix seconds nor an ISO date "
+                                     "(2024-01-01, 2024-01-01T12:00)") from error
+  if moment.tzinfo is None:
+    moment = moment.replace(tzinfo=datetime.timezone.utc)
+  return int(moment.timestamp())
+
+
 def main_job_config(args: argparse.Namespace) -> main_job.MainJobConfig:
   dataset, data = source(args)
   return main_job.MainJobConfig(
       dataset=dataset, data=data, features=args.features, item_features=args.item_features,
       workdir=args.workdir, max_users=args.max_users, gamma=args.gamma,
-      cutoff_quantile=args.cutoff_quantile, models=tuple(args.models),
+      cutoff_quantile=args.cutoff_quantile, cutoff=args.cutoff,
+      max_impressions=args.max_impressions, skip=tuple(args.skip),
+      models=tuple(args.models),
       seeds=tuple(args.seeds), epochs=args.epochs, gammas=tuple(args.gammas),
       scann_sizes=tuple(args.scann_sizes))
 

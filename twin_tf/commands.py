@@ -175,14 +175,16 @@ def cluster_summary(clusters: Path) -> dict:
 
 def build_examples(log: Path, clusters: Path, output: Path,
                    beam_args: Sequence[str] = (), num_groups: int = 5,
-                   features: str | None = None) -> dict:
+                   features: str | None = None, max_impressions: int | None = None) -> dict:
   """The build_examples pipeline over a cluster pipeline's output folder; its counters.
   `num_groups`: M of the behaviors' completion-group feature (the clustering's M);
+  `max_impressions`: at most this many impressions per user, the most recent (None: all);
   `features`: the log's FeatureSpec (preset name or feature_spec.json; None: the one beside
   the log, else movielens)."""
   from beam_pipelines import build_examples as pipeline  # pylint: disable=import-outside-toplevel
   argv = _flags({"input": log, "clusters": f"{clusters}/clusters-*", "output": output,
-                 "num_groups": num_groups, "features": features})
+                 "num_groups": num_groups, "features": features,
+                 "max_impressions": max_impressions})
   return _report("build_examples", pipeline.run(argv + list(beam_args)))
 
 

@@ -79,6 +79,19 @@ def test_main_job_small(movielens_dir, tmp_path):
   # a rerun with nothing changed skips every stage and keeps the figures
   stdout_again, report_again = _main_job(movielens_dir, tmp_path, *SMALL)
   assert stdout_again.count("unchanged since the last run, skipped") == 13
+  # the export docs/serving.md shows publishes version 2 beside the job's version 1; a rerun
+  # still checks serving on the job's own version (it failed with VersionMismatchError)
+  exported = subprocess.run(
+      [sys.executable, "-m", "twin_tf.cli", "export",
+       f"--run-dir={tmp_path / 'runs' / 'TwinV2-seed0'}",
+       f"--model-base-path={tmp_path / 'serving' / 'twin'}",
+       f"--examples={tmp_path / 'examples'}"], capture_output=True, text=True, check=False)
+  assert exported.returncode == 0, exported.stderr[-2000:]
+  assert (tmp_path / "serving" / "twin" / "2" / "saved_model.pb").exists()
+  stdout_third, report_third = _main_job(movielens_dir, tmp_path, *SMALL)
+  assert "serve-and-score done" in stdout_third
+  for way, diff in report_third["serve-and-score"]["max_abs_diff_vs_serving_default"].items():
+    assert diff < 1e-5, way
   assert report_again == report
 
 
@@ -119,6 +132,11 @@ def test_main_job_on_kuairand(kuairand_dir, tmp_path):
   scored = report["serve-and-score"]
   assert scored["candidates"] > 0
   assert max(scored["max_abs_diff_vs_serving_default"].values()) < 1e-5
+  # the report and quality.md name this data, not MovieLens
+  page = (tmp_path / "report" / "report.html").read_text()
+  assert "MovieLens" not in page and "MovieLens" not in (tmp_path / "quality.md").read_text()
+  assert "<title>twin-tf main job report</title>" in page
+  assert "kuairand" in page and "features kuairand" in (tmp_path / "quality.md").read_text()
 
 
 @pytest.mark.parametrize("models, message", [

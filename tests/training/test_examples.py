@@ -101,3 +101,28 @@ def test_fitted_buckets_follow_the_lengths_and_cut_padding(data):
     legacy = DatasetBuilder(data, source, max_raw=200, buckets=LEGACY_BUCKETS)
     assert fitted.padding_share("train") < legacy.padding_share("train")
     assert len(fitted.buckets) <= 6 and fitted.buckets[-1] >= fitted.long_len.max()
+
+
+def test_a_cap_keeps_a_users_most_recent_impressions():
+  """ExampleConfig.max_impressions (a long log's cap): the last N of the user's impressions,
+  with the same features as without the cap."""
+  from conftest import synthetic_user
+
+  from twin_tf.clustering import cluster_user
+  from twin_tf.config import ClusteringConfig
+  from twin_tf.data.feature_spec import MOVIELENS
+  from twin_tf.training import statistics
+  columns, table = synthetic_user(400, seed=3)
+  record = records.decode(records.encode(cluster_user(columns, table, ClusteringConfig(
+      cutoff_quantile=0.5))))
+  stats = statistics.item_statistics(columns)
+  _, everything = examples.user_examples(columns, record, examples.ExampleConfig(), stats,
+                                         MOVIELENS)
+  _, capped = examples.user_examples(columns, record, examples.ExampleConfig(
+      max_impressions=30), stats, MOVIELENS)
+  assert len(everything["history_end"]) == 200 and len(capped["history_end"]) == 30
+  for field in ("item_id", "timestamp", "history_end", examples.DENSE):
+    np.testing.assert_array_equal(capped[field], everything[field][-30:])
+  assert np.bincount(capped["split"]).tolist() == [18, 6, 6]
+  with pytest.raises(ValueError, match="max_impressions"):
+    examples.ExampleConfig(max_impressions=0)

@@ -8,6 +8,7 @@ and first-seed run are reused.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import time
 
@@ -28,12 +29,13 @@ def sweep_point(gamma: int, clusters: dict, summary: dict, pipeline_s: float,
           "auc": metrics["auc"], "gauc": metrics["gauc"], "logloss": metrics["logloss"]}
 
 
-def run_sweep(gammas, workdir, log, embeddings, cutoff_quantile: float, beam_args,
+def run_sweep(gammas, workdir, log, embeddings, clustering: ClusteringConfig, beam_args,
               model: str = "TwinV2", seed: int = 0, reuse: dict | None = None,
-              **train_overrides) -> dict:
+              max_impressions: int | None = None, **train_overrides) -> dict:
   """Clusters, builds examples, trains and evaluates `model` for every gamma.
 
   Args:
+    clustering: the main clustering (its cutoff); each point changes its gamma.
     reuse: {gamma: sweep_point} already measured (the main job's own gamma).
   Returns:
     {"model", "seed", "points": [sweep_point per gamma, ascending]}.
@@ -49,18 +51,20 @@ def run_sweep(gammas, workdir, log, embeddings, cutoff_quantile: float, beam_arg
     folder = pathlib.Path(workdir) / f"gamma{gamma}"
     print(f"{tag}: clustering", flush=True)
     start = time.time()
-    clusters = commands.cluster(log, embeddings, folder / "clusters", ClusteringConfig(
-        gamma=gamma, cutoff_quantile=cutoff_quantile), beam_args)
+    clusters = commands.cluster(log, embeddings, folder / "clusters",
+                                dataclasses.replace(clustering, gamma=gamma), beam_args)
     pipeline_s = time.time() - start
     summary = commands.cluster_summary(folder / "clusters")
     print(f"{tag}: building examples", flush=True)
-    commands.build_examples(log, folder / "clusters", folder / "examples", beam_args)
+    commands.build_examples(log, folder / "clusters", folder / "examples", beam_args,
+                            max_impressions=max_impressions)
     print(f"{tag}: training {model}", flush=True)
     data = load_example_data(folder / "examples")
     quality.train_runs(folder / "examples", folder / "runs", [model], [seed], data,
                           **train_overrides)
     metrics = quality.evaluate_runs(folder / "examples", folder / "runs", [model], [seed],
-                                       data=data, **train_overrides)["models"][model]["runs"][0]
+                                    data=data, baselines=False, **train_overrides
+                                    )["models"][model]["runs"][0]
     points.append(sweep_point(gamma, clusters, summary, pipeline_s, metrics))
     print(f"{tag}: {points[-1]['clusters']:,} clusters ({points[-1]['compression']}x), "
           f"clustering {points[-1]['clustering_s']} s, test AUC {metrics['auc']:.4f}",

@@ -28,6 +28,20 @@ from twin_tf.training import examples as training_examples
 
 DEFAULT_GAMMAS = (5, 10, 20, 50, 100)
 DEFAULT_SCANN_SIZES = (10_000, 100_000)
+# The stages a run may leave out, each with the stages that need its outputs.
+OPTIONAL_STAGES = {"export": ("cache-keys", "serve-and-score", "retrieval"),
+                   "cache-keys": ("serve-and-score", "retrieval"), "serve-and-score": (),
+                   "gamma-sweep": (), "retrieval": ()}
+
+
+def skipped_stages(skip) -> set[str]:
+  """The stages `skip` leaves out, with those that need them; SystemExit for a stage that
+  cannot be left out."""
+  wrong = sorted(set(skip) - set(OPTIONAL_STAGES))
+  if wrong:
+    raise SystemExit(f"--skip: {wrong} cannot be skipped; optional stages: "
+                     f"{sorted(OPTIONAL_STAGES)}")
+  return set(skip).union(*(OPTIONAL_STAGES[s] for s in skip))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,11 +57,16 @@ class MainJobConfig:
     gamma: the largest cluster of the main clustering.
     cutoff_quantile: each user's first fraction of behaviors is clustered; the rest are
       impressions.
+    cutoff: instead of the quantile, one unix time for every user: behaviors before it are
+      clustered, the rest are impressions (what a long log wants; None: the quantile).
     models: presets to train; the first is exported and served.
     seeds: one run per model and seed.
     epochs: epochs per run (1: the models overfit after it).
     gammas: the gamma sweep.
     scann_sizes: SYNTHETIC key counts for ScaNN against exact.
+    max_impressions: at most this many impressions per user, the most recent (None: all).
+    skip: optional stages not to run (OPTIONAL_STAGES; the stages that need one are skipped
+      with it).
   """
 
   dataset: str = "movielens"
@@ -58,11 +77,14 @@ class MainJobConfig:
   max_users: Optional[int] = None
   gamma: int = 20
   cutoff_quantile: float = 0.5
+  cutoff: Optional[int] = None
   models: tuple[str, ...] = quality.MODELS
   seeds: tuple[int, ...] = (0, 1, 2)
   epochs: int = 1
   gammas: tuple[int, ...] = DEFAULT_GAMMAS
   scann_sizes: tuple[int, ...] = DEFAULT_SCANN_SIZES
+  max_impressions: Optional[int] = None
+  skip: tuple[str, ...] = ()
 
 
 def synthetic_truth(config: MainJobConfig) -> str | None:
@@ -85,6 +107,7 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   clusters, examples = work / "clusters", work / "examples"
   runs_dir, base, key_cache_dir = work / "runs", work / "serving" / "twin", work / "key_cache"
   models, seeds = list(config.models), list(config.seeds)
+  skipped_stages(config.skip)  # refuse a wrong --skip before any work
   from twin_tf.model.ctr_model import PRESETS  # pylint: disable=import-outside-toplevel
   unknown = [m for m in models if m not in PRESETS]
   served = PRESETS.get(models[0])
@@ -100,7 +123,10 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
              for m in models for s in seeds]
   served_run = quality.run_dir(runs_dir, models[0], seeds[0])
   training = {"models": models, "seeds": seeds, **overrides}
-  clustering = ClusteringConfig(gamma=config.gamma, cutoff_quantile=config.cutoff_quantile)
+  clustering = ClusteringConfig(
+      gamma=config.gamma, cutoff_timestamp=config.cutoff,
+      cutoff_quantile=None if config.cutoff is not None else config.cutoff_quantile)
+  cutoff = {"cutoff_quantile": clustering.cutoff_quantile, "cutoff": config.cutoff}
   @functools.lru_cache(maxsize=None)  # read the log once, for both stages that need it
   def reference_time() -> int:
     from twin_tf.data import feature_spec, logs  # pylint: disable=import-outside-toplevel
@@ -122,8 +148,9 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
       reuse[config.gamma] = sweep_point(config.gamma, results["cluster"],
                                       results["cluster-summary"],
                                       runner.seconds.get("cluster", 0.0), first)
-    return run_sweep(config.gammas, work / "gamma_sweep", log, embeddings, config.cutoff_quantile,
-                     beam_args, seed=seeds[0], reuse=reuse, **overrides)
+    return run_sweep(config.gammas, work / "gamma_sweep", log, embeddings, clustering,
+                     beam_args, seed=seeds[0], reuse=reuse,
+                     max_impressions=config.max_impressions, **overrides)
 
   def retrieval() -> dict:
     from twin_tf.experiments.retrieval_study import study  # pylint: disable=import-outside-toplevel
@@ -132,7 +159,8 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
 
   def serve_and_score() -> dict:
     from twin_tf.experiments.serve_and_score import serve_and_score as score  # pylint: disable=import-outside-toplevel
-    return score(work, examples, reference_time())
+    return score(work, examples, reference_time(),
+                 int(pathlib.Path(results["export"]["version_dir"]).name))
 
   def report() -> dict:
     from twin_tf.experiments.report import write_report  # pylint: disable=import-outside-toplevel
@@ -148,15 +176,16 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
            "features": config.features}),
       stages.Stage("embeddings", lambda: commands.embeddings(
           log, embeddings, cutoff=clustering), [log], [embeddings],
-          {"cutoff_quantile": config.cutoff_quantile}),
+          cutoff),
       stages.Stage("cluster", lambda: commands.cluster(log, embeddings, clusters, clustering,
                                                        beam_args),
           [log, embeddings], [clusters],
-          {"gamma": config.gamma, "cutoff_quantile": config.cutoff_quantile}),
+          {"gamma": config.gamma, **cutoff}),
       stages.Stage("cluster-summary", lambda: commands.cluster_summary(clusters), [clusters]),
       stages.Stage("build-examples", lambda: commands.build_examples(
-          log, clusters, examples, beam_args), [log, clusters], [examples],
-          {"layout": training_examples.LAYOUT}),
+          log, clusters, examples, beam_args, max_impressions=config.max_impressions),
+          [log, clusters], [examples],
+          {"layout": training_examples.LAYOUT, "max_impressions": config.max_impressions}),
       stages.Stage("train", lambda: quality.train_runs(
           examples, runs_dir, models, seeds, **overrides), [examples], weights, training),
       stages.Stage("evaluate", evaluate_all, weights, [work / "quality.json"], training),
@@ -171,6 +200,10 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
       stages.Stage("retrieval", retrieval, [key_cache_dir], [],
                    {"synthetic_sizes": list(config.scann_sizes)}),
   ]
+  skipped = skipped_stages(config.skip)
+  if skipped:
+    print(f"skipping {', '.join(s.name for s in plan if s.name in skipped)} (--skip)")
+    plan = [s for s in plan if s.name not in skipped]
   runner = stages.StageRunner(work, total=len(plan) + 1)  # + the report, planned last
   results = runner.results  # the stages above read their predecessors' figures from here
   for stage in plan:

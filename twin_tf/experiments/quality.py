@@ -91,11 +91,12 @@ def evaluated(config: TrainConfig, split: str, data: ExampleData) -> dict:
 
 def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: str = "",
                   data: ExampleData | None = None, tuned: dict | None = None,
-                  truth: str | None = None, **overrides) -> dict:
+                  truth: str | None = None, baselines: bool = True, **overrides) -> dict:
   """Evaluates every trained (model, seed) on the test split; returns the summary.
   `tuned`: {model: settings} chosen by `tune`, on top of `overrides`. `truth`: a SYNTHETIC
   log's truth (twin_tf.data.longterm), which adds the oracle and item-only rows
-  (summary["references"])."""
+  (summary["references"]). `baselines`: the GBDT too (False where another evaluation of the
+  same impressions already has it: the clustering does not change its dense features)."""
   data = data or load_example_data(examples)
   configs = [c for m in models for c in run_configs(
       examples, runs_dir, [m], seeds, {**overrides, **(tuned or {}).get(m, {})})]
@@ -108,8 +109,10 @@ def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: s
           f"{result['logloss']:.4f}, distinct categories in top-"
           f"{result['diversity']['k']} {result['diversity']['mean_distinct']:.2f}", flush=True)
   test = data.impressions["test"]
-  return {"dataset": dataset or str(examples), "split": "test", "seeds": list(seeds),
-          "baselines": {gbdt.NAME: summarize([gbdt_run(data, s) for s in seeds])},
+  return {"dataset": dataset or str(examples), "features": data.spec.name, "split": "test",
+          "seeds": list(seeds),
+          "baselines": ({gbdt.NAME: summarize([gbdt_run(data, s) for s in seeds])}
+                        if baselines else {}),
           "references": {**feature_references(data),
                          **(truth_references(data, truth) if truth else {})},
           "train_config": {k: v for k, v in dataclasses.asdict(TrainConfig(
@@ -252,7 +255,9 @@ def mean_liveness(per_run: list) -> dict | None:
 
 def markdown(summary: dict) -> str:
   k = next(iter(summary["models"].values()))["runs"][0]["diversity"]["k"]
-  lines = [f"# Quality on {summary['dataset']} (test split, seeds {summary['seeds']})", "",
+  features = f", features {summary['features']}" if summary.get("features") else ""
+  lines = [f"# Quality on {summary['dataset']}{features} (test split, seeds "
+           f"{summary['seeds']})", "",
            f"| model | AUC | GAUC | logloss | NDCG@{k} | recall@{k} | distinct categories in "
            f"top-{k} |", "|---|---|---|---|---|---|---|"]
   rows = {**summary["models"], **{f"{k} (baseline)": v

@@ -76,15 +76,17 @@ def _activity_section(q: dict) -> tuple[str, list]:
 def _diversity_section(q: dict) -> tuple[str, list]:
   random = q["random_diversity"]
   text = (f"<p>For each of the {random['users']} users with more than {random['k']} test "
-          f"candidates, candidates are ranked by the model's score and the distinct genres "
-          f"(first genre of the movie) among the top {random['k']} are counted. A random "
+          f"candidates, candidates are ranked by the model's score and the distinct values "
+          f"of the feature spec's primary item feature (its category) among the top "
+          f"{random['k']} are counted. A random "
           f"ranking gives {random['mean_distinct']:.3f}. The paper reports that TWIN-V2 "
           "recommends more diversely than TWIN.</p>")
   models = q["models"]
   if "TwinV2" in models and "Twin" in models:
     twinv2, twin = models["TwinV2"], models["Twin"]
     text += (f"<p>TwinV2 {_pm(twinv2['diversity_mean'], twinv2['diversity_std'], 3)} against "
-             f"Twin {_pm(twin['diversity_mean'], twin['diversity_std'], 3)} distinct genres.</p>")
+             f"Twin {_pm(twin['diversity_mean'], twin['diversity_std'], 3)} distinct "
+             "values.</p>")
   return text, [("diversity", plots.diversity(q), "diversity of each user's top-10")]
 
 
@@ -115,7 +117,7 @@ def _retrieval_section(study: dict) -> tuple[str, list]:
            r["recall_at_100"], r["exact_ms"], r["scann_ms"], f"{r['speedup']}x", r["build_s"])
           for r in study["runs"]]
   text = ("<p>GSU top-100 retrieval for one request. Real keys: every user's cached GSU key "
-          "vectors from the served model, pooled into one collection (no MovieLens user has "
+          "vectors from the served model, pooled into one collection (few users have "
           "enough clusters on their own for ScaNN to pay); queries: the model's query vectors "
           "of distinct test candidates. SYNTHETIC keys: a topic mixture at sizes no public "
           "user reaches.</p>")
@@ -165,6 +167,15 @@ def _variants_section(points: list, what: str) -> tuple[str, list]:
           [(name, plots.clustering_variants(points, what), f"TwinV2 per {what}")])
 
 
+def _data_name(quality: dict | None) -> str:
+  """The data of a quality summary as the page names it: its dataset or log, and the
+  feature spec."""
+  if not quality:
+    return "its data"
+  features = quality.get("features")
+  return quality["dataset"] + (f", features {features}" if features else "")
+
+
 def write_report(results: dict, seconds: dict, out_dir, settings: dict,
                  title: str = "twin-tf main job report") -> dict:
   """Writes out_dir/report.html and out_dir/<figure>.png; returns {"html", "figures"}."""
@@ -210,8 +221,8 @@ def write_report(results: dict, seconds: dict, out_dir, settings: dict,
                      []))
 
   body, written = [], []
-  for title, text, figures in sections:
-    body.append(f"<h2>{html.escape(title)}</h2>{text}")
+  for heading, text, figures in sections:
+    body.append(f"<h2>{html.escape(heading)}</h2>{text}")
     for name, fig, alt in figures:
       if fig is None:
         continue
@@ -227,7 +238,7 @@ def write_report(results: dict, seconds: dict, out_dir, settings: dict,
 <style>body{{font-family:sans-serif;max-width:1150px;margin:2em auto;color:#222}}
 table{{border-collapse:collapse;margin:1em 0}}td,th{{border:1px solid #ccc;padding:3px 8px;
 text-align:right}}img{{max-width:100%}}</style></head><body>
-<h1>twin-tf: TWIN-V2 and its baselines on MovieLens</h1>
+<h1>twin-tf: TWIN-V2 and its baselines on {html.escape(_data_name(q))}</h1>
 <p>Written by the main job on {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC
 from this run's own outputs. Settings: {settings_text}.</p>
 {"".join(body)}

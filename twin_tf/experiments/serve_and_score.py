@@ -43,7 +43,9 @@ def scored_user(data, max_candidates: int) -> tuple[int, str | None]:
 
 
 def score_user(model_base_path: str, examples: str, key_cache_dir: str, reference_time: int,
-               max_candidates: int = 100) -> dict:
+               max_candidates: int = 100, version: int | None = None) -> dict:
+  """Serves `version` of the model (None: the latest) and scores one user's test candidates
+  three ways (in-model GSU, client-side exact and ScaNN GSU over the key cache)."""
   data = load_example_data(examples)
   imp = data.impressions["test"]
   row, reason = scored_user(data, max_candidates)
@@ -52,7 +54,7 @@ def score_user(model_base_path: str, examples: str, key_cache_dir: str, referenc
   request, short = requests.user_request(data, row, candidates, reference_time,
                                          data.num_pre_cutoff[row])
 
-  server = DevServer(model_base_path, "twin")
+  server = DevServer(model_base_path, "twin", version=version)
   port, _ = server.start()
   client = TwinClient(f"127.0.0.1:{port}")
   try:
@@ -76,10 +78,13 @@ def score_user(model_base_path: str, examples: str, key_cache_dir: str, referenc
 
 
 
-def serve_and_score(work: pathlib.Path, examples: pathlib.Path, reference_time: int) -> dict:
-  """score_user over the main job's folders; prints and returns its figures."""
+def serve_and_score(work: pathlib.Path, examples: pathlib.Path, reference_time: int,
+                    version: int) -> dict:
+  """score_user over the main job's folders, serving the job's own exported `version` (a
+  later export into the same base path, as the README shows, leaves the check as it was);
+  prints and returns its figures."""
   result = score_user(str(work / "serving" / "twin"), str(examples), str(work / "key_cache"),
-                      reference_time)
+                      reference_time, version=version)
   aucs = result.get("auc_reason") or ", ".join(f"{k} AUC {v:.4f}"
                                                 for k, v in result["auc"].items())
   print(f"user {result['user_id']} ({result['clusters']} clusters), {result['candidates']} "

@@ -37,6 +37,7 @@ Every feature of an impression comes from behaviors strictly before its timestam
 from __future__ import annotations
 
 import dataclasses
+from typing import Optional
 
 import numpy as np
 
@@ -62,11 +63,18 @@ def impression_fields(spec: FeatureSpec) -> tuple[str, ...]:
 
 @dataclasses.dataclass(frozen=True)
 class ExampleConfig:
-  """Attributes: per-user fractions of the impressions (in time order) held out."""
+  """Attributes: per-user fractions of the impressions (in time order) held out; M of the
+  completion-group feature; max_impressions: at most this many of a user's impressions, the
+  most recent (a long log's cap; None: all)."""
 
   validation_fraction: float = 0.2
   test_fraction: float = 0.2
   num_groups: int = 5
+  max_impressions: Optional[int] = None
+
+  def __post_init__(self):
+    if self.max_impressions is not None and self.max_impressions < 1:
+      raise ValueError(f"max_impressions must be >= 1, got {self.max_impressions}")
 
 
 def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: ExampleConfig,
@@ -100,6 +108,8 @@ def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: Exampl
                for f in spec.sequence_fields + (schema.CLUSTER_SIZE,)})
 
   chosen = np.arange(num_pre_cutoff, len(timestamps)) if cutoff >= 0 else np.zeros(0, int)
+  if config.max_impressions is not None:
+    chosen = chosen[len(chosen) - min(len(chosen), config.max_impressions):]
   impressions = {f: history[f][chosen] for f in impression_fields(spec)[:-2]}
   impressions["history_end"] = np.searchsorted(timestamps, timestamps[chosen], side="left")
   impressions["split"] = split_ids(len(chosen), config)

@@ -163,7 +163,7 @@ def save(config, path: str | pathlib.Path) -> None:
 
 
 def describe(config) -> str:
-  """The full config, one `name = value` per line, for the start of every run."""
-  lines = [f"{type(config).__name__}:"]
-  lines += [f"  {k} = {v!r}" for k, v in to_dict(config).items()]
-  return "\n".join(lines)
+  """The full config on one line, `Name: key=value, ...`, for the start of every run (a run
+  also saves it beside its outputs)."""
+  return f"{type(config).__name__}: " + ", ".join(f"{k}={v!r}"
+                                                  for k, v in to_dict(config).items())

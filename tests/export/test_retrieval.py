@@ -78,3 +78,17 @@ def test_scann_recall_and_serialized_searcher(config, tmp_path):
   reloaded = ScannRetriever.load(tmp_path / "searcher")
   np.testing.assert_array_equal(reloaded.search(queries), found)
   assert reloaded.config == config
+
+
+def test_native_stderr_goes_to_the_log_and_comes_back(tmp_path, capfd):
+  """ScaNN's absl lines are written by native code to file descriptor 2; the index build
+  sends them to a log file instead of the console."""
+  import os
+
+  from twin_tf.export.retrieval import native_stderr_to
+  with native_stderr_to(tmp_path / "third_party.log"):
+    os.write(2, b"Could not normalize centroid due to zero norm\n")
+  os.write(2, b"after\n")
+  assert "zero norm" in (tmp_path / "third_party.log").read_text()
+  err = capfd.readouterr().err
+  assert "zero norm" not in err and "after" in err

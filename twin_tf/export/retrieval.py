@@ -19,9 +19,13 @@ asymmetric hashing (AH) with exact reordering up to 50,000, then a partitioning 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import os
 import pathlib
+import sys
+import tempfile
 
 import numpy as np
 
@@ -97,6 +101,26 @@ def scann_config(num_keys: int, k: int = 100) -> ScannConfig:
                      reorder=4 * k)
 
 
+# Where ScaNN's native log lines go (they are written to file descriptor 2, which Python's
+# logging levels cannot reach).
+THIRD_PARTY_LOG = pathlib.Path(tempfile.gettempdir()) / "twin_tf_scann.log"
+
+
+@contextlib.contextmanager
+def native_stderr_to(path: str | pathlib.Path):
+  """Within the block, what native code writes to file descriptor 2 is appended to `path`;
+  the console's stderr comes back after it."""
+  sys.stderr.flush()
+  saved = os.dup(2)
+  try:
+    with open(path, "ab") as log:
+      os.dup2(log.fileno(), 2)
+      yield
+  finally:
+    os.dup2(saved, 2)
+    os.close(saved)
+
+
 class ScannRetriever:
   """ScaNN (scann_ops_pybind, numpy API) over the augmented key vectors.
 
@@ -128,7 +152,8 @@ class ScannRetriever:
       builder = builder.score_ah(c.dims_per_block,
                                  anisotropic_quantization_threshold=c.anisotropic_threshold)
       builder = builder.reorder(min(c.reorder, len(keys)))
-    self._searcher = builder.build()
+    with native_stderr_to(THIRD_PARTY_LOG):  # absl lines: "Could not normalize centroid..."
+      self._searcher = builder.build()
 
   def search(self, queries: np.ndarray, k: int | None = None) -> np.ndarray:
     """(C, D) queries -> (C, min(k, L)) int64 indices, best first."""

@@ -237,7 +237,8 @@ def summarize(runs: list[dict]) -> dict:
   return out
 
 
-def _figure(value) -> str:
+def figure(value) -> str:
+  """A figure for a table: 4 significant digits, "n/a" for a missing one."""
   return "n/a" if value is None else f"{value:.4g}"
 
 
@@ -274,7 +275,7 @@ def markdown(summary: dict) -> str:
       label = {"oracle": "oracle (SYNTHETIC truth)", "item_only": "item-only (SYNTHETIC truth)",
                "best_single_feature": f"best single feature ({r.get('feature')})"}.get(
                    name, name.replace("_", " ") + " alone")
-      lines.append(f"| {label} | {r['auc']:.4f} | {r['gauc']:.4f} | | | | |")
+      lines.append(f"| {label} | {figure(r['auc'])} | {figure(r['gauc'])} | | | | |")
   random = summary["random_diversity"]
   lines += ["", f"A random ranking gives {random['mean_distinct']:.3f} distinct categories "
             f"in the top-{k} ({random['users']} users with more than {k} test candidates).",
@@ -284,8 +285,8 @@ def markdown(summary: dict) -> str:
     lines += ["Liveness of the target attention (training.liveness; test users):", "",
               "| model | target-term std | per-cluster-term std | top-K Jaccard between "
               "candidates |", "|---|---|---|---|"]
-    lines += [f"| {n} | {_figure(a['target_std'])} | {_figure(a['bias_std'])} | "
-              f"{_figure(a['jaccard'])} ({a['jaccard_users']} users) |" for n, a in live.items()]
+    lines += [f"| {n} | {figure(a['target_std'])} | {figure(a['bias_std'])} | "
+              f"{figure(a['jaccard'])} ({a['jaccard_users']} users) |" for n, a in live.items()]
     lines.append("")
   first = next(iter(summary["models"].values()))["gauc_by_bucket"]
   lines += ["GAUC per user-activity quartile (behaviors before the cutoff):", "",

@@ -13,6 +13,7 @@ import io
 import pathlib
 
 from twin_tf.experiments import plots
+from twin_tf.experiments.quality import figure
 
 
 def _png(fig) -> bytes:
@@ -57,7 +58,25 @@ def _quality_section(q: dict) -> tuple[str, list]:
              "reads, without any sequence.</p>")
   table = _table(("model", "AUC", "GAUC", "logloss", f"NDCG@{k}", f"recall@{k}",
                   f"distinct categories in top-{k}"), rows)
+  references = [(n.replace("_", " ") + (f" ({r['feature']})" if "feature" in r else ""),
+                 figure(r["auc"]), figure(r["gauc"]))
+                for n, r in q.get("references", {}).items() if isinstance(r, dict)]
+  if references:
+    table += ("<p>References on the same test impressions: single dense features as scores "
+              "(the best one chosen on validation) and, for a SYNTHETIC log, its truth.</p>" +
+              _table(("reference", "AUC", "GAUC"), references))
+  live = [(n, figure(a["target_std"]), figure(a["bias_std"]), figure(a["jaccard"]),
+           a["jaccard_users"]) for n, a in (
+               (n, m.get("attention")) for n, m in q["models"].items()) if a]
+  if live:
+    table += ("<p>Liveness of the target attention (twin_tf/training/liveness.py): the std "
+              "over a user's clusters of the target term and of the per-cluster term (cross "
+              "bias + ln n), and the mean Jaccard index of the GSU's top-K sets between a "
+              "user's candidates (1: the same clusters for every candidate).</p>" +
+              _table(("model", "target-term std", "per-cluster std", "top-K Jaccard",
+                      "users"), live))
   return text + table, [("quality", plots.quality(q), "AUC, GAUC and logloss per model")]
+
 
 
 def _activity_section(q: dict) -> tuple[str, list]:

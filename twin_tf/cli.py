@@ -28,6 +28,7 @@ import os
 import pathlib
 import sys
 
+import twin_tf
 from twin_tf import commands
 from twin_tf import config as config_lib
 from twin_tf.config import ClusteringConfig, EmbeddingConfig, TrainConfig
@@ -368,7 +369,8 @@ def quiet_unactionable_logs() -> None:
   instructions, oneDNN; set TF_CPP_MIN_LOG_LEVEL=0 to see them), its note that a function
   was traced again (once per padded length: by design), and Beam's note that optional Google
   Cloud clients are absent. Errors still arrive as Python exceptions."""
-  os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+  if not twin_tf.TF_LOG_LEVEL_FROM_USER:  # the package's own default is INFO lines off
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
   logging.getLogger().addFilter(lambda record: "apitools not found" not in record.getMessage())
   logging.getLogger("tensorflow").addFilter(
       lambda record: "triggered tf.function retracing" not in record.getMessage())

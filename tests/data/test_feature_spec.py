@@ -33,10 +33,26 @@ def test_a_spec_round_trips_through_its_file(tmp_path):
     (dict(item_features=(ItemFeature("user_id"),)), "not core fields"),
     (dict(item_features=(ItemFeature("a"),), behavior_flags=("a",)), "unique"),
     (dict(item_features=()), "at least one item feature"),
-    (dict(item_features=(ItemFeature("a"),), primary="b"), "primary 'b'")])
+    (dict(item_features=(ItemFeature("a"),), primary="b"), "primary 'b'"),
+    (dict(item_features=(ItemFeature(""),)), "non-empty identifier"),
+    (dict(item_features=(ItemFeature("a"),), behavior_flags=("two words",)), "identifier"),
+    (dict(item_features=(ItemFeature("a", hash_buckets=2.5),)), "integer >= 0, got 2.5"),
+    (dict(item_features=(ItemFeature("a", hash_buckets=True),)), "integer >= 0, got True")])
 def test_bad_specs_are_refused(kwargs, message):
   with pytest.raises(ValueError, match=message):
     FeatureSpec("bad", **kwargs)
+
+
+@pytest.mark.parametrize("text, message", [
+    ({"name": "x", "item_features": [{"name": "a"}], "primray": "a"}, r"unknown keys \['primray'\]"),
+    ({"name": "x", "item_features": [{"name": "a", "buckets": 9}]}, r"unknown keys \['buckets'\]"),
+    ({"name": "", "item_features": [{"name": "a"}]}, "needs a name")])
+def test_a_spec_file_with_a_typo_is_refused_not_saved(tmp_path, text, message):
+  """A misspelt key used to be ignored and the spec saved without it."""
+  path = tmp_path / feature_spec.FILE_NAME
+  path.write_text(json.dumps(text))
+  with pytest.raises(ValueError, match=message):
+    feature_spec.resolve(path)
 
 
 def test_unknown_spec_names_the_presets(tmp_path):

@@ -54,8 +54,17 @@ class FeatureSpec:
                        f"fields; offending: {clashes or names}")
     if not self.item_features:
       raise ValueError(f"feature spec {self.name!r}: needs at least one item feature")
-    if any(f.hash_buckets < 0 for f in self.item_features):
-      raise ValueError(f"feature spec {self.name!r}: hash_buckets must be >= 0")
+    if not isinstance(self.name, str) or not self.name:
+      raise ValueError(f"a feature spec needs a name, got {self.name!r}")
+    for name in names:  # they become columns and the signatures' input names
+      if not isinstance(name, str) or not name.isidentifier():
+        raise ValueError(f"feature spec {self.name!r}: feature name {name!r} must be a "
+                         "non-empty identifier (letters, digits, _)")
+    for feature in self.item_features:
+      buckets = feature.hash_buckets
+      if isinstance(buckets, bool) or not isinstance(buckets, int) or buckets < 0:
+        raise ValueError(f"feature spec {self.name!r}: item feature {feature.name!r}: "
+                         f"hash_buckets must be an integer >= 0, got {buckets!r}")
     if not self.primary:
       object.__setattr__(self, "primary", self.item_features[0].name)
     if self.primary not in self.item_feature_names:
@@ -102,6 +111,11 @@ class FeatureSpec:
 
   @classmethod
   def from_json(cls, values: dict) -> "FeatureSpec":
+    """A spec from its JSON form; an unknown key (a typo such as "primray") is refused, not
+    ignored."""
+    _known_keys(values, ("name", "item_features", "behavior_flags", "primary"), "feature spec")
+    for feature in values.get("item_features", ()):
+      _known_keys(feature, ("name", "hash_buckets"), "item feature")
     return cls(name=values["name"],
                item_features=tuple(ItemFeature(**f) for f in values["item_features"]),
                behavior_flags=tuple(values.get("behavior_flags", ())),
@@ -109,6 +123,15 @@ class FeatureSpec:
 
   def save(self, folder: str | pathlib.Path) -> None:
     (pathlib.Path(folder) / FILE_NAME).write_text(json.dumps(self.to_json(), indent=2) + "\n")
+
+
+def _known_keys(values, known: tuple[str, ...], what: str) -> None:
+  if not isinstance(values, dict):
+    raise ValueError(f"{what}: expected a JSON object, got {values!r}")
+  unknown = sorted(set(values) - set(known))
+  if unknown:
+    raise ValueError(f"{what} {values.get('name', '')!r}: unknown keys {unknown}; known: "
+                     f"{list(known)}")
 
 
 # MovieLens: first listed genre, 5-year release bucket (twin_tf.data.movielens), tagged.

@@ -89,6 +89,17 @@ def test_item_feature_file_replaces_the_logs_values(tmp_path):
   assert json.loads(dead[0]["record"])["item_id"] == "bad"
 
 
+def test_an_item_listed_twice_with_other_features_is_a_dead_letter(tmp_path):
+  """The last row used to win silently; now the first stands and the other is named."""
+  columns = MOVIELENS.empty_columns(2)
+  columns["item_id"] = np.array([10, 11])
+  path = _write(tmp_path, "item_id,category\n10,5\n11,2\n10,6\n11,2\n")
+  joined, dead = logs.join_item_features(columns, path, MOVIELENS)
+  np.testing.assert_array_equal(joined["category"], [5, 2])  # a same-valued repeat is fine
+  assert len(dead) == 1 and dead[0]["source"].endswith(":3")
+  assert "first at line 1" in dead[0]["reason"]
+
+
 def _write(folder, text):
   path = folder / "more.csv"
   path.write_text(text)

@@ -351,16 +351,23 @@ def join_item_features(columns: dict[str, np.ndarray], path: str | pathlib.Path,
 
   The file (Parquet, CSV or TFRecord) has item_id and some of spec.item_feature_names; those
   it has replace the log's values for the items it lists (an empty value is 0, unknown), the
-  others stay. Returns (columns, dead letters of malformed item rows); an item's last row wins.
+  others stay. Returns (columns, dead letters of malformed item rows). An item listed again
+  with other values is a dead letter (its first row stands); a repeat of the same row is
+  harmless.
   """
   records, dead = list(enumerate(iter_raw_records(path, fmt), start=1)), []
   names = [n for n in spec.item_feature_names if any(n in r for _, r in records)]
-  table = {}
+  table, first_line = {}, {}
   for line, record in records:
     try:
       item = _non_negative_int(schema.ITEM_ID, _required(record, schema.ITEM_ID))
-      table[item] = tuple(_non_negative_int(n, 0 if _is_missing(record.get(n)) else
-                                            record.get(n)) for n in names)
+      values = tuple(_non_negative_int(n, 0 if _is_missing(record.get(n)) else record.get(n))
+                     for n in names)
+      if item in table and table[item] != values:
+        raise MalformedRecord(schema.ITEM_ID, f"item {item} listed again with other features "
+                              f"(first at line {first_line[item]}, which stands)")
+      table[item] = values
+      first_line.setdefault(item, line)
     except MalformedRecord as error:
       dead.append(dead_letter(record, error, f"{path}:{line}"))
   if not table or not names:

@@ -158,7 +158,8 @@ def _csv_headers(pattern: str) -> dict[str, list[str]]:
   headers = {}
   for path in sorted(m.path for m in matches):
     with FileSystems.open(path) as f:
-      first = io.TextIOWrapper(f, encoding="utf-8", errors="surrogateescape").readline()
+      # utf-8-sig: a byte-order mark is not part of the first column's name
+      first = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape").readline()
     headers[path] = next(csv.reader([first]), [])
   return headers
 

@@ -197,13 +197,16 @@ def test_previous_records_are_updated_incrementally(real_subset, movielens_embed
 def test_a_glob_of_csv_files_with_other_column_orders_and_bad_bytes(real_subset,
                                                                     movielens_embeddings,
                                                                     tmp_path):
-  """Each CSV file is read with its own header (the second orders its columns differently);
+  """Each CSV file is read with its own header (the second orders its columns differently,
+  the first starts with a byte-order mark, which dead-lettered every row before);
   a non-UTF-8 byte, a short row and a TFRecord entry that is no Example are dead letters,
   never a failed run, and every good row is clustered as the library clusters it."""
   subset, folder = real_subset
   few = schema.take(subset, np.isin(subset["user_id"], np.unique(subset["user_id"])[:6]))
   first = few["user_id"] <= np.unique(few["user_id"])[2]
   logs.write_behavior_log(schema.take(few, first), tmp_path / "a.csv")
+  bom = tmp_path / "a.csv"  # as spreadsheets export: a UTF-8 byte-order mark first
+  bom.write_bytes(b"\xef\xbb\xbf" + bom.read_bytes())
   second = schema.take(few, ~first)
   logs.write_behavior_log({k: second[k] for k in reversed(list(second))}, tmp_path / "b.csv")
   with open(tmp_path / "b.csv", "ab") as f:

@@ -109,6 +109,16 @@ def test_csv_malformed_rows_become_dead_letters(tmp_path):
   assert [d["source"] for d in dead] == [f"{path}:{i}" for i in (6, 7, 8, 9)]
 
 
+def test_a_csv_with_a_byte_order_mark_reads_every_row(tmp_path):
+  """A UTF-8 byte-order mark used to glue itself to the first column's name, so every row
+  was dead-lettered as "user_id missing"."""
+  path = tmp_path / "log.csv"
+  logs.write_behavior_log(_columns(), path)
+  path.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+  read, dead = logs.read_behavior_log(path)
+  assert len(read["user_id"]) == 5 and not dead
+
+
 def test_parquet_nan_and_negative_become_dead_letters(tmp_path):
   columns = _columns()
   table = pa.table({n: columns[n] for n in MOVIELENS.field_names})

@@ -300,7 +300,8 @@ def iter_raw_records(path: str | pathlib.Path, fmt: str | None = None) -> Iterat
   """Raw records (before validation) of one file, as dicts."""
   fmt = fmt or detect_format(path)
   if fmt == "csv":
-    with open(path, newline="", encoding="utf-8", errors="surrogateescape") as f:
+    # utf-8-sig: a byte-order mark (as spreadsheet exports write) is not part of the header
+    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
       for record in csv.DictReader(f):
         yield mark_short_row(record)
   elif fmt == "parquet":

@@ -133,6 +133,21 @@ def test_parquet_nan_and_negative_become_dead_letters(tmp_path):
       ("duration", "not a finite number"), ("duration", "negative")]
 
 
+def test_a_parquet_decimal_id_that_is_not_whole_is_a_dead_letter(tmp_path):
+  """item_id 12.5 as a Parquet decimal used to be read as 12."""
+  import decimal
+  columns = _columns()
+  table = pa.table({n: columns[n] for n in MOVIELENS.field_names})
+  table = table.set_column(MOVIELENS.field_names.index("item_id"), "item_id", pa.array(
+      [decimal.Decimal(v) for v in ("12.5", "7", "8.0", "9", "10")], type=pa.decimal128(5, 1)))
+  path = tmp_path / "log.parquet"
+  pq.write_table(table, path)
+  read, dead = logs.read_behavior_log(path)
+  assert read["item_id"].tolist() == [7, 8, 9, 10]
+  assert [(d["field"], d["reason"]) for d in dead] == [
+      ("item_id", "not an integer: Decimal('12.5')")]
+
+
 def test_tfrecord_malformed_example_becomes_dead_letter(tmp_path):
   import tensorflow as tf
   path = tmp_path / "log.tfrecord"

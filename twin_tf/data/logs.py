@@ -176,8 +176,8 @@ def _non_negative_int(name: str, value) -> int:
       number = int(value) if value.lstrip("-").isdigit() else float(value)
     else:
       number = value
-    if isinstance(number, (float, np.floating)):
-      if not math.isfinite(number) or number != int(number):
+    if not isinstance(number, (int, np.integer)):  # floats, Parquet decimals: whole only
+      if not math.isfinite(float(number)) or number != int(number):
         raise ValueError
     number = int(number)
   except (TypeError, ValueError):

@@ -167,7 +167,11 @@ def _csv_headers(pattern: str) -> dict[str, list[str]]:
 def _csv_record(header: list[str], line: bytes) -> dict:
   """Like csv.DictReader over one line (bytes that are not UTF-8 kept as surrogate escapes,
   which validation names): missing values are None (marked FEWER_VALUES), extra values go
-  under the key None."""
+  under the key None. A line with an odd number of quotes is one half of a value with an
+  embedded newline: unreadable (a dead letter), never a phantom row."""
+  if line.count(b'"') % 2:
+    return {logs.UNREADABLE: "a quoted value spans lines (an embedded newline); the "
+            "pipelines read CSV line by line: remove the newline or write Parquet"}
   values = next(csv.reader([line.decode("utf-8", errors="surrogateescape")]), [])
   record = dict(zip(header, values + [None] * (len(header) - len(values))))
   if len(values) > len(header):

@@ -199,7 +199,8 @@ def test_a_glob_of_csv_files_with_other_column_orders_and_bad_bytes(real_subset,
                                                                     tmp_path):
   """Each CSV file is read with its own header (the second orders its columns differently,
   the first starts with a byte-order mark, which dead-lettered every row before);
-  a non-UTF-8 byte, a short row and a TFRecord entry that is no Example are dead letters,
+  a non-UTF-8 byte, a short row, the two halves of a quoted value with a newline inside and
+  a TFRecord entry that is no Example are dead letters,
   never a failed run, and every good row is clustered as the library clusters it."""
   subset, folder = real_subset
   few = schema.take(subset, np.isin(subset["user_id"], np.unique(subset["user_id"])[:6]))
@@ -212,10 +213,12 @@ def test_a_glob_of_csv_files_with_other_column_orders_and_bad_bytes(real_subset,
   with open(tmp_path / "b.csv", "ab") as f:
     f.write(b"0,0,0,1,5.0,3.0,1000,50,\xff1\n")  # not UTF-8 (reversed column order)
     f.write(b"0,0\n")  # short
+    # a quoted value with a newline inside: both halves are dead letters, no phantom row
+    f.write(b'0,0,0,1,5.0,3.0,1000,50,"1\n2"\n')  # user "1<newline>2"
   counters = cluster_behaviors.run(
       [f"--input={tmp_path / '*.csv'}", f"--embeddings={folder / 'emb.npz'}",
        f"--output={tmp_path / 'out'}", "--cutoff_quantile=0.8"])
-  assert counters["dead_letters"] == 2 and counters["users"] == 6
+  assert counters["dead_letters"] == 4 and counters["users"] == 6
   assert counters["behaviors_read"] == len(few["user_id"])
   by_user = {r["user_id"]: r for r in records.read(str(tmp_path / "out" / "clusters-*"))}
   for user in np.unique(few["user_id"]):

@@ -72,3 +72,51 @@ def test_malformed_rows_become_dead_letters_naming_file_line_and_field(kuairand_
 def test_a_wrong_folder_names_the_files_expected(tmp_path):
   with pytest.raises(FileNotFoundError, match="video_features_basic_"):
     kuairand.load_kuairand(tmp_path)
+
+
+def _copy_with(kuairand_dir, tmp_path, file, column, value, extra=""):
+  """A copy of the fixture whose `file`'s first data row has `value` in `column` (and
+  `extra` appended to the row); returns (folder, the changed file)."""
+  for path in kuairand_dir.iterdir():
+    (tmp_path / path.name).write_bytes(path.read_bytes())
+  changed = tmp_path / file
+  lines = changed.read_bytes().split(b"\n")
+  header = lines[0].decode().split(",")
+  row = next(csv.reader([lines[1].decode()]))
+  row[header.index(column)] = "\0"
+  lines[1] = ",".join(f'"{v}"' if "," in v else v for v in row).encode().replace(
+      b"\0", value) + extra.encode()
+  changed.write_bytes(b"\n".join(lines))
+  return tmp_path, changed
+
+
+@pytest.mark.parametrize("file, column, value, extra, field", [
+    ("log_standard_4_08_to_4_21_1k.csv", "time_ms", b"inf", "", "timestamp"),
+    ("log_standard_4_08_to_4_21_1k.csv", "time_ms", b"nan", "", "timestamp"),
+    ("log_standard_4_08_to_4_21_1k.csv", "user_id", b"7\xff", "", "user_id"),
+    ("log_standard_4_08_to_4_21_1k.csv", "is_click", b"1", ",9,9", "row"),
+    ("video_features_basic_1k.csv", "author_id", b"inf", "", "author_id"),
+    ("video_features_basic_1k.csv", "music_id", b"3\xfe", "", "music_id"),
+])
+def test_one_bad_value_is_one_dead_letter_not_a_failed_convert(kuairand_dir, tmp_path, file,
+                                                                column, value, extra, field):
+  """Each of these failed the whole convert (OverflowError, ValueError, UnicodeDecodeError)
+  or, for a row longer than its header, was accepted."""
+  folder, changed = _copy_with(kuairand_dir, tmp_path, file, column, value, extra)
+  columns, dead = kuairand.load_kuairand(folder)
+  assert [(d["field"], d["source"]) for d in dead] == [(field, f"{changed}:2")]
+  assert len(columns[schema.USER_ID]) > 0
+
+
+def test_a_log_without_time_or_behaviors_fails_by_name(kuairand_dir, tmp_path):
+  for path in kuairand_dir.iterdir():
+    (tmp_path / path.name).write_bytes(path.read_bytes())
+  logs_ = sorted(tmp_path.glob("log_standard_*.csv"))
+  for path in logs_:
+    path.write_text(path.read_text().splitlines()[0] + "\n")  # headers only
+  with pytest.raises(ValueError, match="no valid behavior"):
+    kuairand.load_kuairand(tmp_path)
+  header = logs_[0].read_text().replace("time_ms", "time")
+  logs_[0].write_text(header)
+  with pytest.raises(ValueError, match="no column time_ms"):
+    kuairand.load_kuairand(tmp_path)

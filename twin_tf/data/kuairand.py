@@ -32,6 +32,7 @@ and pass the folder that holds the CSV files.
 from __future__ import annotations
 
 import csv
+import math
 import pathlib
 import zlib
 
@@ -43,6 +44,9 @@ from twin_tf.data.feature_spec import KUAIRAND
 LOG_PATTERN = "log_standard_*.csv"
 VIDEO_PATTERN = "video_features_basic_*.csv"
 FLAGS = KUAIRAND.behavior_flags  # is_like, is_follow, is_comment: same names in the log
+# What the mapping reads of a log row.
+LOG_COLUMNS = ("user_id", "video_id", "time_ms", "is_click", "play_time_ms",
+               "duration_ms") + FLAGS
 
 
 def _files(data_dir: pathlib.Path, pattern: str) -> list[pathlib.Path]:
@@ -70,7 +74,7 @@ def published_id(row: dict, field: str) -> int:
     number = float(value)
   except ValueError:
     number = -1.0
-  if number < 0 or number != int(number):
+  if not math.isfinite(number) or number < 0 or number != int(number):
     raise logs.MalformedRecord(field, f"not a non-negative integer: {row.get(field)!r}")
   return int(number)
 
@@ -81,21 +85,39 @@ def string_id(value) -> int:
   return zlib.crc32(value.encode()) if value else 0
 
 
+def _rows(path: pathlib.Path, required: tuple[str, ...]):
+  """(line, row) of a published CSV file: bytes that are not UTF-8 kept as surrogate escapes
+  (validation names them), a byte-order mark dropped. A header without a required column is
+  a ValueError naming the file and the columns."""
+  with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+    reader = csv.DictReader(f)
+    missing = [c for c in required if c not in (reader.fieldnames or ())]
+    if missing:
+      raise ValueError(f"{path}: no column {', '.join(missing)} in its header "
+                       f"{reader.fieldnames}: not a KuaiRand {path.name.split('_')[0]} file")
+    yield from enumerate(reader, start=2)
+
+
+def _no_extra_values(row: dict) -> None:
+  if None in row:  # csv.DictReader's place for values beyond the header
+    raise logs.MalformedRecord("row", f"{len(row[None])} more values than the header")
+
+
 def load_video_features(data_dir: str | pathlib.Path
                         ) -> tuple[dict[int, tuple[int, ...]], list[dict]]:
   """(video_id -> (tag, author_id, music_id, upload_type) ids in KUAIRAND's feature order,
   dead letters of unreadable rows)."""
   videos, dead = {}, []
   for path in _files(pathlib.Path(data_dir), VIDEO_PATTERN):
-    with open(path, newline="", encoding="utf-8") as f:
-      for line, row in enumerate(csv.DictReader(f), start=2):
-        try:
-          video, tag, author, music = (published_id(row, field) for field in (
-              "video_id", "tag", "author_id", "music_id"))
-        except logs.MalformedRecord as error:
-          dead.append(logs.dead_letter(row, error, f"{path}:{line}"))
-          continue
-        videos[video] = (tag, author, music, string_id(row.get("upload_type")))
+    for line, row in _rows(path, ("video_id",)):
+      try:
+        _no_extra_values(row)
+        video, tag, author, music = (published_id(row, field) for field in (
+            "video_id", "tag", "author_id", "music_id"))
+      except logs.MalformedRecord as error:
+        dead.append(logs.dead_letter(row, error, f"{path}:{line}"))
+        continue
+      videos[video] = (tag, author, music, string_id(row.get("upload_type")))
   return videos, dead
 
 
@@ -113,8 +135,8 @@ def _behavior_record(raw: dict) -> dict:
             schema.TIMESTAMP: seconds("time_ms", 1000.0), schema.LABEL: raw.get("is_click"),
             schema.PLAY_TIME: seconds("play_time_ms", 1000.0),
             schema.DURATION: seconds("duration_ms", 1000.0) or 0.0}
-  if isinstance(record[schema.TIMESTAMP], float):
-    record[schema.TIMESTAMP] = int(record[schema.TIMESTAMP])
+  if isinstance(record[schema.TIMESTAMP], float) and math.isfinite(record[schema.TIMESTAMP]):
+    record[schema.TIMESTAMP] = int(record[schema.TIMESTAMP])  # inf / NaN: named by validation
   record.update({flag: raw.get(flag) for flag in FLAGS})
   return record
 
@@ -124,18 +146,24 @@ def load_kuairand(data_dir: str | pathlib.Path) -> tuple[dict[str, np.ndarray], 
 
   Returns:
     (columns of valid behaviors, dead letters of malformed log and video-feature rows).
+  Raises:
+    ValueError: a log file without a column the mapping reads, or no valid behavior at all.
   """
   data_dir = pathlib.Path(data_dir)
   videos, dead = load_video_features(data_dir)
   valid = []
-  for path in _files(data_dir, LOG_PATTERN):
-    with open(path, newline="", encoding="utf-8") as f:
-      for line, raw in enumerate(csv.DictReader(f), start=2):
-        try:
-          row = logs.validate_record(_behavior_record(raw), KUAIRAND)
-        except logs.MalformedRecord as error:
-          dead.append(logs.dead_letter(raw, error, f"{path}:{line}"))
-          continue
-        row.update(zip(KUAIRAND.item_feature_names, videos.get(row[schema.ITEM_ID], (0,) * 4)))
-        valid.append(row)
+  logs_read = _files(data_dir, LOG_PATTERN)
+  for path in logs_read:
+    for line, raw in _rows(path, LOG_COLUMNS):
+      try:
+        _no_extra_values(raw)
+        row = logs.validate_record(_behavior_record(raw), KUAIRAND)
+      except logs.MalformedRecord as error:
+        dead.append(logs.dead_letter(raw, error, f"{path}:{line}"))
+        continue
+      row.update(zip(KUAIRAND.item_feature_names, videos.get(row[schema.ITEM_ID], (0,) * 4)))
+      valid.append(row)
+  if not valid:
+    raise ValueError(f"{data_dir}: no valid behavior in {[p.name for p in logs_read]} "
+                     f"({len(dead)} dead letters)")
   return logs.rows_to_columns(valid, KUAIRAND), dead

@@ -89,6 +89,25 @@ def test_convert_reads_a_schema_log_with_the_spec_beside_it(kuairand_dir, tmp_pa
     commands.convert("log", tmp_path, tmp_path / "c" / "log.csv")
 
 
+def test_a_log_whose_item_features_are_all_unknown_is_refused(tmp_path):
+  """A custom log without the spec's item features (here the default movielens preset's
+  category and year_bucket) used to convert with every feature 0, silently."""
+  from twin_tf import commands
+  from twin_tf.data import logs
+  from twin_tf.data.feature_spec import MOVIELENS
+  columns = MOVIELENS.empty_columns(3)
+  columns["user_id"][:], columns["item_id"][:] = 1, [5, 6, 7]
+  columns["timestamp"][:] = [10, 20, 30]
+  bare = {k: v for k, v in columns.items() if k not in ("category", "year_bucket")}
+  logs.write_behavior_log(bare, tmp_path / "mine.csv")
+  with pytest.raises(ValueError, match="every item feature .* is 0 .* the movielens preset"):
+    commands.convert("log", tmp_path / "mine.csv", tmp_path / "out" / "log.parquet")
+  (tmp_path / "items.csv").write_text("item_id,category\n5,3\n")
+  done = commands.convert("log", tmp_path / "mine.csv", tmp_path / "out" / "log.parquet",
+                          item_features=tmp_path / "items.csv")
+  assert done["behaviors"] == 3
+
+
 def test_every_flag_has_help():
   parser = cli.build_parser()
   commands = next(a for a in parser._actions if a.dest == "command").choices  # pylint: disable=protected-access

@@ -53,6 +53,15 @@ def convert(dataset: str, data: Path, out: Path, max_users: int | None = None,
     if item_features:
       columns, more = logs.join_item_features(columns, item_features, spec)
       dead += more
+    names = spec.item_feature_names
+    if len(columns[schema.ITEM_ID]) and not any(columns[n].any() for n in names):
+      raise ValueError(
+          f"{data}: every item feature of the feature spec {spec.name!r} ({', '.join(names)}) "
+          "is 0 (unknown) on every behavior: neither the log nor an --item-features file "
+          "gives them" + ("" if features else f" (no --features and no "
+                          f"{feature_spec.FILE_NAME} beside the log: the {spec.name} preset)") +
+          ". Name the log's own item features with --features (a preset or a "
+          f"{feature_spec.FILE_NAME}), or join them with --item-features")
   else:
     raise ValueError(f"unknown dataset {dataset!r}; expected one of {DATASETS}")
   if max_users:

@@ -26,6 +26,7 @@ import dataclasses
 import http.server
 import json
 import logging
+import math
 import pathlib
 import re
 import signal
@@ -80,6 +81,14 @@ def _signature_defs(version_dir: pathlib.Path) -> dict:
           if not k.startswith("__")}
 
 
+VERSION_FOLDER = re.compile(r"^[0-9]+$")  # ASCII digits: "²".isdigit() is True too
+# The most values one request input may declare: checked before anything is allocated (a
+# few-byte TensorProto can declare 2**44 values). 2**26 is 64 times a request of 10^5
+# clusters and 200 candidates.
+MAX_INPUT_VALUES = 1 << 26
+MAX_REST_BODY = 1 << 30  # bytes
+
+
 class VersionStore:
   """The loaded versions of one model; polls its base path for new version folders.
 
@@ -103,7 +112,7 @@ class VersionStore:
   def refresh(self) -> None:
     """Loads and warms the highest complete version if it is new, then makes it current."""
     versions = sorted(int(p.name) for p in self.base_path.iterdir()
-                      if p.name.isdigit() and (p / "saved_model.pb").exists() and
+                      if VERSION_FOLDER.match(p.name) and (p / "saved_model.pb").exists() and
                       self.version in (None, int(p.name))) \
         if self.base_path.exists() else []
     if not versions or (self._current and self._current.version == versions[-1]):
@@ -144,7 +153,10 @@ class VersionStore:
 
   def _poll(self) -> None:
     while not self._stop.wait(self.poll_seconds):
-      self.refresh()
+      try:
+        self.refresh()
+      except Exception:  # pylint: disable=broad-except  (a folder gone mid-scan, a full disk)
+        LOG.exception("polling %s failed; polling on", self.base_path)
 
   def stop(self) -> None:
     self._stop.set()
@@ -296,6 +308,7 @@ def request_arrays(inputs) -> dict[str, np.ndarray]:
   """A PredictRequest's TensorProtos -> arrays; INVALID_ARGUMENT naming a malformed one."""
   arrays = {}
   for name, proto in inputs.items():
+    _check_declared_shape(name, proto)
     try:
       arrays[name] = tf.make_ndarray(proto)
     except (TypeError, ValueError, KeyError) as error:
@@ -303,12 +316,35 @@ def request_arrays(inputs) -> dict[str, np.ndarray]:
   return arrays
 
 
+def _check_declared_shape(name: str, proto) -> None:
+  """INVALID_ARGUMENT for a TensorProto whose shape is unknown, negative or larger than
+  MAX_INPUT_VALUES, before tf.make_ndarray allocates it."""
+  if proto.tensor_shape.unknown_rank:
+    _refuse(name, "a tensor of unknown rank")
+  dims = [d.size for d in proto.tensor_shape.dim]
+  if any(d < 0 for d in dims):
+    _refuse(name, f"a negative dimension in shape {dims}")
+  if math.prod(dims) > MAX_INPUT_VALUES:
+    _refuse(name, f"shape {dims} declares {math.prod(dims):,} values, over the "
+            f"{MAX_INPUT_VALUES:,} one input may hold")
+
+
+def _version_choice(model_spec) -> int | None:
+  """The version a ModelSpec asks for (None: the latest); a version_label is refused (this
+  server has no labels)."""
+  if model_spec.WhichOneof("version_choice") == "version_label":
+    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"version_label {model_spec.version_label!r} is not known: this "
+                       "server has no version labels; ask for a version number")
+  return model_spec.version.value or None
+
+
 def _requested_version(store: VersionStore, model_name: str, model_spec, context):
   """The loaded version a ModelSpec asks for, or the call aborts with NOT_FOUND."""
   try:
     if model_spec.name != model_name:
       raise RequestError(grpc.StatusCode.NOT_FOUND, f"model {model_spec.name!r} is not served")
-    return store.get(model_spec.version.value or None)
+    return store.get(_version_choice(model_spec))
   except RequestError as error:
     context.abort(error.code, error.message)
     raise  # abort raises; this keeps the control flow explicit
@@ -323,7 +359,7 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
     try:
       arrays = request_arrays(request.inputs)
       version, outputs = predict(self.store, self.model_name, request.model_spec.name,
-                                 request.model_spec.version.value or None,
+                                 _version_choice(request.model_spec),
                                  request.model_spec.signature_name, arrays)
     except RequestError as error:
       context.abort(error.code, error.message)
@@ -394,11 +430,14 @@ def _rest_predict(store: VersionStore, model_name: str, match, raw_body: bytes) 
   """POST :predict with columnar {"signature_name", "inputs": {name: nested lists}}."""
   try:
     body = json.loads(raw_body or b"{}")
-  except (ValueError, UnicodeDecodeError) as error:
-    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, f"body is not JSON: {error}") from None
+  except (ValueError, UnicodeDecodeError, RecursionError) as error:
+    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                       f"body is not JSON (or nested too deep): {error}"[:300]) from None
   if not isinstance(body, dict) or not isinstance(body.get("inputs", {}), dict):
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
                        'body must be a JSON object with "inputs": {name: values} (columnar)')
+  if not isinstance(body.get("signature_name", ""), str):
+    raise RequestError(grpc.StatusCode.INVALID_ARGUMENT, "signature_name must be a string")
   version = int(match.group(2)) if match.group(2) else None
   current, signature = _current_signature(store, model_name, match.group(1), version,
                                           body.get("signature_name", "serving_default"))
@@ -406,8 +445,10 @@ def _rest_predict(store: VersionStore, model_name: str, match, raw_body: bytes) 
   arrays = {}
   for name, value in body.get("inputs", {}).items():
     info = definition.inputs.get(name)
-    arrays[name] = (rest_array(name, value, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
-                    if info else np.asarray(value))
+    if info is None:
+      _refuse(name, f"not an input of signature {signature!r}; inputs: "
+              f"{sorted(definition.inputs)}")
+    arrays[name] = rest_array(name, value, tf.dtypes.as_dtype(info.dtype).as_numpy_dtype)
   answered, outputs = predict(store, model_name, match.group(1), version, signature, arrays)
   return {"outputs": {k: v.tolist() for k, v in outputs.items()}, "model_version": answered}
 
@@ -436,8 +477,18 @@ def _rest_handler(store: VersionStore, model_name: str):
     unknown model, version or endpoint."""
 
     def do_POST(self):  # pylint: disable=invalid-name
-      self._answer(lambda match: _rest_predict(
-          store, model_name, match, self.rfile.read(int(self.headers.get("Content-Length", 0)))))
+      self._answer(lambda match: _rest_predict(store, model_name, match, self._body()))
+
+    def _body(self) -> bytes:
+      """The request body; INVALID_ARGUMENT for a Content-Length that is not a whole number
+      of bytes in [0, MAX_REST_BODY]."""
+      length = (self.headers.get("Content-Length") or "0").strip()
+      if not length.isascii() or not length.isdigit() or int(length) > MAX_REST_BODY:
+        self.close_connection = True  # the body, if any, is not read
+        raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
+                           f"Content-Length {length[:40]!r} is not a byte count in "
+                           f"[0, {MAX_REST_BODY:,}]")
+      return self.rfile.read(int(length))
 
     def do_GET(self):  # pylint: disable=invalid-name
       self._answer(lambda match: _rest_get(store, model_name, match))

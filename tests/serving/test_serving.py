@@ -403,3 +403,80 @@ def test_any_mutated_request_is_scored_or_refused_as_invalid(served, name, mutat
     assert error.code == "INVALID_ARGUMENT", error
     return
   assert scores.shape == (2, 1) and np.all(np.isfinite(scores))
+
+
+def _proto_request(served, name, proto):
+  from tensorflow_serving.apis import predict_pb2
+  request = predict_pb2.PredictRequest()
+  request.model_spec.name = "twin"
+  for key, value in _request(served["data"]).items():
+    request.inputs[key].CopyFrom(tf.make_tensor_proto(value))
+  request.inputs[name].CopyFrom(proto)
+  return request
+
+
+@pytest.mark.parametrize("shape, values, words", [
+    ((2, 2**44), (), "declares 35,184,372,088,832 values"),  # a few bytes, 256 TiB declared
+    ((2, 2**40), (5,), "declares"),  # one value spread over 2^41
+    ((2, -3), (), "negative dimension"),
+    (None, (), "unknown rank"),
+])
+def test_a_tensor_proto_is_sized_before_it_is_allocated(served, shape, values, words):
+  """These were answered UNKNOWN ("Unable to allocate 256 TiB") or scored."""
+  from tensorflow.core.framework import tensor_pb2, tensor_shape_pb2, types_pb2
+  proto = tensor_pb2.TensorProto(dtype=types_pb2.DT_INT64, int64_val=list(values))
+  if shape is None:
+    proto.tensor_shape.CopyFrom(tensor_shape_pb2.TensorShapeProto(unknown_rank=True))
+  else:
+    proto.tensor_shape.dim.extend([tensor_shape_pb2.TensorShapeProto.Dim(size=s)
+                                   for s in shape])
+  client = served["client"]
+  with pytest.raises(InvalidRequestError, match=f"'long_item_id'.*{words}"):
+    client._call(client._predictions.Predict,  # pylint: disable=protected-access
+                 _proto_request(served, "long_item_id", proto))
+
+
+def test_a_version_label_is_refused_not_ignored(served):
+  client = served["client"]
+  request = _proto_request(served, "request_time",
+                           tf.make_tensor_proto(_request(served["data"])["request_time"]))
+  request.model_spec.version_label = "nope"
+  with pytest.raises(InvalidRequestError, match="version_label 'nope'"):
+    client._call(client._predictions.Predict, request)  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize("body, words", [
+    ({"signature_name": ["serving_default"], "inputs": {}}, "signature_name must be a string"),
+    ({"signature_name": {"a": 1}, "inputs": {}}, "signature_name must be a string"),
+    (b"[" * 100_000 + b"]" * 100_000, "nested too deep"),
+    ({"inputs": {"no_such_input": [[1, 2], [3]]}}, "not an input of signature"),
+])
+def test_rest_answers_400_not_500_for_these_bodies(served, body, words):
+  status, answer = _rest(served, "POST", "/v1/models/twin:predict", body)
+  assert status == 400 and words in answer["error"], answer
+
+
+@pytest.mark.parametrize("length", ["-5", "abc", str(10**14)])
+def test_rest_answers_400_for_a_bad_content_length(served, length):
+  import http.client
+  connection = http.client.HTTPConnection("127.0.0.1", served["server"].rest_port, timeout=30)
+  connection.putrequest("POST", "/v1/models/twin:predict")
+  connection.putheader("Content-Length", length)
+  connection.endheaders()
+  response = connection.getresponse()
+  assert response.status == 400 and "Content-Length" in json.loads(response.read())["error"]
+  connection.close()
+
+
+def test_the_version_poller_survives_any_folder_name(served):
+  """A folder named "²" (a digit to str.isdigit, not to int) killed the polling thread."""
+  base = served["base"] / "twin"
+  odd = base / "²"
+  odd.mkdir()
+  (odd / "saved_model.pb").write_bytes(b"")
+  try:
+    store = dev_server.VersionStore(base)
+    store.refresh()
+    assert store.get().version == 1
+  finally:
+    shutil.rmtree(odd)

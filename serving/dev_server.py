@@ -82,10 +82,6 @@ def _signature_defs(version_dir: pathlib.Path) -> dict:
 
 
 VERSION_FOLDER = re.compile(r"^[0-9]+$")  # ASCII digits: "²".isdigit() is True too
-# The most values one request input may declare: checked before anything is allocated (a
-# few-byte TensorProto can declare 2**44 values). 2**26 is 64 times a request of 10^5
-# clusters and 200 candidates.
-MAX_INPUT_VALUES = 1 << 26
 MAX_REST_BODY = 1 << 30  # bytes
 
 
@@ -318,15 +314,16 @@ def request_arrays(inputs) -> dict[str, np.ndarray]:
 
 def _check_declared_shape(name: str, proto) -> None:
   """INVALID_ARGUMENT for a TensorProto whose shape is unknown, negative or larger than
-  MAX_INPUT_VALUES, before tf.make_ndarray allocates it."""
+  MAX_REQUEST_ELEMENTS, before tf.make_ndarray allocates it (a few-byte TensorProto can
+  declare 2**44 values)."""
   if proto.tensor_shape.unknown_rank:
     _refuse(name, "a tensor of unknown rank")
   dims = [d.size for d in proto.tensor_shape.dim]
   if any(d < 0 for d in dims):
     _refuse(name, f"a negative dimension in shape {dims}")
-  if math.prod(dims) > MAX_INPUT_VALUES:
-    _refuse(name, f"shape {dims} declares {math.prod(dims):,} values, over the "
-            f"{MAX_INPUT_VALUES:,} one input may hold")
+  if math.prod(dims) > MAX_REQUEST_ELEMENTS:
+    _refuse(name, f"shape {dims} declares {math.prod(dims):,} values, over the limit of "
+            f"{MAX_REQUEST_ELEMENTS:,} per input")
 
 
 def _version_choice(model_spec) -> int | None:

@@ -238,8 +238,9 @@ def summarize(runs: list[dict]) -> dict:
 
 
 def figure(value) -> str:
-  """A figure for a table: 4 significant digits, "n/a" for a missing one."""
-  return "n/a" if value is None else f"{value:.4g}"
+  """A figure for a table: 4 significant digits, "n/a" for a missing or undefined one (None
+  in JSON, NaN in memory)."""
+  return "n/a" if value is None or not np.isfinite(value) else f"{value:.4g}"
 
 
 def mean_liveness(per_run: list) -> dict | None:

@@ -199,8 +199,11 @@ class CtrModel(keras.Model):
       valid = ops.take_along_axis(same, indices, axis=2)
       indices = ops.cast(indices, "int32")
     selected_values = gather_selected(values, indices)  # (B, C, K, D)
+    key_scale = (gather_selected(attention.key_scale(inherent), indices)  # (B, C, K)
+                 if attention.normalized else None)
     selected_alpha = attention.scores_at(selected_values, queries,
-                                         gather_selected(inputs["long_size"], indices))
+                                         gather_selected(inputs["long_size"], indices),
+                                         key_scale)
     return self.esu(selected_alpha, selected_values, valid)  # alpha (B, C, H, K)
 
   def _gsu_factors(self, inputs, inherent, cross, queries):

@@ -18,7 +18,7 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
   ln n makes softmax(alpha') weigh a cluster exactly as n identical raw behaviors would.
 
   With `normalized`, the target term is live from the first step: K_h and q enter W_h and W_q
-  at unit RMS (rms_normalized; the values K the ESU pools keep their scale), the kernels start
+  at unit RMS (key_input; the values K the ESU pools keep their scale), the kernels start
   at variance 1 / D_h (so each key and query component starts at unit variance, the target
   term of a head at about unit std, as in scaled dot-product attention), and a learnt
   temperature exp(tau_h) per head scales q W_q. Without it, the target term starts near
@@ -67,8 +67,13 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
                                              initializer="zeros")
 
   def key_input(self, inherent):
-    """What W_h projects: K_h, at unit RMS when normalized. (..., D_h) -> (..., D_h)."""
-    return rms_normalized(inherent) if self.normalized else inherent
+    """What W_h (and, for a target, W_q) projects: K_h, at unit RMS when normalized (|x| =
+    sqrt(D_h); zero stays zero). (..., D_h) -> (..., D_h)."""
+    return inherent * self.key_scale(inherent)[..., None] if self.normalized else inherent
+
+  def key_scale(self, inherent):
+    """The factor key_input applies to each row, 1 / RMS(K_h): (..., D_h) -> (...)."""
+    return _inverse_rms(inherent)[..., 0]
 
   def item_keys(self, inherent):
     """K_h W_h / sqrt(d_k): (..., D_h) -> (..., H, d_k); user-independent, cacheable."""
@@ -78,7 +83,7 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     """q W_q (times each head's temperature when normalized): (..., D_h) -> (..., H, d_k)."""
     if not self.normalized:
       return self.query_projection(target_inherent)
-    query = self.query_projection(rms_normalized(target_inherent))
+    query = self.query_projection(self.key_input(target_inherent))  # q at unit RMS too
     return query * ops.exp(self.log_temperature)[:, None]
 
   def bias(self, seq_cross, size):
@@ -130,25 +135,30 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     query_and_one = ops.concatenate([flat_query, ops.ones_like(flat_query[..., :1])], axis=-1)
     return positions_and_offset, query_and_one
 
-  def scores_at(self, values, query, size):
+  def scores_at(self, values, query, size, key_scale=None):
     """Per-head alpha' of chosen positions, heads first, from their values
     K = [K_h | K_c flattened] (the rows the ESU pools, so neither keys nor bias are gathered):
     alpha'_h = K . [W_h (q W_q)_h / sqrt(d_k) | (W_c beta)_h] + ln n.
 
     values (B, C, K, D_h + J dim), query (B, C, H, d_k) (queries()), size (B, C, K)
-    -> (B, C, H, K). Normalized, K_h's part is scaled to unit RMS per row (key_input).
+    -> (B, C, H, K). Normalized, K_h's part is scaled to unit RMS per row (key_input):
+    key_scale (B, C, K) holds those factors (key_scale() of the positions, gathered like the
+    values; None: computed here from the values, the slower way).
     """
     inherent_query = ops.einsum("bchk,dhk->bchd", query,
                                 self.key_projection.kernel) / math.sqrt(self.key_dim)
     cross_kernel = ops.transpose(self.cross_bias.kernel())  # (H, J dim)
     cross_query = ops.broadcast_to(cross_kernel,
                                    ops.shape(inherent_query)[:2] + tuple(cross_kernel.shape))
-    if self.normalized:
-      dim = inherent_query.shape[-1]
-      row_scale = _inverse_rms(values[..., :dim])[:, :, None, :, 0]  # (B, C, 1, K)
-      scores = (ops.matmul(inherent_query, ops.transpose(values[..., :dim], (0, 1, 3, 2)))
-                * row_scale +
-                ops.matmul(cross_query, ops.transpose(values[..., dim:], (0, 1, 3, 2))))
+    if self.normalized:  # one product for both parts: [[q_h, 0], [0, q_c]] (B, C, 2H, D)
+      if key_scale is None:
+        key_scale = self.key_scale(values[..., :inherent_query.shape[-1]])
+      stacked = ops.concatenate([
+          ops.concatenate([inherent_query, ops.zeros_like(cross_query)], axis=-1),
+          ops.concatenate([ops.zeros_like(inherent_query), cross_query], axis=-1)], axis=2)
+      both = ops.matmul(stacked, ops.transpose(values, (0, 1, 3, 2)))  # (B, C, 2H, K)
+      heads = self.num_heads
+      scores = both[:, :, :heads] * key_scale[:, :, None, :] + both[:, :, heads:]
     else:
       value_query = ops.concatenate([inherent_query, cross_query], axis=-1)  # (B, C, H, D)
       scores = ops.matmul(value_query, ops.transpose(values, (0, 1, 3, 2)))  # (B, C, H, K)
@@ -165,10 +175,6 @@ def _inverse_rms(x, epsilon: float = 1e-6):
   """1 / RMS of x over its last axis: (..., D) -> (..., 1)."""
   return ops.rsqrt(ops.mean(ops.square(x), axis=-1, keepdims=True) + epsilon)
 
-
-def rms_normalized(x):
-  """x scaled to unit root mean square over its last axis (|x| = sqrt(D)); zero stays zero."""
-  return x * _inverse_rms(x)
 
 
 def _log_size(size, dtype):

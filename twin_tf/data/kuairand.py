@@ -98,11 +98,6 @@ def _rows(path: pathlib.Path, required: tuple[str, ...]):
     yield from enumerate(reader, start=2)
 
 
-def _no_extra_values(row: dict) -> None:
-  if None in row:  # csv.DictReader's place for values beyond the header
-    raise logs.MalformedRecord("row", f"{len(row[None])} more values than the header")
-
-
 def load_video_features(data_dir: str | pathlib.Path
                         ) -> tuple[dict[int, tuple[int, ...]], list[dict]]:
   """(video_id -> (tag, author_id, music_id, upload_type) ids in KUAIRAND's feature order,
@@ -111,7 +106,7 @@ def load_video_features(data_dir: str | pathlib.Path
   for path in _files(pathlib.Path(data_dir), VIDEO_PATTERN):
     for line, row in _rows(path, ("video_id",)):
       try:
-        _no_extra_values(row)
+        logs.refuse_extra_values(row)
         video, tag, author, music = (published_id(row, field) for field in (
             "video_id", "tag", "author_id", "music_id"))
       except logs.MalformedRecord as error:
@@ -156,7 +151,7 @@ def load_kuairand(data_dir: str | pathlib.Path) -> tuple[dict[str, np.ndarray], 
   for path in logs_read:
     for line, raw in _rows(path, LOG_COLUMNS):
       try:
-        _no_extra_values(raw)
+        logs.refuse_extra_values(raw)
         row = logs.validate_record(_behavior_record(raw), KUAIRAND)
       except logs.MalformedRecord as error:
         dead.append(logs.dead_letter(raw, error, f"{path}:{line}"))

@@ -48,8 +48,7 @@ def validate_record(record: Mapping[str, Any], spec: FeatureSpec = MOVIELENS
       duration is negative, NaN or infinite; a label or flag is not 0/1; a value has the
       wrong type.
   """
-  if None in record:  # csv.DictReader's place for values beyond the header
-    raise MalformedRecord("row", f"{len(record[None])} more values than columns")
+  refuse_extra_values(record)
   if FEWER_VALUES in record:
     raise MalformedRecord("row", f"{record[FEWER_VALUES]} fewer values than columns")
   if UNREADABLE in record:
@@ -381,6 +380,13 @@ def join_item_features(columns: dict[str, np.ndarray], path: str | pathlib.Path,
   for j, name in enumerate(names):
     out[name] = np.where(listed, values[at, j], columns[name])
   return out, dead
+
+
+def refuse_extra_values(record: Mapping) -> None:
+  """MalformedRecord for a CSV row longer than its header (csv.DictReader puts the extra
+  values under the key None)."""
+  if None in record:
+    raise MalformedRecord("row", f"{len(record[None])} more values than columns")
 
 
 def _required(record: Mapping[str, Any], name: str):

@@ -107,7 +107,7 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   clusters, examples = work / "clusters", work / "examples"
   runs_dir, base, key_cache_dir = work / "runs", work / "serving" / "twin", work / "key_cache"
   models, seeds = list(config.models), list(config.seeds)
-  skipped_stages(config.skip)  # refuse a wrong --skip before any work
+  skipped = skipped_stages(config.skip)  # a wrong --skip is refused before any work
   from twin_tf.model.ctr_model import PRESETS  # pylint: disable=import-outside-toplevel
   unknown = [m for m in models if m not in PRESETS]
   served = PRESETS.get(models[0])
@@ -200,7 +200,6 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
       stages.Stage("retrieval", retrieval, [key_cache_dir], [],
                    {"synthetic_sizes": list(config.scann_sizes)}),
   ]
-  skipped = skipped_stages(config.skip)
   if skipped:
     print(f"skipping {', '.join(s.name for s in plan if s.name in skipped)} (--skip)")
     plan = [s for s in plan if s.name not in skipped]

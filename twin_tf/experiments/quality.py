@@ -127,13 +127,10 @@ def feature_references(data: ExampleData) -> dict:
   positive rate before the impression) and "best_single_feature" (the feature of the best
   validation AUC, named; chosen on validation, never on test)."""
   from twin_tf.model import features  # pylint: disable=import-outside-toplevel
-  from twin_tf.training import metrics  # pylint: disable=import-outside-toplevel
 
   def scored(split: str, column: int) -> dict:
     table = data.impressions[split]
-    score = table[features.DENSE][:, column]
-    return {"auc": metrics.auc(table[schema.LABEL], score),
-            "gauc": metrics.gauc(table[schema.LABEL], score, table[schema.USER_ID])}
+    return _auc_gauc(table, table[features.DENSE][:, column])
 
   names = features.DENSE_FEATURES
   best = int(np.nanargmax([scored("validation", i)["auc"] for i in range(len(names))]))
@@ -141,17 +138,30 @@ def feature_references(data: ExampleData) -> dict:
           "best_single_feature": {"feature": names[best], **scored("test", best)}}
 
 
+def _auc_gauc(table: dict, scores: np.ndarray) -> dict:
+  """AUC and GAUC of scores for the impressions of a split's table."""
+  from twin_tf.training import metrics  # pylint: disable=import-outside-toplevel
+  labels = table[schema.LABEL]
+  return {"auc": metrics.auc(labels, scores),
+          "gauc": metrics.gauc(labels, scores, table[schema.USER_ID])}
+
+
+def reference_label(name: str, reference: dict) -> str:
+  """How a table names a summary["references"] row."""
+  return {"oracle": "oracle (SYNTHETIC truth)", "item_only": "item-only (SYNTHETIC truth)",
+          "best_single_feature": f"best single feature ({reference.get('feature')})"}.get(
+              name, name.replace("_", " ") + " alone")
+
+
 def truth_references(data: ExampleData, truth: str) -> dict:
   """Test AUC / GAUC of the SYNTHETIC truth's scores: "oracle" (the true click probability)
   and "item_only" (the item's mean true click probability, not personalized), and
   "dormant_share": the share of test impressions shown from a dormant taste."""
   from twin_tf.data import longterm  # pylint: disable=import-outside-toplevel
-  from twin_tf.training import metrics  # pylint: disable=import-outside-toplevel
   test = data.impressions["test"]
-  labels, users = test[schema.LABEL], test[schema.USER_ID]
-  found = longterm.truth_of(truth, users, test[schema.TIMESTAMP], test[schema.ITEM_ID])
-  out = {name: {"auc": metrics.auc(labels, found[field]),
-                "gauc": metrics.gauc(labels, found[field], users)}
+  found = longterm.truth_of(truth, test[schema.USER_ID], test[schema.TIMESTAMP],
+                            test[schema.ITEM_ID])
+  out = {name: _auc_gauc(test, found[field])
          for name, field in (("oracle", "click_probability"), ("item_only", "item_probability"))}
   out["dormant_share"] = float(found["dormant"].mean())
   return out
@@ -273,10 +283,8 @@ def markdown(summary: dict) -> str:
                  f"{r['diversity_mean']:.3f} ± {r['diversity_std']:.3f} |")
   for name, r in summary.get("references", {}).items():
     if isinstance(r, dict):
-      label = {"oracle": "oracle (SYNTHETIC truth)", "item_only": "item-only (SYNTHETIC truth)",
-               "best_single_feature": f"best single feature ({r.get('feature')})"}.get(
-                   name, name.replace("_", " ") + " alone")
-      lines.append(f"| {label} | {figure(r['auc'])} | {figure(r['gauc'])} | | | | |")
+      lines.append(f"| {reference_label(name, r)} | {figure(r['auc'])} | "
+                   f"{figure(r['gauc'])} | | | | |")
   random = summary["random_diversity"]
   lines += ["", f"A random ranking gives {random['mean_distinct']:.3f} distinct categories "
             f"in the top-{k} ({random['users']} users with more than {k} test candidates).",

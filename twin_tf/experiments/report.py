@@ -13,7 +13,7 @@ import io
 import pathlib
 
 from twin_tf.experiments import plots
-from twin_tf.experiments.quality import figure
+from twin_tf.experiments.quality import figure, reference_label
 
 
 def _png(fig) -> bytes:
@@ -58,8 +58,7 @@ def _quality_section(q: dict) -> tuple[str, list]:
              "reads, without any sequence.</p>")
   table = _table(("model", "AUC", "GAUC", "logloss", f"NDCG@{k}", f"recall@{k}",
                   f"distinct categories in top-{k}"), rows)
-  references = [(n.replace("_", " ") + (f" ({r['feature']})" if "feature" in r else ""),
-                 figure(r["auc"]), figure(r["gauc"]))
+  references = [(reference_label(n, r), figure(r["auc"]), figure(r["gauc"]))
                 for n, r in q.get("references", {}).items() if isinstance(r, dict)]
   if references:
     table += ("<p>References on the same test impressions: single dense features as scores "

@@ -109,7 +109,7 @@ def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: Exampl
 
   chosen = np.arange(num_pre_cutoff, len(timestamps)) if cutoff >= 0 else np.zeros(0, int)
   if config.max_impressions is not None:
-    chosen = chosen[len(chosen) - min(len(chosen), config.max_impressions):]
+    chosen = chosen[-config.max_impressions:]  # max_impressions >= 1
   impressions = {f: history[f][chosen] for f in impression_fields(spec)[:-2]}
   impressions["history_end"] = np.searchsorted(timestamps, timestamps[chosen], side="left")
   impressions["split"] = split_ids(len(chosen), config)

@@ -76,6 +76,30 @@ def test_esu_with_every_cluster_selected_equals_serving_default(exported):
                              rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("name, position, value", [
+    ("long_size", 0, np.nan), ("long_size", 0, np.inf), ("long_size", 0, 0.0),
+    ("short_size", 0, -1.0), ("candidate_dense", 0, np.inf)])
+def test_bad_float_inputs_are_invalid_argument_naming_the_input(exported, name, position,
+                                                                  value):
+  """What TF Serving runs (the session loader) refuses a NaN / infinite float input and a
+  size <= 0 at a valid position with InvalidArgumentError naming it, in every signature
+  that takes it; a size of 0 at padding is fine."""
+  version, _, data = exported
+  request, _ = requests.impression_requests(data, np.arange(4))
+  bad = {k: v.copy() for k, v in request.items()}
+  bad[name].reshape(len(bad[name]), -1)[0, position] = value
+  with pytest.raises(tf.errors.InvalidArgumentError, match=f"input {name}:"):
+    _run_in_session(version, "serving_default", bad)
+  if name == "long_size":
+    per_candidate = {k: (v[:, None] if k.startswith("long_") else v) for k, v in bad.items()}
+    with pytest.raises(tf.errors.InvalidArgumentError, match=f"input {name}:"):
+      _run_in_session(version, "esu", per_candidate)
+  padded = {k: v.copy() for k, v in request.items()}
+  padded["long_length"][0] -= 1  # its last cluster becomes padding, of size 0
+  padded["long_size"][0, padded["long_length"][0]:] = 0.0
+  assert np.all(np.isfinite(_run_in_session(version, "serving_default", padded)))
+
+
 def test_item_keys_signature(exported):
   version, config, data = exported
   model, vocabularies, _ = restore_model(config.output_dir)

@@ -27,7 +27,9 @@ item features).
     (K_c W_c) beta + ln n summed over heads (0 at padding): with item_keys, the GSU key vector
     of each cluster (twin_tf.export.retrieval).
 Item ids and item features map through the run's vocabularies inside the graph (unknown
-ids -> OOV index; hashed features: id mod buckets).
+ids -> OOV index; hashed features: id mod buckets). Every signature first checks its float
+inputs (finite; sizes > 0 at valid positions) and fails with InvalidArgumentError naming the
+input, which TF Serving answers as INVALID_ARGUMENT (never a crash or a NaN score).
 """
 
 from __future__ import annotations
@@ -96,6 +98,25 @@ class ServingModule:
     module.cluster_bias = tf.function(self._cluster_bias, input_signature=[bias_specs])
     self.module = module
 
+  def _checked(self, raw):
+    """raw with its float inputs checked: finite, and `<prefix>_size` > 0 at the positions
+    `<prefix>_length` marks valid. A failed check is an InvalidArgumentError naming the input,
+    raised before any of them is read."""
+    tf = self.tf
+    checks = []
+    for name, value in raw.items():
+      if value.dtype != tf.float32:
+        continue
+      checks.append(tf.debugging.assert_all_finite(value, f"input {name}: NaN or infinity"))
+      prefix = name[:-len("_size")]
+      if name.endswith("_size") and f"{prefix}_length" in raw:
+        valid = tf.range(tf.shape(value)[-1]) < raw[f"{prefix}_length"][..., None]
+        checks.append(tf.debugging.Assert(
+            tf.reduce_all(tf.logical_or(value > 0, tf.logical_not(valid))),
+            [f"input {name}: sizes must be > 0 at valid positions"]))
+    with tf.control_dependencies(checks):
+      return {name: tf.identity(value) for name, value in raw.items()}
+
   def _lookup(self, raw, prefix):
     """{f: vocabulary indexes} of the candidate fields `<prefix>_<f>` of a request."""
     out = {}
@@ -132,11 +153,12 @@ class ServingModule:
 
   def _serving_default(self, raw):
     """One pass over each user's sequences for all of its (B, C) candidates."""
-    return {"scores": self.model(self.model_inputs(raw))}
+    return {"scores": self.model(self.model_inputs(self._checked(raw)))}
 
   def _esu(self, raw):
     """Per-candidate clusters (B, C, K): each candidate becomes its own row of K clusters."""
     tf = self.tf
+    raw = self._checked(raw)
     shape = tf.shape(raw[f"candidate_{schema.ITEM_ID}"])  # (B, C)
     rows = shape[0] * shape[1]
     time = raw["request_time"][:, None, None]
@@ -158,6 +180,7 @@ class ServingModule:
             "known": ids[schema.ITEM_ID] != OOV}
 
   def _cluster_bias(self, raw):
+    raw = self._checked(raw)
     seq = self._sequence(raw, "long", raw["request_time"][:, None])
     bias = self.model.attention.summed_bias(self.model.cross_embedding(seq["long_cross"]),
                                             seq["long_size"])

@@ -1,31 +1,55 @@
 """Benchmark: serving latency for one request of C = 200 candidates over L = 10^3, 10^4, 10^5
-clusters.
+clusters, on real requests of a trained model whose attention is live.
 
-The request is SYNTHETIC (random clusters, behaviors and candidates drawn from the model's
-vocabulary); the model is a real export of a trained run. Measured on one CPU core (process
-pinned, TensorFlow intra/inter-op threads 1): the SavedModel called in process, and the same
-request through the development server over gRPC (server and client in this process, so the
-gRPC figure includes serialization both ways). Also in process: the same run exported without
-the GSU's bound pruning (every cluster multiplied and ranked; the same scores), and how many
-clusters of the request can reach some candidate's top 100 (what the pruning ranks).
+The request is built from a trained run's own data (tiled_real_request): one real test user's
+recent behaviors and request time, C distinct real test items as candidates, and L clusters
+drawn from every user's real clusters (all of them once, then drawn again with replacement up
+to L; MovieLens has about 8,000). Two models, both exports of the same trained run:
+  live     the run as trained (the default TwinV2: normalized attention, every cluster can
+           reach some candidate's top 100, so the GSU's bound pruning ranks all);
+  current  the same weights with the query kernel scaled by 1e-4: the target term as small
+           as in the models before normalized attention (dead attention), where the bound
+           pruning ranks only ~100-140 clusters (today's model at the issue's filing).
+Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, BLAS 1):
+  in_process       serving_default called in process (the exact path);
+  scann            the approximate path for long users: the model's item_keys signature for
+                   the candidates' queries, ScaNN (scann_config(L)) over the user's cached GSU
+                   key vectors (item_keys + cluster_bias at the request time), then the esu
+                   signature on the chosen clusters; recall_at_100 against the exact top 100 of
+                   the same vectors, counting a found cluster whose score ties the 100th
+                   (the drawn-again clusters are exact copies);
+  dev_server_grpc  the exact path through the development server over gRPC (server and client
+                   in this process: serialization both ways included);
+  peak_fraction    the request's multiply-adds (request_macs: GSU and ESU products) over the
+                   single-core rate of a plain matmul of the GSU's size, divided by the exact
+                   path's p50.
+`reaching`: clusters that can reach some candidate's top 100 by the GSU's bound.
 
-  python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0 [--clusters 1000 10000]
+  python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0 [--clusters 1000 10000 100000]
 
-Last line: {"candidates", "request", "runs": [{"clusters", "reaching", "in_process": {"p50_ms",
-"p99_ms", "rps", "requests"}, "in_process_unpruned": {...}, "dev_server_grpc": {...}}, ...]}
+Last line: {"candidates", "request", "peak_gmacs", "runs": [{"clusters", "model", "reaching",
+"in_process": {"p50_ms", "p99_ms", "rps", "requests"}, "scann": {..., "recall_at_100",
+"mode"}, "dev_server_grpc": {...}, "peak_fraction", "macs"}, ...]}
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import pathlib
-import sys
-import tempfile
+import os
 
-import numpy as np
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+  os.environ[_name] = "1"
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import pathlib  # noqa: E402
+import shutil  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+DEAD_ATTENTION_SCALE = 1e-4
 
 
 def synthetic_request(vocabularies, clusters: int, candidates: int, seed: int = 0):
@@ -60,42 +84,178 @@ def synthetic_request(vocabularies, clusters: int, candidates: int, seed: int = 
   return arrays
 
 
+def tiled_real_request(data, clusters: int, candidates: int, seed: int = 0) -> dict:
+  """serving_default arrays (B = 1) from real data (ExampleData): the test user with the
+  most clusters gives the recent behaviors; C distinct test items (first occurrences) are the
+  candidates; the long part is L clusters drawn from every user's clusters, each once before
+  any is drawn again, in time order; the request comes one second after the latest."""
+  from twin_tf.data import schema
+  from twin_tf.export.requests import candidates_of, user_request
+  test = data.impressions["test"]
+  row = int(test["user_row"][np.argmax(data.cluster_len[test["user_row"]])])
+  impression = int(np.flatnonzero(test["user_row"] == row)[-1])
+  _, first = np.unique(test[schema.ITEM_ID], return_index=True)
+  request, _ = user_request(data, row, candidates_of(data, np.sort(first)[:candidates]),
+                            0, int(test["history_end"][impression]))
+  valid = np.arange(data.clusters[schema.ITEM_ID].shape[1]) < data.cluster_len[:, None]
+  pool = {f: v[valid] for f, v in data.clusters.items()}  # (N,) every user's clusters
+  rng = np.random.default_rng(seed)
+  count = len(pool[schema.ITEM_ID])
+  drawn = np.concatenate([rng.permutation(count)[:clusters],
+                          rng.integers(0, count, max(clusters - count, 0))])
+  drawn = drawn[np.argsort(pool[schema.TIMESTAMP][drawn], kind="stable")]
+  for field in data.spec.sequence_fields:
+    request[f"long_{field}"] = pool[field][drawn][None].astype(np.int64)
+  request["long_size"] = pool[schema.CLUSTER_SIZE][drawn][None].astype(np.float32)
+  request["long_length"] = np.array([clusters], np.int32)
+  request["request_time"] = np.array([int(pool[schema.TIMESTAMP].max()) + 1], np.int64)
+  return request
+
+
+def request_macs(model, clusters: int, candidates: int) -> int:
+  """Multiply-adds of the GSU and ESU products of one request (B = 1): the positions'
+  projection or the query's fold through W_h (summed_factors), the (C x L) product, and the
+  ESU's per-head scores and pooling of the K chosen rows. The short-term module and the MLP
+  (under 3% at L = 10^3) are left out."""
+  config = model.config
+  inherent = model.item_embedding.output_dim
+  heads_dim = config.num_heads * config.key_dim
+  values = inherent + model.cross_embedding.dim * len(model.cross_embedding.vocab_sizes)
+  if inherent > heads_dim:  # the positions are projected, the product is H d_k + 1 wide
+    gsu = clusters * inherent * heads_dim + candidates * clusters * (heads_dim + 1)
+  else:
+    gsu = candidates * heads_dim * inherent + candidates * clusters * (inherent + 1)
+  chosen = candidates * min(config.gsu_top_k, clusters)
+  esu = chosen * values * 2 * config.num_heads + chosen * config.num_heads * values
+  return int(gsu + esu)
+
+
+def peak_gmacs(tf, clusters: int, candidates: int, width: int) -> float:
+  """Single-core multiply-adds per second (10^9) of a plain (C x D) x (D x L) float32 matmul."""
+  from timing import timings
+  rng = np.random.default_rng(0)
+  a = tf.constant(rng.standard_normal((candidates, width)), tf.float32)
+  b = tf.constant(rng.standard_normal((width, clusters)), tf.float32)
+  matmul = tf.function(lambda x, y: tf.matmul(x, y))
+  seconds = timings(lambda: matmul(a, b).numpy(), 50)["p50_ms"] / 1000
+  return candidates * width * clusters / seconds / 1e9
+
+
+def dead_attention_run(run_dir: str, folder: pathlib.Path) -> pathlib.Path:
+  """A copy of the run whose query kernel is scaled by DEAD_ATTENTION_SCALE."""
+  from twin_tf.training.trainer import restore_model
+  copy = folder / "current-run"
+  shutil.copytree(run_dir, copy, ignore=shutil.ignore_patterns("checkpoints", "logs"))
+  model, _, _ = restore_model(copy)
+  kernel = model.attention.query_projection.kernel
+  kernel.assign(kernel * DEAD_ATTENTION_SCALE)
+  model.save_weights(str(copy / "model.weights.h5"))
+  return copy
+
+
+class ScannPath:
+  """The approximate path: item_keys (queries) -> ScaNN over cached keys -> esu."""
+
+  def __init__(self, version_dir: pathlib.Path, request: dict, spec):
+    import tensorflow as tf
+
+    from twin_tf.data import schema
+    from twin_tf.export.key_cache import ModelKeys, key_vectors
+    from twin_tf.export.retrieval import ExactRetriever, ScannRetriever
+    self.tf, self.spec, self.request = tf, spec, request
+    keys = ModelKeys(version_dir)
+    loaded = tf.saved_model.load(str(version_dir))
+    self.item_keys, self.esu = loaded.signatures["item_keys"], loaded.signatures["esu"]
+    self._loaded = loaded
+    clusters = {f: request[f"long_{f}"][0] for f in spec.sequence_fields}
+    item_keys, _, _ = keys.item_keys({f: clusters[f] for f in spec.candidate_fields})
+    clusters[schema.CLUSTER_SIZE] = request["long_size"][0]
+    self.vectors = key_vectors(item_keys, keys.cluster_bias(clusters,
+                                                            int(request["request_time"][0])))
+    self.exact, self.scann = ExactRetriever(self.vectors), ScannRetriever(self.vectors)
+    self.candidates = {f: tf.constant(request[f"candidate_{f}"][0])
+                       for f in spec.candidate_fields}
+    self.fixed = {k: tf.constant(v) for k, v in request.items()
+                  if not k.startswith("long_")}
+
+  def queries(self) -> np.ndarray:
+    from twin_tf.export.retrieval import gsu_query_vectors
+    return gsu_query_vectors(self.item_keys(**self.candidates)["queries"].numpy())
+
+  def score(self, chosen=None) -> np.ndarray:
+    """(C,) scores; chosen (C, K) clusters, default ScaNN's."""
+    tf = self.tf
+    chosen = self.scann.search(self.queries()) if chosen is None else chosen
+    inputs = dict(self.fixed)
+    for key in (k for k in self.request if k.startswith("long_") and k != "long_length"):
+      inputs[key] = tf.constant(self.request[key][0][chosen][None])
+    inputs["long_length"] = tf.fill((1, chosen.shape[0]), np.int32(chosen.shape[1]))
+    return self.esu(**inputs)["scores"].numpy()[0]
+
+  def recall_at_100(self) -> float:
+    """Mean share per candidate of ScaNN's 100 whose exact score reaches the exact 100th."""
+    queries = self.queries()
+    scores = queries @ self.vectors.T  # (C, L)
+    exact = self.exact.search(queries, 100)
+    kth = np.take_along_axis(scores, exact[:, -1:], axis=1)  # (C, 1)
+    found = np.take_along_axis(scores, self.scann.search(queries), axis=1)
+    return float(np.mean(found >= kth - 1e-6 * np.abs(kth)))
+
+
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--run-dir", default=str(REPO / "work_dir/runs/TwinV2-seed0"))
   parser.add_argument("--clusters", type=int, nargs="+", default=[10**3, 10**4, 10**5])
   parser.add_argument("--candidates", type=int, default=200)
-  parser.add_argument("--requests", type=int, default=300)
+  parser.add_argument("--requests", type=int, default=300,
+                      help="timed requests per path (a tenth of it at L >= 10^5)")
   args = parser.parse_args()
-  from timing import in_process_timings, one_core_tensorflow, serving_timings
+  from timing import in_process_timings, one_core_tensorflow, serving_timings, timings
   tf = one_core_tensorflow()
 
   from twin_tf.export import saved_model
+  from twin_tf.training.input_pipeline import load_example_data
   from twin_tf.training.trainer import restore_model
 
-  model, vocabularies, _ = restore_model(args.run_dir)
-  serving = saved_model.ServingModule(model, vocabularies)
-  runs = []
+  _, vocabularies, train_config = restore_model(args.run_dir)
+  data = load_example_data(train_config.examples, vocabularies)
+  runs, peaks = [], {}
   with tempfile.TemporaryDirectory() as folder:
-    base, unpruned = pathlib.Path(folder) / "twin", pathlib.Path(folder) / "twin_unpruned"
-    saved_model.export_saved_model(args.run_dir, base)
-    saved_model.export_saved_model(args.run_dir, unpruned, bound_pruning=False)
-    for clusters in args.clusters:
-      arrays = synthetic_request(vocabularies, clusters, args.candidates)
-      reach = int(model.gsu_reach(serving.model_inputs(
-          {k: tf.constant(v) for k, v in arrays.items()}))[0])
-      in_process, through_grpc = serving_timings(base, arrays, args.requests)
-      in_process_unpruned = in_process_timings(unpruned, arrays, args.requests)
-      print(f"L = {clusters:,}, in process (1 core): p50 {in_process['p50_ms']} ms, p99 "
-            f"{in_process['p99_ms']} ms, {in_process['rps']} requests/s ({reach:,} clusters "
-            f"can reach a top 100; ranking all: p50 {in_process_unpruned['p50_ms']} ms, p99 "
-            f"{in_process_unpruned['p99_ms']} ms); development server over gRPC (client in "
-            f"the same process): p50 {through_grpc['p50_ms']} ms, p99 "
-            f"{through_grpc['p99_ms']} ms", flush=True)
-      runs.append({"clusters": clusters, "reaching": reach, "in_process": in_process,
-                   "in_process_unpruned": in_process_unpruned,
-                   "dev_server_grpc": through_grpc})
-  print(json.dumps({"candidates": args.candidates, "request": "SYNTHETIC", "runs": runs}))
+    folder = pathlib.Path(folder)
+    for label, run_dir in (("live", args.run_dir),
+                           ("current", dead_attention_run(args.run_dir, folder))):
+      model, _, _ = restore_model(run_dir)
+      serving = saved_model.ServingModule(model, vocabularies)
+      base = folder / label / "twin"
+      version = saved_model.export_saved_model(run_dir, base)
+      for clusters in args.clusters:
+        requests = args.requests if clusters < 10**5 else max(args.requests // 10, 20)
+        arrays = tiled_real_request(data, clusters, args.candidates)
+        reach = int(model.gsu_reach(serving.model_inputs(
+            {k: tf.constant(v) for k, v in arrays.items()}))[0])
+        in_process, through_grpc = serving_timings(base, arrays, requests)
+        approximate = ScannPath(version, arrays, vocabularies.spec)
+        scann = {**timings(approximate.score, requests), "mode": approximate.scann.config.mode,
+                 "recall_at_100": round(approximate.recall_at_100(), 4)}
+        macs = request_macs(model, clusters, args.candidates)
+        width = approximate.vectors.shape[1]
+        if clusters not in peaks:
+          peaks[clusters] = peak_gmacs(tf, clusters, args.candidates, width)
+        fraction = macs / (peaks[clusters] * 1e9) / (in_process["p50_ms"] / 1000)
+        print(f"{label} model, L = {clusters:,} ({reach:,} can reach a top 100), one core: "
+              f"exact in process p50 {in_process['p50_ms']} ms, p99 {in_process['p99_ms']} "
+              f"ms ({fraction:.2f} of a plain matmul's {peaks[clusters]:.1f} GMAC/s); ScaNN "
+              f"path ({scann['mode']}) p50 {scann['p50_ms']} ms, p99 {scann['p99_ms']} ms, "
+              f"recall@100 {scann['recall_at_100']}; exact over gRPC p50 "
+              f"{through_grpc['p50_ms']} ms, p99 {through_grpc['p99_ms']} ms", flush=True)
+        runs.append({"clusters": clusters, "model": label, "reaching": reach,
+                     "in_process": in_process, "scann": scann,
+                     "dev_server_grpc": through_grpc, "macs": macs,
+                     "peak_fraction": round(fraction, 3)})
+  print(json.dumps({"candidates": args.candidates, "request": "real clusters, tiled",
+                    "run_dir": str(args.run_dir),
+                    "peak_gmacs": {str(k): round(v, 1) for k, v in peaks.items()},
+                    "runs": runs}))
 
 
 if __name__ == "__main__":

@@ -156,19 +156,13 @@ class ServingModule:
     return {"scores": self.model(self.model_inputs(self._checked(raw)))}
 
   def _esu(self, raw):
-    """Per-candidate clusters (B, C, K): each candidate becomes its own row of K clusters."""
-    tf = self.tf
+    """Per-candidate clusters (B, C, K): the ESU alone over each candidate's, the user's
+    recent behaviors attended once for all of its candidates."""
     raw = self._checked(raw)
-    shape = tf.shape(raw[f"candidate_{schema.ITEM_ID}"])  # (B, C)
-    rows = shape[0] * shape[1]
-    time = raw["request_time"][:, None, None]
-    long = self._sequence(raw, "long", time)  # (B, C, K, ...)
-    inputs = {k: tf.reshape(v, tf.concat([[rows], tf.shape(v)[2:]], 0)) for k, v in long.items()}
-    short = self._sequence(raw, "short", raw["request_time"][:, None])  # (B, S)
-    inputs.update({k: tf.repeat(v, shape[1], axis=0) for k, v in short.items()})
-    inputs.update({k: tf.reshape(v, tf.concat([[rows], tf.shape(v)[2:]], 0))
-                   for k, v in self._targets(raw).items()})
-    return {"scores": tf.reshape(self.model(inputs), shape)}
+    inputs = self._targets(raw)
+    inputs.update(self._sequence(raw, "long", raw["request_time"][:, None, None]))
+    inputs.update(self._sequence(raw, "short", raw["request_time"][:, None]))
+    return {"scores": self.model(inputs)}
 
   def _item_keys(self, raw):
     ids = self._lookup(raw, "")

@@ -99,7 +99,8 @@ class CtrModel(keras.Model):
   Call:
     inputs: dict of twin_tf.model.features model inputs. Target features (B,) score one candidate
       per row -> (B,); target features (B, C) score C candidates of one user per row against
-      the user's sequences, computed once -> (B, C).
+      the user's sequences, computed once -> (B, C). With (B, C) targets the long sequence
+      may also be (B, C, K): clusters already chosen per candidate, scored by the ESU alone.
     returns: click probabilities.
   """
 
@@ -138,10 +139,11 @@ class CtrModel(keras.Model):
     return self.item_embedding([inputs[f"{prefix}_{f}"] for f in self.spec.candidate_fields])
 
   def _sequence(self, inputs, prefix):
-    """(inherent (B, L, D_h), cross embeddings (B, L, J, 8), values K (B, L, D_h + 8J))."""
+    """(inherent (..., L, D_h), cross embeddings (..., L, J, 8), values K (..., L, D_h + 8J))
+    of sequences (..., L)."""
     inherent = self.embed_items(inputs, prefix)
     cross = self.cross_embedding(inputs[f"{prefix}_cross"])
-    flat = ops.reshape(cross, ops.shape(cross)[:2] + (cross.shape[-2] * cross.shape[-1],))
+    flat = ops.reshape(cross, ops.shape(cross)[:-2] + (cross.shape[-2] * cross.shape[-1],))
     return inherent, cross, ops.concatenate([inherent, flat], axis=-1)
 
   def call(self, inputs):
@@ -173,13 +175,20 @@ class CtrModel(keras.Model):
 
   def long_term_interest(self, inputs, query, target_category):
     """GSU + ESU (or SIM-hard search + ESU over target_category, the spec's primary item
-    feature): (B, C, interest_dim)."""
-    inputs = _pad_long_to(inputs, self.config.gsu_top_k, self.spec)
+    feature): (B, C, interest_dim). Long inputs of shape (B, C, K) are clusters already
+    chosen per candidate (by ScaNN or any retriever): the ESU alone runs over them."""
+    chosen = len(inputs["long_mask"].shape) == 3
+    if not chosen:
+      inputs = _pad_long_to(inputs, self.config.gsu_top_k, self.spec)
     inherent, cross, values = self._sequence(inputs, "long")
     mask = inputs["long_mask"]
     attention = self.attention
     if not attention.built:  # its parts are called one by one; SIM-hard never calls the keys
       attention.build(inherent.shape, cross.shape, target_inherent_shape=query.shape)
+    if chosen:  # (B, C, K, ...) already
+      key_scale = attention.key_scale(inherent) if attention.normalized else None
+      return self._esu_over(values, key_scale, attention.queries(query), inputs["long_size"],
+                            mask)
     if self.config.long_term == "gsu" and self.config.gsu_merge == "round_robin":
       alpha = attention(inherent, cross, inputs["long_size"], mask, query)  # (B, C, L, H)
       indices, valid = self.gsu(alpha, mask)
@@ -198,13 +207,17 @@ class CtrModel(keras.Model):
       _, indices = ops.top_k(ops.where(same, recency, -1.0), self.config.gsu_top_k)
       valid = ops.take_along_axis(same, indices, axis=2)
       indices = ops.cast(indices, "int32")
-    selected_values = gather_selected(values, indices)  # (B, C, K, D)
     key_scale = (gather_selected(attention.key_scale(inherent), indices)  # (B, C, K)
                  if attention.normalized else None)
-    selected_alpha = attention.scores_at(selected_values, queries,
-                                         gather_selected(inputs["long_size"], indices),
-                                         key_scale)
-    return self.esu(selected_alpha, selected_values, valid)  # alpha (B, C, H, K)
+    return self._esu_over(gather_selected(values, indices), key_scale, queries,
+                          gather_selected(inputs["long_size"], indices), valid)
+
+  def _esu_over(self, values, key_scale, queries, size, valid):
+    """The ESU over chosen rows: values (B, C, K, D), key_scale (B, C, K) (their 1 / RMS of
+    K_h when the attention is normalized, else None), queries (B, C, H, d_k), size and valid
+    (B, C, K) -> (B, C, interest_dim)."""
+    scores = self.attention.scores_at(values, queries, size, key_scale)  # (B, C, H, K)
+    return self.esu(scores, values, valid)
 
   def _gsu_factors(self, inputs, inherent, cross, queries):
     """(positions (B, L, D + 1), queries (B, C, D + 1)) whose product the GSU ranks."""

@@ -121,8 +121,8 @@ def test_gsu_never_picks_padding_before_real_positions():
 
 
 @pytest.mark.parametrize("length", [2500, 5000, 6007])
-def test_two_pass_top_k_takes_the_k_largest_scores(length):
-  """Long sequences rank in two passes; the k largest scores are those of one sort, with
+def test_threshold_top_k_takes_the_k_largest_scores(length):
+  """Long sequences rank above a threshold; the k largest scores are those of one sort, with
   ties (scores rounded to few values, or all equal), the k largest in few groups, padding
   and a length that is no multiple of 16."""
   rng = np.random.default_rng(length)
@@ -131,7 +131,7 @@ def test_two_pass_top_k_takes_the_k_largest_scores(length):
   scores[0, 1] = 1.0  # every score tied
   scores[0, 2] = np.arange(length)  # the k largest fill whole groups
   scores[1, :, length // 2:] = MASK_VALUE  # half of one user's positions are padding
-  for top_k in (gsu.exact_top_k, gsu.two_pass_top_k):
+  for top_k in (gsu.exact_top_k, gsu.threshold_top_k):
     got = np.asarray(top_k(scores, 100))
     assert got.dtype == np.int32
     for row, picked in zip(scores.reshape(-1, length), got.reshape(-1, 100)):

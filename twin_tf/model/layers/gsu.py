@@ -6,14 +6,13 @@ from keras import ops
 from twin_tf.model.layers.sequence_ops import MASK_VALUE, gather_selected
 
 MERGES = ("sum", "round_robin")
-GROUP_BITS = 4
-GROUP = 1 << GROUP_BITS  # positions per group in the two-pass top-k (a power of two)
-# From this length on two passes beat one top_k (one core, C = 200, k = 100: no slower on a
-# trained model's scores at 2,500 positions, 20% faster on independent ones).
-TWO_PASS_MIN_LENGTH = 2500
-BELOW_ANY_SCORE = -3.0e38  # fills the last group; below MASK_VALUE, so never chosen
+LANES = 16  # members of a group in threshold_top_k
+THRESHOLD_STEPS = 8  # bisection steps of its threshold: 125 scores a row left at L = 10^4
+# From this length on threshold_top_k beats one top_k (one core, C = 200, k = 100).
+THRESHOLD_MIN_LENGTH = 2500
+BELOW_ANY_SCORE = -3.0e38  # pads the scores to a multiple of LANES; below MASK_VALUE
 # Bound pruning ranks only the positions that can reach the top k when they are at most this
-# share of all. Above it the full product and two_pass_top_k are faster (bench/gsu_pruning.py,
+# share of all. Above it the full product and threshold_top_k are faster (bench/gsu_pruning.py,
 # one core, C = 200: the crossover is near 0.7 of 10^4 positions and below 0.4 of 10^5).
 PRUNE_MAX_SHARE = 1 / 3
 # Relative margin on the bounds: far above float32 rounding of a product of ~50 terms (~3e-6).
@@ -157,52 +156,60 @@ def _prunable(query) -> bool:
 def exact_top_k(scores, k: int):
   """Positions (B, C, k) of the k largest of scores (B, C, L), in no particular order.
 
-  From TWO_PASS_MIN_LENGTH positions on, and enough for k groups (decided at run time when L
-  is unknown at tracing), two_pass_top_k; below it, one top_k.
+  On TensorFlow, from THRESHOLD_MIN_LENGTH positions on (decided at run time when L is
+  unknown at tracing), threshold_top_k; otherwise one top_k.
   """
-  min_length = max(TWO_PASS_MIN_LENGTH, k * GROUP)
+  def one_top_k():
+    return ops.cast(ops.top_k(scores, k, sorted=False)[1], "int32")
+
+  if keras.backend.backend() != "tensorflow":
+    return one_top_k()
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  min_length = max(THRESHOLD_MIN_LENGTH, k * LANES)
   length = scores.shape[2]
   if length is not None:
-    if length >= min_length:
-      return two_pass_top_k(scores, k)
-    return ops.top_k(scores, k, sorted=False)[1]
-  return ops.cond(ops.shape(scores)[2] >= min_length,
-                  lambda: two_pass_top_k(scores, k),
-                  lambda: ops.cast(ops.top_k(scores, k, sorted=False)[1], "int32"))
+    return threshold_top_k(scores, k) if length >= min_length else one_top_k()
+  return tf.cond(tf.shape(scores)[2] >= min_length, lambda: threshold_top_k(scores, k),
+                 one_top_k)
 
 
-def two_pass_top_k(scores, k: int):
-  """The k largest of scores (B, C, L), L >= k GROUP, exactly, by two top_k over fewer
-  positions.
+def threshold_top_k(scores, k: int):
+  """The k largest of scores (B, C, L), L >= k LANES, exactly (TensorFlow ops; run-time
+  shapes): one top_k over the few scores above a threshold instead of over all L.
 
-  The k largest lie in the k groups of GROUP consecutive positions whose maxima are largest:
-  a first top_k over the L / GROUP group maxima finds those groups, a second picks the k
-  among their members. In front of the members the second lists k copies of a floor just
-  below the k-th group maximum: the heap a CPU top_k keeps starts there, so only members
-  above it (at least the k maxima, rarely many more) change the heap, and every floor copy
-  is displaced by them. On one core, L = 10^4, C = 200: 5.9 ms, where a first pass sorted
-  by group maximum took 6.4 and one top_k 9.1. The same k largest scores as one top_k;
-  among tied scores the positions may differ.
+  Positions l, l + W, ..., l + (LANES - 1) W (W = L / LANES, the scores padded to a multiple
+  of LANES) form group l; its maximum is one elementwise maximum of LANES contiguous rows.
+  A threshold T with at least k group maxima >= T (bisection between the smallest and the
+  largest maximum, THRESHOLD_STEPS halvings) has at least k scores >= T, so the k largest
+  are all >= T: only the members of groups whose maximum reaches T are gathered, and the
+  top_k runs over those >= T (on a trained model's scores, 120-150 a row at L = 10^4 and
+  10^5). On one core, C = 200, a trained TwinV2's scores: L = 10^4 5.8 ms, L = 10^5 25 ms,
+  where two top_k passes over groups of 16 consecutive positions took 8.6 and 44 ms.
+  The same k largest scores as one top_k; among tied scores the positions may differ.
   Returns (B, C, k) int32.
   """
-  batch, candidates, length = ops.shape(scores)
-  groups = (length + GROUP - 1) // GROUP
-  padded = ops.pad(scores, [[0, 0], [0, 0], [0, groups * GROUP - length]],
-                   constant_values=BELOW_ANY_SCORE)
-  grouped = ops.reshape(padded, (batch, candidates, groups, GROUP))
-  maxima, top_groups = ops.top_k(ops.max(grouped, axis=-1), k, sorted=False)  # (B, C, k)
-  top_groups = ops.cast(top_groups, "int32")
-  members = gather_selected(ops.reshape(grouped, (batch, candidates * groups, GROUP)),
-                            top_groups + ops.arange(candidates, dtype="int32")[:, None] *
-                            ops.cast(groups, "int32"))  # (B, C, k, GROUP)
-  kth = ops.min(maxima, axis=-1, keepdims=True)  # (B, C, 1): k members reach it
-  floor = kth - (ops.abs(kth) + 1.0) * 2.0 ** -20  # strictly below it, never a member's rival
-  pool = ops.concatenate([ops.broadcast_to(floor, ops.shape(maxima)),
-                          ops.reshape(members, (batch, candidates, k * GROUP))], axis=-1)
-  _, picked = ops.top_k(pool, k, sorted=False)
-  picked = ops.cast(picked, "int32") - k  # (B, C, k) in [0, k * GROUP): members only
-  # Member m is position GROUP top_groups[m / GROUP] + m % GROUP (shifts: GROUP is 2^bits).
-  group = gather_selected(ops.reshape(top_groups, (batch, candidates * k)),
-                          ops.right_shift(picked, GROUP_BITS) +
-                          ops.arange(candidates, dtype="int32")[:, None] * k)
-  return ops.left_shift(group, GROUP_BITS) + ops.bitwise_and(picked, GROUP - 1)
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  shape = tf.shape(scores)
+  batch, candidates, length = shape[0], shape[1], shape[2]
+  rows, width = batch * candidates, (length + LANES - 1) // LANES
+  scores = tf.reshape(tf.pad(scores, [[0, 0], [0, 0], [0, width * LANES - length]],
+                             constant_values=BELOW_ANY_SCORE), (rows, width * LANES))
+  maxima = tf.reduce_max(tf.reshape(scores, (rows, LANES, width)), axis=1)  # (rows, W)
+  low = tf.reduce_min(maxima, -1, keepdims=True)  # k maxima always reach `low`
+  high = tf.reduce_max(maxima, -1, keepdims=True)
+  for _ in range(THRESHOLD_STEPS):
+    middle = low + (high - low) * 0.5
+    enough = tf.reduce_sum(tf.cast(maxima >= middle, tf.int32), -1, keepdims=True) >= k
+    low, high = tf.where(enough, middle, low), tf.where(enough, high, middle)
+  groups = tf.cast(tf.where(maxima >= low), tf.int32)  # (N, 2): row, group
+  flat = tf.reshape(scores, (-1,))
+  members = (groups[:, :1] * (width * LANES) + groups[:, 1:] +
+             tf.range(LANES)[None] * width)  # (N, LANES) indexes into flat
+  above = tf.where(tf.gather(flat, members) >= tf.gather(low[:, 0], groups[:, 0])[:, None])
+  kept = tf.gather_nd(members, above)  # (N', ) ascending: grouped by row
+  kept = tf.RaggedTensor.from_value_rowids(kept, kept // (width * LANES),
+                                           nrows=rows).to_tensor(-1)  # (rows, M), -1: none
+  kept_scores = tf.where(kept >= 0, tf.gather(flat, tf.maximum(kept, 0)), BELOW_ANY_SCORE)
+  _, picked = tf.math.top_k(kept_scores, k, sorted=False)
+  chosen = tf.gather(kept, picked, batch_dims=1) - tf.range(rows)[:, None] * (width * LANES)
+  return tf.reshape(chosen, (batch, candidates, k))

@@ -20,9 +20,9 @@ Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, B
                    (the drawn-again clusters are exact copies);
   dev_server_grpc  the exact path through the development server over gRPC (server and client
                    in this process: serialization both ways included);
-  peak_fraction    the request's multiply-adds (request_macs: GSU and ESU products) over the
-                   single-core rate of a plain matmul of the GSU's size, divided by the exact
-                   path's p50.
+  peak_fraction    the request's multiply-adds (request_macs: GSU and ESU products, the GSU's
+                   over the clusters it ranks) over the single-core rate of a plain matmul of
+                   the GSU's size (C x 65 by 65 x L), divided by the exact path's p50.
 `reaching`: clusters that can reach some candidate's top 100 by the GSU's bound.
 
   python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0 [--clusters 1000 10000 100000]
@@ -112,19 +112,20 @@ def tiled_real_request(data, clusters: int, candidates: int, seed: int = 0) -> d
   return request
 
 
-def request_macs(model, clusters: int, candidates: int) -> int:
+def request_macs(model, clusters: int, candidates: int, ranked: int) -> int:
   """Multiply-adds of the GSU and ESU products of one request (B = 1): the positions'
-  projection or the query's fold through W_h (summed_factors), the (C x L) product, and the
-  ESU's per-head scores and pooling of the K chosen rows. The short-term module and the MLP
-  (under 3% at L = 10^3) are left out."""
+  projection or the query's fold through W_h (summed_factors), the (C x `ranked`) product
+  (ranked: the clusters the GSU multiplies, all of them unless its bound pruning pays), and
+  the ESU's per-head scores and pooling of the K chosen rows. The short-term module and the
+  MLP (under 3% at L = 10^3) are left out."""
   config = model.config
   inherent = model.item_embedding.output_dim
   heads_dim = config.num_heads * config.key_dim
   values = inherent + model.cross_embedding.dim * len(model.cross_embedding.vocab_sizes)
   if inherent > heads_dim:  # the positions are projected, the product is H d_k + 1 wide
-    gsu = clusters * inherent * heads_dim + candidates * clusters * (heads_dim + 1)
+    gsu = clusters * inherent * heads_dim + candidates * ranked * (heads_dim + 1)
   else:
-    gsu = candidates * heads_dim * inherent + candidates * clusters * (inherent + 1)
+    gsu = candidates * heads_dim * inherent + candidates * ranked * (inherent + 1)
   chosen = candidates * min(config.gsu_top_k, clusters)
   esu = chosen * values * 2 * config.num_heads + chosen * config.num_heads * values
   return int(gsu + esu)
@@ -214,6 +215,7 @@ def main() -> None:
   tf = one_core_tensorflow()
 
   from twin_tf.export import saved_model
+  from twin_tf.model.layers import gsu
   from twin_tf.training.input_pipeline import load_example_data
   from twin_tf.training.trainer import restore_model
 
@@ -237,7 +239,8 @@ def main() -> None:
         approximate = ScannPath(version, arrays, vocabularies.spec)
         scann = {**timings(approximate.score, requests), "mode": approximate.scann.config.mode,
                  "recall_at_100": round(approximate.recall_at_100(), 4)}
-        macs = request_macs(model, clusters, args.candidates)
+        ranked = reach if reach <= gsu.PRUNE_MAX_SHARE * clusters else clusters
+        macs = request_macs(model, clusters, args.candidates, ranked)
         width = approximate.vectors.shape[1]
         if clusters not in peaks:
           peaks[clusters] = peak_gmacs(tf, clusters, args.candidates, width)

@@ -45,6 +45,33 @@ def test_synthetic_serving_request_fits_the_serving_signature(spec):
     assert specs[name].shape.is_compatible_with(value.shape), name
 
 
+def test_serving_bench_tiles_real_clusters_into_a_valid_request(real_examples):
+  """The serving bench's request: L real clusters (every one once before any repeats), in
+  time order, before the request time; it fits the serving signature."""
+  import tensorflow as tf
+
+  from twin_tf.export.saved_model import _input_specs
+  from twin_tf.training.input_pipeline import load_example_data
+  data = load_example_data(real_examples[0])
+  bench = _bench("serving")
+  pooled = int(data.cluster_len.sum())
+  for clusters in (pooled // 2, pooled + 50):
+    request = bench.tiled_real_request(data, clusters, candidates=7)
+    times = request["long_timestamp"][0]
+    assert request["long_item_id"].shape == (1, clusters)
+    assert np.all(np.diff(times) >= 0) and times[-1] < request["request_time"][0]
+    assert np.all(request["long_size"] >= 1)
+    assert request["candidate_item_id"].shape == (1, 7)
+    assert len(np.unique(request["candidate_item_id"])) == 7
+    specs = _input_specs(tf, data.spec, 2)
+    assert set(request) == set(specs)
+    for name, value in request.items():
+      assert specs[name].shape.is_compatible_with(value.shape), name
+  items = set(data.clusters["item_id"][np.arange(data.clusters["item_id"].shape[1]) <
+                                       data.cluster_len[:, None]])
+  assert set(request["long_item_id"][0]) == items  # every cluster's item appears
+
+
 def test_clustering_bench_measures_one_synthetic_user():
   bench = _bench("clustering")
   measured = bench.measure_one(2000)

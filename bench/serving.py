@@ -22,7 +22,7 @@ Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, B
                    in this process: serialization both ways included);
   peak_fraction    the request's multiply-adds (request_macs: GSU and ESU products, the GSU's
                    over the clusters it ranks) over the single-core rate of a plain matmul of
-                   the GSU's size (C x 65 by 65 x L), divided by the exact path's p50.
+                   the GSU's size (C x (D_h + 1) by (D_h + 1) x L), divided by the exact path's p50.
 `reaching`: clusters that can reach some candidate's top 100 by the GSU's bound.
 
   python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0 [--clusters 1000 10000 100000]
@@ -113,19 +113,16 @@ def tiled_real_request(data, clusters: int, candidates: int, seed: int = 0) -> d
 
 
 def request_macs(model, clusters: int, candidates: int, ranked: int) -> int:
-  """Multiply-adds of the GSU and ESU products of one request (B = 1): the positions'
-  projection or the query's fold through W_h (summed_factors), the (C x `ranked`) product
-  (ranked: the clusters the GSU multiplies, all of them unless its bound pruning pays), and
-  the ESU's per-head scores and pooling of the K chosen rows. The short-term module and the
-  MLP (under 3% at L = 10^3) are left out."""
+  """Multiply-adds of the GSU and ESU products of one request (B = 1): the query's fold
+  through W_h (summed_factors), the (C x `ranked`) product (ranked: the clusters the GSU
+  multiplies, all of them unless its bound pruning pays), and the ESU's per-head scores and
+  pooling of the K chosen rows. The short-term module and the MLP (under 3% at L = 10^3) are
+  left out."""
   config = model.config
   inherent = model.item_embedding.output_dim
   heads_dim = config.num_heads * config.key_dim
   values = inherent + model.cross_embedding.dim * len(model.cross_embedding.vocab_sizes)
-  if inherent > heads_dim:  # the positions are projected, the product is H d_k + 1 wide
-    gsu = clusters * inherent * heads_dim + candidates * ranked * (heads_dim + 1)
-  else:
-    gsu = candidates * heads_dim * inherent + candidates * ranked * (inherent + 1)
+  gsu = candidates * heads_dim * inherent + candidates * ranked * (inherent + 1)
   chosen = candidates * min(config.gsu_top_k, clusters)
   esu = chosen * values * 2 * config.num_heads + chosen * config.num_heads * values
   return int(gsu + esu)
@@ -241,7 +238,7 @@ def main() -> None:
                  "recall_at_100": round(approximate.recall_at_100(), 4)}
         ranked = reach if reach <= gsu.PRUNE_MAX_SHARE * clusters else clusters
         macs = request_macs(model, clusters, args.candidates, ranked)
-        width = approximate.vectors.shape[1]
+        width = model.item_embedding.output_dim + 1  # the GSU product's (summed_factors)
         if clusters not in peaks:
           peaks[clusters] = peak_gmacs(tf, clusters, args.candidates, width)
         fraction = macs / (peaks[clusters] * 1e9) / (in_process["p50_ms"] / 1000)

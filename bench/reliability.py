@@ -11,10 +11,17 @@ a new version is published by renaming it into the base path (atomic, as `twin-t
 publishes). A request "during a swap" started within --swap-window seconds after a publish;
 the rest are "steady". A failure is an error or an answer after the deadline.
 
-  python bench/reliability.py [--seconds 60] [--workdir work_dir/reliability]
+`max_gap_ms` is the longest time in which no request completed (a server-wide stall shows
+there); `server_pauses` lists the server's garbage collections over 50 ms (its log). Then
+bench/fuzz.py sends --fuzz-cases generated malformed requests over gRPC and REST to the same
+server and counts the answers (`fuzz`: a server-side error is gRPC UNKNOWN / INTERNAL or an
+HTTP 5xx).
 
-Last line: {"requests", "failed", "p99_ms_steady", "p99_ms_during_swap", "deadline_ms",
-"p50_ms_steady", "by_protocol", "versions_answered", "failures"}
+  python bench/reliability.py [--seconds 180] [--fuzz-cases 10000] [--workdir work_dir/reliability]
+
+Last line: {"seconds", "clients", "requests", "failed", "p99_ms_steady", "p99_ms_during_swap",
+"deadline_ms", "p50_ms_steady", "max_gap_ms", "by_protocol", "versions_answered", "failures",
+"server_pauses", "fuzz"}
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 DEADLINE_S = 1.0
+CLIENTS = 8  # half gRPC, half REST
 
 
 def prepare(work: pathlib.Path, data_dir: str) -> tuple[pathlib.Path, list[pathlib.Path]]:
@@ -69,18 +77,26 @@ def prepare(work: pathlib.Path, data_dir: str) -> tuple[pathlib.Path, list[pathl
   return examples, versions
 
 
-def start_server(base: pathlib.Path) -> tuple[subprocess.Popen, int, int]:
+def start_server(base: pathlib.Path) -> tuple[subprocess.Popen, int, int, list]:
+  """(process, gRPC port, REST port, its log lines as (seconds since start, line), filled
+  as they come: the pipe is drained, so a chatty server never blocks on it)."""
   env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
   env["TF_CPP_MIN_LOG_LEVEL"] = "3"
   process = subprocess.Popen(
       [sys.executable, "-m", "serving.dev_server", f"--model_base_path={base}", "--port=0",
-       "--rest_port=0", "--poll_seconds=0.5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+       "--rest_port=0", "--poll_seconds=0.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
       text=True, cwd=REPO, env=env)
+  lines, started = [], time.perf_counter()
   for line in process.stdout:
     found = re.search(r"gRPC [\d.]+:(\d+), REST http://[\d.]+:(\d+)", line)
     if found:
-      return process, int(found.group(1)), int(found.group(2))
-  raise RuntimeError(f"the server did not start: {process.stderr.read()[-2000:]}")
+      def drain():
+        for later in process.stdout:
+          lines.append((time.perf_counter() - started, later.rstrip()))
+      threading.Thread(target=drain, daemon=True).start()
+      return process, int(found.group(1)), int(found.group(2)), lines
+    lines.append((time.perf_counter() - started, line.rstrip()))
+  raise RuntimeError("the server did not start: " + "\n".join(l for _, l in lines[-20:]))
 
 
 def load(grpc_port: int, rest_port: int, request_arrays: list[dict], seconds: float,
@@ -113,7 +129,7 @@ def load(grpc_port: int, rest_port: int, request_arrays: list[dict], seconds: fl
     api.close()
 
   threads = [threading.Thread(target=client, args=(p, k))
-             for k, p in enumerate(["grpc"] * 4 + ["rest"] * 4)]
+             for k, p in enumerate(["grpc"] * (CLIENTS // 2) + ["rest"] * (CLIENTS // 2))]
   for thread in threads:
     thread.start()
   for i, at in enumerate((seconds / 3, 2 * seconds / 3)):
@@ -124,6 +140,12 @@ def load(grpc_port: int, rest_port: int, request_arrays: list[dict], seconds: fl
   for thread in threads:
     thread.join()
   return results
+
+
+def max_gap_ms(results: list[dict]) -> float:
+  """The longest time between two consecutive request completions."""
+  ends = np.sort([r["start"] + r["ms"] / 1000 for r in results])
+  return round(float(np.max(np.diff(ends))) * 1000, 1) if len(ends) > 1 else 0.0
 
 
 def summarize(results: list[dict], publishes: list[float], window: float) -> dict:
@@ -140,6 +162,7 @@ def summarize(results: list[dict], publishes: list[float], window: float) -> dic
           "p99_ms_during_swap": round(float(np.percentile(swap, 99)), 1) if len(swap) else None,
           "deadline_ms": int(DEADLINE_S * 1000),
           "p50_ms_steady": round(float(np.percentile(steady, 50)), 1),
+          "max_gap_ms": max_gap_ms(results),
           "requests_during_swap": int(sum(during)),
           "by_protocol": {p: sum(r["protocol"] == p for r in results) for p in ("grpc", "rest")},
           "versions_answered": versions,
@@ -148,11 +171,14 @@ def summarize(results: list[dict], publishes: list[float], window: float) -> dic
 
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  parser.add_argument("--seconds", type=float, default=60.0)
+  parser.add_argument("--seconds", type=float, default=180.0)
+  parser.add_argument("--fuzz-cases", dest="fuzz_cases", type=int, default=10_000)
   parser.add_argument("--swap-window", dest="swap_window", type=float, default=5.0)
   parser.add_argument("--workdir", default=str(REPO / "work_dir" / "reliability"))
   parser.add_argument("--data", default=str(REPO.parent / "shared/data/ml-latest-small"))
   args = parser.parse_args()
+  import fuzz  # bench/fuzz.py
+
   from twin_tf.export import requests
   from twin_tf.training.input_pipeline import load_example_data
   work = pathlib.Path(args.workdir)
@@ -161,7 +187,8 @@ def main() -> None:
   data = load_example_data(examples)
   request_arrays = [requests.impression_requests(data, np.array([i]))[0] for i in range(50)]
   base = work / "serving" / "twin"
-  process, grpc_port, rest_port = start_server(base)
+  process, grpc_port, rest_port, log = start_server(base)
+  began = time.perf_counter()
   publishes = []
 
   def publish(i: int, at: float):
@@ -171,17 +198,27 @@ def main() -> None:
 
   try:
     results = load(grpc_port, rest_port, request_arrays, args.seconds, publish)
+    pauses = [f"{at - began:.1f} s: {line.split('paused')[-1].strip()}" for at, line in log
+              if "paused the server" in line]
+    fuzzed = fuzz.run_fuzz("127.0.0.1", grpc_port, rest_port, request_arrays[0],
+                           args.fuzz_cases)
   finally:
     process.terminate()
     process.wait(timeout=30)
-  summary = summarize(results, publishes, args.swap_window)
+  summary = {"seconds": args.seconds, "clients": CLIENTS,
+             **summarize(results, publishes, args.swap_window), "server_pauses": pauses,
+             "fuzz": fuzzed}
   print(f"{summary['requests']:,} requests, {summary['failed']} failed (deadline "
         f"{summary['deadline_ms']} ms); p99 steady {summary['p99_ms_steady']} ms, during the "
-        f"swaps {summary['p99_ms_during_swap']} ms; answered by version "
-        f"{summary['versions_answered']}")
+        f"swaps {summary['p99_ms_during_swap']} ms; longest gap between completions "
+        f"{summary['max_gap_ms']} ms; answered by version {summary['versions_answered']}; "
+        f"server pauses over 50 ms: {pauses or 'none'}")
+  print(f"fuzz: {fuzzed['cases']:,} generated requests, {fuzzed['unknown']} gRPC UNKNOWN / "
+        f"INTERNAL, {fuzzed['http_500']} HTTP 5xx, {fuzzed['no_answer']} unanswered; gRPC "
+        f"{fuzzed['grpc']}, REST {fuzzed['rest']}")
   print(json.dumps(summary))
 
 
 if __name__ == "__main__":
-  sys.path.insert(0, str(REPO))
+  sys.path[:0] = [str(REPO), str(REPO / "bench")]
   main()

@@ -23,6 +23,7 @@ import argparse
 import collections
 import concurrent.futures
 import dataclasses
+import gc
 import http.server
 import json
 import logging
@@ -31,6 +32,7 @@ import pathlib
 import re
 import signal
 import threading
+import time
 
 import grpc
 import numpy as np
@@ -549,6 +551,23 @@ class DevServer:
     self._grpc.stop(grace=1).wait()
 
 
+def log_long_collections(threshold_ms: float = 50.0) -> None:
+  """Logs every garbage collection that holds the interpreter for threshold_ms or more: it
+  holds the GIL, so every request in the process waits for it."""
+  started = []
+
+  def callback(phase: str, info: dict) -> None:
+    if phase == "start":
+      started[:] = [time.perf_counter()]
+    elif started:
+      ms = (time.perf_counter() - started.pop()) * 1000
+      if ms >= threshold_ms:
+        LOG.warning("garbage collection (generation %d, %d objects freed) paused the server "
+                    "%.0f ms", info["generation"], info["collected"], ms)
+
+  gc.callbacks.append(callback)
+
+
 def serve_until_signal(server: DevServer) -> None:
   """Starts `server`, prints where it listens, and stops it cleanly on SIGINT or SIGTERM."""
   stop = threading.Event()
@@ -572,6 +591,7 @@ def main(argv=None) -> None:
   parser.add_argument("--poll_seconds", type=float, default=2.0)
   args = parser.parse_args(argv)
   logging.basicConfig(level=logging.INFO)
+  log_long_collections()
   serve_until_signal(DevServer(args.model_base_path, args.model_name, args.host, args.port,
                                args.rest_port, args.poll_seconds))
 

@@ -26,11 +26,16 @@ EXTREMES = (np.nan, np.inf, -np.inf, -1, 0, 2**31, 2**62, -2**63, 1e38, 0.5)
 SERVER_SIDE = ("UNKNOWN", "INTERNAL", "DATA_LOSS", "UNIMPLEMENTED")
 
 
+def _pick(rng, options):
+  """One of options (any mix of types; numpy's choice would make them one array)."""
+  return options[int(rng.integers(len(options)))]
+
+
 def _random_array(rng, dtype: str | None = None, shape=None):
-  dtype = dtype or str(rng.choice(DTYPES))
+  dtype = dtype or str(_pick(rng, DTYPES))
   shape = tuple(shape if shape is not None else rng.integers(0, 4, rng.integers(0, 4)))
   if dtype == "str":
-    return np.array(rng.choice([b"a", b"\xff\xfe", b"", b"12"], shape), dtype=object)
+    return np.array([_pick(rng, [b"a", b"\xff\xfe", b"", b"12"]) for _ in range(int(np.prod(shape)))], dtype=object).reshape(shape)
   if dtype == "bool":
     return rng.integers(0, 2, shape).astype(bool)
   return (rng.standard_normal(shape) * 10 ** rng.integers(0, 6)).astype(dtype)
@@ -40,31 +45,31 @@ def _mutate_arrays(rng, arrays: dict) -> tuple[dict, str]:
   """One random change of a request's arrays; (arrays, what)."""
   arrays = dict(arrays)
   names = sorted(arrays)
-  name = str(rng.choice(names))
+  name = str(_pick(rng, names))
   value = arrays[name]
-  kind = str(rng.choice(["drop", "extra", "dtype", "shape", "values", "batch", "empty",
+  kind = str(_pick(rng, ["drop", "extra", "dtype", "shape", "values", "batch", "empty",
                          "transpose", "scalar"]))
   if kind == "drop":
     del arrays[name]
   elif kind == "extra":
-    arrays[str(rng.choice(["x", name + "_", "long_size ", "candidate_", ""]))] = \
+    arrays[str(_pick(rng, ["x", name + "_", "long_size ", "candidate_", ""]))] = \
         _random_array(rng)
   elif kind == "dtype":
-    target = str(rng.choice(DTYPES))
+    target = str(_pick(rng, DTYPES))
     arrays[name] = (_random_array(rng, "str", value.shape) if target == "str" else
                     np.nan_to_num(value).astype(target))
   elif kind == "shape":
     arrays[name] = _random_array(rng, str(value.dtype), rng.integers(0, 5, rng.integers(0, 5)))
   elif kind == "values" and value.size:
     value = value.copy().astype(value.dtype)
-    extreme = rng.choice(EXTREMES)
+    extreme = _pick(rng, EXTREMES)
     with np.errstate(all="ignore"):
       flat = value.reshape(-1)
       positions = rng.integers(0, value.size, rng.integers(1, 4))
       try:
         flat[positions] = extreme
       except (OverflowError, ValueError):
-        flat[positions] = -1
+        flat[positions] = 0
     arrays[name] = value
   elif kind == "batch" and value.ndim:
     arrays[name] = np.concatenate([value, value[:1]], axis=0)
@@ -89,10 +94,10 @@ def grpc_case(rng, arrays: dict, model_name: str):
   request.model_spec.name = model_name
   for name, value in arrays.items():
     request.inputs[name].CopyFrom(tf.make_tensor_proto(value))
-  kind = str(rng.choice(["none", "declared", "unknown_rank", "content", "spec", "version",
+  kind = str(_pick(rng, ["none", "declared", "unknown_rank", "content", "spec", "version",
                          "label", "signature"]))
   names = sorted(request.inputs)
-  proto = request.inputs[str(rng.choice(names))] if names else None
+  proto = request.inputs[str(_pick(rng, names))] if names else None
   if kind == "declared" and proto is not None and proto.tensor_shape.dim:
     proto.tensor_shape.dim[int(rng.integers(0, len(proto.tensor_shape.dim)))].size = int(
         rng.choice([0, 1, 7, 2**20, 2**40, 2**62, -1, -5]))
@@ -102,13 +107,13 @@ def grpc_case(rng, arrays: dict, model_name: str):
     proto.tensor_content = proto.tensor_content[:int(rng.integers(0, len(
         proto.tensor_content)))] + bytes(rng.integers(0, 256, rng.integers(0, 9), np.uint8))
   elif kind == "spec":
-    request.model_spec.name = str(rng.choice(["", "Twin", "twin ", "x" * 300, "\u00b2"]))
+    request.model_spec.name = str(_pick(rng, ["", "Twin", "twin ", "x" * 300, "\u00b2"]))
   elif kind == "version":
-    request.model_spec.version.value = int(rng.choice([0, 2, 999, -1, 2**62]))
+    request.model_spec.version.value = int(_pick(rng, [0, 2, 999, -1, 2**62]))
   elif kind == "label":
-    request.model_spec.version_label = str(rng.choice(["stable", "", "1", "nope"]))
+    request.model_spec.version_label = str(_pick(rng, ["stable", "", "1", "nope"]))
   elif kind == "signature":
-    request.model_spec.signature_name = str(rng.choice(SIGNATURES))
+    request.model_spec.signature_name = str(_pick(rng, SIGNATURES))
   what.append(kind)
   return request, ", ".join(what)
 
@@ -120,7 +125,7 @@ def _json_value(rng, value: np.ndarray):
   if kind == 0 and isinstance(listed, list) and listed:
     return listed + [listed[0] if not isinstance(listed[0], list) else listed[0][:-1]]
   if kind == 1:
-    return rng.choice(["abc", None, True, {}, [], [[]], [None], "1e400", 10**30])
+    return _pick(rng, ["abc", None, True, {}, [], [[]], [None], "1e400", 10**30])
   if kind == 2 and isinstance(listed, list):
     return [listed]
   return listed
@@ -140,23 +145,23 @@ def rest_case(rng, arrays: dict, model_name: str) -> tuple[str, str, dict, bytes
           value.tolist() if value.dtype != object else [str(v) for v in value.reshape(-1)])
   document = {"signature_name": "serving_default", "inputs": inputs}
   method, path = "POST", f"/v1/models/{model_name}:predict"
-  kind = str(rng.choice(["none", "json", "deep", "shape", "signature", "path", "method",
+  kind = str(_pick(rng, ["none", "json", "deep", "shape", "signature", "path", "method",
                          "length", "bytes", "instances"]))
   body = None
   if kind == "json":
-    body = json.dumps(document)[:int(rng.integers(0, 200))].encode()
+    body = json.dumps(document, default=str)[:int(rng.integers(0, 200))].encode()
   elif kind == "deep":
-    depth = int(rng.choice([100, 1000, 10**4, 10**5]))
-    document["inputs"][str(rng.choice(sorted(inputs) or ["x"]))] = json.loads(
+    depth = int(_pick(rng, [100, 1000, 10**4, 10**5]))
+    document["inputs"][str(_pick(rng, sorted(inputs) or ["x"]))] = json.loads(
         "[" * 50 + "1" + "]" * 50) if depth < 60 else None
-    body = json.dumps(document).replace("null", "[" * depth + "1" + "]" * depth).encode()
+    body = json.dumps(document, default=str).replace("null", "[" * depth + "1" + "]" * depth).encode()
   elif kind == "shape":
-    document = rng.choice([[], "x", 1, None, {"inputs": []}, {"inputs": "x"}, {"inputs": None},
+    document = _pick(rng, [[], "x", 1, None, {"inputs": []}, {"inputs": "x"}, {"inputs": None},
                            {"signature_name": "serving_default"}])
   elif kind == "signature":
-    document["signature_name"] = rng.choice([None, 1, [], {}, "esu", "nope", True])
+    document["signature_name"] = _pick(rng, [None, 1, [], {}, "esu", "nope", True])
   elif kind == "path":
-    path = str(rng.choice([
+    path = str(_pick(rng, [
         f"/v1/models/{model_name}/versions/999:predict", f"/v1/models/{model_name}",
         f"/v1/models/{model_name}/versions/1:predict", "/v1/models/other:predict",
         f"/v1/models/{model_name}:classify", "/v1/models/../../etc/passwd:predict",
@@ -164,17 +169,17 @@ def rest_case(rng, arrays: dict, model_name: str) -> tuple[str, str, dict, bytes
         f"/v1/models/{model_name}:predict?x=1", f"/v1/models/{model_name}/metadata",
         "/v1/models/%00:predict", f"/v1/models/{model_name}/versions/{10**30}:predict"]))
   elif kind == "method":
-    method = str(rng.choice(["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "BREW"]))
+    method = str(_pick(rng, ["GET", "PUT", "DELETE", "PATCH", "OPTIONS", "HEAD", "BREW"]))
   elif kind == "bytes":
     body = bytes(rng.integers(0, 256, rng.integers(0, 300), np.uint8))
   elif kind == "instances":
     document = {"instances": [inputs]}
   if body is None:
     with np.errstate(all="ignore"):
-      body = json.dumps(document, allow_nan=True).encode()
+      body = json.dumps(document, default=str).encode()
   headers = {"Content-Type": "application/json", "Content-Length": str(len(body))}
   if kind == "length":
-    headers["Content-Length"] = str(rng.choice(["-5", "abc", "", "1e3", str(10**14), "0",
+    headers["Content-Length"] = str(_pick(rng, ["-5", "abc", "", "1e3", str(10**14), "0",
                                                 str(max(len(body) - 10, 0)), " 12", "\u0664"]))
   what.append(kind)
   return method, path, headers, body, ", ".join(what)
@@ -205,8 +210,10 @@ def run_fuzz(host: str, grpc_port: int, rest_port: int, arrays: dict, cases: int
   """`cases` requests, half over gRPC and half over REST, each a mutation of `arrays` (a
   valid serving_default request). Returns {"cases", "grpc": {status: count}, "rest":
   {http status: count}, "unknown" (gRPC UNKNOWN / INTERNAL / DATA_LOSS / UNIMPLEMENTED),
-  "http_500" (any 5xx), "no_answer", "examples": what produced those (at most 10)}."""
+  "http_500" (any 5xx), "no_answer", "not_finite" (scored, but a score NaN or infinite),
+  "examples": what produced those (at most 10)}."""
   import grpc  # pylint: disable=import-outside-toplevel
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
   from tensorflow_serving.apis import prediction_service_pb2_grpc  # pylint: disable=import-outside-toplevel
   rng = np.random.default_rng(seed)
   channel = grpc.insecure_channel(f"{host}:{grpc_port}",
@@ -219,12 +226,14 @@ def run_fuzz(host: str, grpc_port: int, rest_port: int, arrays: dict, cases: int
     if case % 2 == 0:
       request, what = grpc_case(rng, arrays, model_name)
       try:
-        stub.Predict(request, timeout=timeout)
-        status = "OK"
+        response = stub.Predict(request, timeout=timeout)
+        finite = all(np.all(np.isfinite(tf.make_ndarray(v)))
+                     for v in response.outputs.values())
+        status = "OK" if finite else "OK_NOT_FINITE"
       except grpc.RpcError as error:
         status = error.code().name
       grpc_counts[status] += 1
-      bad = status in SERVER_SIDE or status == "DEADLINE_EXCEEDED"
+      bad = status in SERVER_SIDE or status in ("DEADLINE_EXCEEDED", "OK_NOT_FINITE")
     else:
       method, path, headers, body, what = rest_case(rng, arrays, model_name)
       try:
@@ -240,4 +249,5 @@ def run_fuzz(host: str, grpc_port: int, rest_port: int, arrays: dict, cases: int
           "unknown": sum(grpc_counts[s] for s in SERVER_SIDE),
           "http_500": sum(n for s, n in rest_counts.items() if int(s) >= 500),
           "no_answer": rest_counts["0"] + grpc_counts["DEADLINE_EXCEEDED"],
+          "not_finite": grpc_counts["OK_NOT_FINITE"],
           "examples": examples}

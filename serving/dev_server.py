@@ -472,7 +472,7 @@ def _rest_handler(store: VersionStore, model_name: str):
     """POST /v1/models/{name}[/versions/{v}]:predict (columnar "inputs" JSON); GET
     /v1/models/{name}[/versions/{v}] (status) and .../metadata. Every error is a JSON
     {"error": message} with TF Serving's HTTP status: 400 for a bad request, 404 for an
-    unknown model, version or endpoint."""
+    unknown model, version or endpoint, 405 for another method."""
 
     def do_POST(self):  # pylint: disable=invalid-name
       self._answer(lambda match: _rest_predict(store, model_name, match, self._body()))
@@ -490,6 +490,13 @@ def _rest_handler(store: VersionStore, model_name: str):
 
     def do_GET(self):  # pylint: disable=invalid-name
       self._answer(lambda match: _rest_get(store, model_name, match))
+
+    def __getattr__(self, name: str):
+      """Any other method (PUT, DELETE, HEAD, "BREW", ...): 405, not http.server's 501."""
+      if not name.startswith("do_"):
+        raise AttributeError(name)
+      return lambda: self._reply(405, {"error": f"method {self.command} is not allowed; "
+                                                "POST :predict or GET status / metadata"})
 
     def _answer(self, handle):
       match = _REST_PATH.match(self.path)

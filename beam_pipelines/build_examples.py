@@ -15,7 +15,8 @@ record; impression records carry the target, `history_end` and the dense statist
 first, so one item's behaviors must fit a worker's memory), and the input pipeline joins them.
 Users without a cluster record (or without behaviors) go to dead_letters-*.jsonl, as do
 malformed log rows. Counters (namespace build_examples): behaviors_read, dead_letters, users,
-impressions_train, impressions_validation, impressions_test.
+impressions_train, impressions_validation, impressions_test, and those BALANCES reconcile
+(what reached each join and each writer): a run whose counts do not reconcile fails.
 
   python -m beam_pipelines.build_examples --input logs.parquet --clusters 'out/clusters-*' \
       --output examples/
@@ -37,8 +38,20 @@ from twin_tf.training import statistics
 from twin_tf.training.examples import SPLITS, ExampleConfig, user_examples, user_groups
 
 NAMESPACE = "build_examples"
-COUNTERS = ("behaviors_read", "dead_letters", "users") + tuple(f"impressions_{s}"
-                                                              for s in SPLITS)
+COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors_with_statistics",
+            "behaviors_joined", "cluster_records_read", "cluster_records_joined",
+            "users_written", "dead_letters_written") + tuple(
+                f"{what}_{s}" for what in ("impressions", "impressions_written") for s in SPLITS)
+# What comes out accounts for what went in (common.reconcile): every valid behavior gets its
+# item statistics and reaches its user, every cluster record reaches its user, and every
+# user record, impression and dead letter reaches its writer.
+BALANCES = ((("behaviors_read",), ("behaviors_with_statistics",), "behaviors"),
+            (("behaviors_read",), ("behaviors_joined",), "behaviors"),
+            (("cluster_records_read",), ("cluster_records_joined",), "cluster records"),
+            (("users",), ("users_written",), "user records"),
+            (("dead_letters",), ("dead_letters_written",), "dead letters")) + tuple(
+                ((f"impressions_{s}",), (f"impressions_written_{s}",), f"{s} impressions")
+                for s in SPLITS)
 
 
 class BuildExamplesOptions(PipelineOptions):
@@ -80,11 +93,15 @@ class UserExamplesDoFn(beam.DoFn):
     self._dead = beam.metrics.Metrics.counter(NAMESPACE, "dead_letters")
     self._impressions = {s: beam.metrics.Metrics.counter(NAMESPACE, f"impressions_{s}")
                          for s in SPLITS}
+    self._joined = {what: beam.metrics.Metrics.counter(NAMESPACE, f"{what}_joined")
+                    for what in ("behaviors", "cluster_records")}
 
   def process(self, element):
     user_id, grouped = element
     cluster_list = list(grouped["clusters"])
     pairs = list(grouped["behaviors"])
+    self._joined["behaviors"].inc(len(pairs))
+    self._joined["cluster_records"].inc(len(cluster_list))
     behaviors = logs.tuples_to_columns([row for row, _ in pairs], self._spec)
     item_stats = np.array([values for _, values in pairs], np.float32).reshape(
         len(pairs), len(statistics.ITEM_FEATURES))
@@ -123,9 +140,11 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
                | "Rows" >> beam.FlatMap(lambda chunk: logs.columns_to_tuples(chunk[1], spec))
                | "KeyByItem" >> beam.Map(lambda row: (row[item_index], row))
                | "GroupByItem" >> beam.GroupByKey()
-               | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec)))
+               | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec))
+               | "CountStatistics" >> common.counted(NAMESPACE, "behaviors_with_statistics"))
   clusters = (pipeline
               | "ReadClusters" >> beam.io.ReadFromTFRecord(options.clusters)
+              | "CountClusters" >> common.counted(NAMESPACE, "cluster_records_read")
               | "KeyClusters" >> beam.Map(
                   lambda s: (cluster_records.user_id(s), s)))
   joined = {"behaviors": behaviors, "clusters": clusters} | "JoinByUser" >> beam.CoGroupByKey()
@@ -136,16 +155,21 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
   _ = (pipeline | "Spec" >> beam.Create([json.dumps(spec.to_json(), indent=2)])
        | "WriteSpec" >> beam.io.WriteToText(f"{output}/{feature_spec.FILE_NAME}",
                                             shard_name_template=""))
-  _ = outputs.users | "WriteUsers" >> beam.io.WriteToTFRecord(
-      f"{output}/users", file_name_suffix=".tfrecord")
+  _ = (outputs.users
+       | "CountUsers" >> common.counted(NAMESPACE, "users_written")
+       | "WriteUsers" >> beam.io.WriteToTFRecord(f"{output}/users",
+                                                 file_name_suffix=".tfrecord"))
   for split in SPLITS:
-    _ = outputs[split] | f"Write_{split}" >> beam.io.WriteToTFRecord(
-        f"{output}/impressions_{split}", file_name_suffix=".tfrecord")
+    _ = (outputs[split]
+         | f"Count_{split}" >> common.counted(NAMESPACE, f"impressions_written_{split}")
+         | f"Write_{split}" >> beam.io.WriteToTFRecord(f"{output}/impressions_{split}",
+                                                       file_name_suffix=".tfrecord"))
     _ = outputs[f"groups_{split}"] | f"WriteGroups_{split}" >> beam.io.WriteToTFRecord(
         f"{output}/groups_{split}", file_name_suffix=".tfrecord")
   dead = ((read[common.DEAD_LETTER], outputs[common.DEAD_LETTER])
           | "AllDeadLetters" >> beam.Flatten())
   _ = (dead
+       | "CountDeadLetters" >> common.counted(NAMESPACE, "dead_letters_written")
        | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
        | "WriteDeadLetters" >> beam.io.WriteToText(f"{output}/dead_letters",
                                                    file_name_suffix=".jsonl"))
@@ -161,6 +185,7 @@ def run(argv=None) -> dict[str, int]:
   counters = common.run_to_completion(
       options, lambda p: build(p, options, config), NAMESPACE, COUNTERS,
       ("users-*", "impressions_*-*", "groups_*-*", "dead_letters-*", feature_spec.FILE_NAME))
+  common.reconcile(counters, BALANCES, NAMESPACE)
   if not counters["impressions_train"]:
     raise SystemExit(
         f"build_examples wrote no training impressions ({counters['users']:,} users, "

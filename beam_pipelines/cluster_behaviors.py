@@ -51,7 +51,13 @@ from twin_tf.data import feature_spec, schema
 NAMESPACE = "cluster_behaviors"
 COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters",
             "clustering_ms", "users_incremental", "users_in_full", "previous_unreadable",
-            "previous_without_behaviors")
+            "previous_without_behaviors", "behaviors_grouped", "records_written",
+            "dead_letters_written")
+# What comes out accounts for what went in (common.reconcile): every valid behavior reaches
+# its user's clustering, every user's record and every dead letter reaches its writer.
+BALANCES = ((("behaviors_read",), ("behaviors_grouped",), "behaviors"),
+            (("users",), ("records_written",), "cluster records"),
+            (("dead_letters",), ("dead_letters_written",), "dead letters"))
 
 
 class ClusterBehaviorsOptions(PipelineOptions):
@@ -94,6 +100,7 @@ class ClusterUserDoFn(beam.DoFn):
     self._behaviors = beam.metrics.Metrics.counter(NAMESPACE, "behaviors")
     self._clusters = beam.metrics.Metrics.counter(NAMESPACE, "clusters")
     self._clustering_ms = beam.metrics.Metrics.counter(NAMESPACE, "clustering_ms")
+    self._grouped = beam.metrics.Metrics.counter(NAMESPACE, "behaviors_grouped")
     self._compression = beam.metrics.Metrics.distribution(NAMESPACE, "compression_x100")
     self._table = None
 
@@ -108,6 +115,7 @@ class ClusterUserDoFn(beam.DoFn):
       self._ways["previous_without_behaviors"].inc()
       return
     columns = schema.concat(chunks)
+    self._grouped.inc(len(columns[schema.USER_ID]))
     start = time.perf_counter()
     user = None
     if len(previous) == 1:
@@ -185,9 +193,12 @@ def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: Clu
   clusters = read["chunks"] | "ClusterUsers" >> ClusterUsers(options.embeddings, config,
                                                              options.previous, options.since)
   output = log.output.rstrip("/")
-  _ = clusters | "WriteClusters" >> beam.io.WriteToTFRecord(
-      f"{output}/clusters", file_name_suffix=".tfrecord")
+  _ = (clusters
+       | "CountRecords" >> common.counted(NAMESPACE, "records_written")
+       | "WriteClusters" >> beam.io.WriteToTFRecord(f"{output}/clusters",
+                                                    file_name_suffix=".tfrecord"))
   _ = (read[common.DEAD_LETTER]
+       | "CountDeadLetters" >> common.counted(NAMESPACE, "dead_letters_written")
        | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
        | "WriteDeadLetters" >> beam.io.WriteToText(f"{output}/dead_letters",
                                                    file_name_suffix=".jsonl"))
@@ -202,6 +213,7 @@ def run(argv=None, config: ClusteringConfig | None = None) -> dict[str, int]:
   logging.info("%s", config_lib.describe(config))
   counters = common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
                                       COUNTERS, ("clusters-*", "dead_letters-*"))
+  common.reconcile(counters, BALANCES, NAMESPACE)
   if not counters["users"]:
     raise SystemExit(f"cluster_behaviors clustered no user: {counters['behaviors_read']:,} "
                      f"behaviors read, {counters['dead_letters']:,} dead letters (-> "

@@ -204,6 +204,40 @@ class _ProgressDoFn(beam.DoFn):
     return []
 
 
+class _CountDoFn(beam.DoFn):
+  def __init__(self, namespace: str, name: str, weight):
+    self._counter = beam.metrics.Metrics.counter(namespace, name)
+    self._weight = weight
+
+  def process(self, element):
+    self._counter.inc(self._weight(element) if self._weight else 1)
+    yield element
+
+
+def counted(namespace: str, name: str, weight=None) -> beam.ParDo:
+  """A pass-through step that counts its elements (or `weight(element)` each) into the
+  counter `name`: what reached a point of the pipeline, for reconcile()."""
+  return beam.ParDo(_CountDoFn(namespace, name, weight))
+
+
+class CountsDoNotReconcile(RuntimeError):
+  """What a pipeline put out does not account for what it read."""
+
+
+def reconcile(counts: dict[str, int], balances: tuple, namespace: str) -> None:
+  """Raises CountsDoNotReconcile naming every balance that fails. balances: (left names,
+  right names, what is counted); the sums of their counters must be equal (e.g. behaviors
+  read = behaviors that reached clustering)."""
+  gaps = []
+  for left, right, what in balances:
+    have, want = sum(counts[n] for n in left), sum(counts[n] for n in right)
+    if have != want:
+      gaps.append(f"{' + '.join(left)} = {have:,} but {' + '.join(right)} = {want:,}: "
+                  f"{abs(have - want):,} {what} {'lost' if want < have else 'too many'}")
+  if gaps:
+    raise CountsDoNotReconcile(f"{namespace}: counts do not reconcile: " + "; ".join(gaps))
+
+
 class ReportProgress(beam.PTransform):
   """A side branch that shows how many elements of `done` are through out of those in
   `total` (on a distributed runner each worker reports its own count). Outputs nothing."""

@@ -78,24 +78,24 @@ def prepare(work: pathlib.Path, data_dir: str) -> tuple[pathlib.Path, list[pathl
 
 
 def start_server(base: pathlib.Path) -> tuple[subprocess.Popen, int, int, list]:
-  """(process, gRPC port, REST port, its log lines as (seconds since start, line), filled
-  as they come: the pipe is drained, so a chatty server never blocks on it)."""
+  """(process, gRPC port, REST port, its log lines as (time.perf_counter(), line), filled as
+  they come: the pipe is drained, so a chatty server never blocks on it)."""
   env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
   env["TF_CPP_MIN_LOG_LEVEL"] = "3"
   process = subprocess.Popen(
       [sys.executable, "-m", "serving.dev_server", f"--model_base_path={base}", "--port=0",
        "--rest_port=0", "--poll_seconds=0.5"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
       text=True, cwd=REPO, env=env)
-  lines, started = [], time.perf_counter()
+  lines = []
   for line in process.stdout:
     found = re.search(r"gRPC [\d.]+:(\d+), REST http://[\d.]+:(\d+)", line)
     if found:
       def drain():
         for later in process.stdout:
-          lines.append((time.perf_counter() - started, later.rstrip()))
+          lines.append((time.perf_counter(), later.rstrip()))
       threading.Thread(target=drain, daemon=True).start()
       return process, int(found.group(1)), int(found.group(2)), lines
-    lines.append((time.perf_counter() - started, line.rstrip()))
+    lines.append((time.perf_counter(), line.rstrip()))
   raise RuntimeError("the server did not start: " + "\n".join(l for _, l in lines[-20:]))
 
 
@@ -188,7 +188,6 @@ def main() -> None:
   request_arrays = [requests.impression_requests(data, np.array([i]))[0] for i in range(50)]
   base = work / "serving" / "twin"
   process, grpc_port, rest_port, log = start_server(base)
-  began = time.perf_counter()
   publishes = []
 
   def publish(i: int, at: float):
@@ -197,9 +196,10 @@ def main() -> None:
     print(f"published version {staged[i].name} at {at:.1f} s", flush=True)
 
   try:
+    began = time.perf_counter()
     results = load(grpc_port, rest_port, request_arrays, args.seconds, publish)
-    pauses = [f"{at - began:.1f} s: {line.split('paused')[-1].strip()}" for at, line in log
-              if "paused the server" in line]
+    pauses = [f"at {at - began:.1f} s: garbage collection{line.split('garbage collection')[-1]}"
+              for at, line in log if "paused the server" in line]
     fuzzed = fuzz.run_fuzz("127.0.0.1", grpc_port, rest_port, request_arrays[0],
                            args.fuzz_cases)
   finally:

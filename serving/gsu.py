@@ -2,7 +2,7 @@
 ScaNN), then score with the model's `esu` signature.
 
   gsu = ClientSideGsu(client, "work_dir/key_cache")
-  scores = gsu.score(user_id, candidates, short, request_time, retriever="scann")
+  scores = gsu.score(user_id, candidates, short, request_time)  # retriever="auto"
 
 candidates: {f: (C,)} for the export's candidate fields (item_id and the item features of its
 FeatureSpec) and dense: (C, D); short: {f: (S,)} for the sequence fields of the recent
@@ -35,12 +35,18 @@ class ClientSideGsu:
                    tfexample.read_serialized(f"{str(cache_folder).rstrip('/')}/user_keys-*"))}
     self._searchers: dict[int, object] = {}
 
-  def retriever(self, user_id: int, kind: str):
+  def retriever(self, user_id: int, kind: str = "auto"):
+    """The user's retriever: "exact", "scann", or "auto": ScaNN where the key cache holds a
+    serialized searcher for the user (it builds one above --scann_min_clusters clusters,
+    where exact search is the slower: at 10^5 clusters, one core, 24 ms a request against
+    125 for the exact path; docs/benchmarks.md), exact otherwise."""
     record = self.users[user_id]
+    if kind == "auto":
+      kind = "scann" if record[key_cache.SEARCHER] else "exact"
     if kind == "exact":
       return ExactRetriever(record["key_vectors"])
     if kind != "scann":
-      raise ValueError(f"retriever must be 'exact' or 'scann', got {kind!r}")
+      raise ValueError(f"retriever must be 'auto', 'exact' or 'scann', got {kind!r}")
     if user_id not in self._searchers:  # a serialized searcher, or one built on the fly
       self._searchers[user_id] = (ScannRetriever.load(record[key_cache.SEARCHER])
                                   if record[key_cache.SEARCHER]
@@ -48,7 +54,7 @@ class ClientSideGsu:
     return self._searchers[user_id]
 
   def score(self, user_id: int, candidates: dict, short: dict, request_time: int,
-            retriever: str = "exact") -> np.ndarray:
+            retriever: str = "auto") -> np.ndarray:
     """(C,) click probabilities of the candidates for the user."""
     if user_id not in self.users:
       raise KeyError(f"user {user_id} is not in the key cache")

@@ -277,3 +277,50 @@ def test_several_local_workers_are_refused(tmp_path):
   with pytest.raises(SystemExit, match="beam#19842"):
     common.pipeline_options(argv, cluster_behaviors.ClusterBehaviorsOptions)
   common.pipeline_options(argv[:2], cluster_behaviors.ClusterBehaviorsOptions)  # one worker is fine
+
+
+def _dropping(transform_class, keep, where="input"):
+  """A subclass of a PTransform class whose input (or output) loses the elements `keep`
+  refuses: a bug that loses data silently."""
+  class Dropping(transform_class):
+    def expand(self, pcoll):
+      if where == "input":
+        return super().expand(pcoll | "InjectedDrop" >> beam.Filter(keep))
+      return super().expand(pcoll) | "InjectedDrop" >> beam.Filter(keep)
+  return Dropping
+
+
+def test_counts_reconcile_and_a_dropped_user_fails_the_run_naming_the_gap(real_subset,
+                                                                           monkeypatch,
+                                                                           tmp_path):
+  """Both pipelines' counts reconcile (behaviors read = behaviors clustered / joined,
+  records and dead letters produced = written); a DoFn that drops one user's behaviors
+  before clustering, or one cluster record before the join, fails the run naming the gap."""
+  from beam_pipelines import build_examples
+  subset, folder = real_subset
+  log = folder / "behaviors.parquet"
+  argv = [f"--input={log}", f"--embeddings={folder / 'emb.npz'}", "--cutoff_quantile=0.8"]
+  counts = cluster_behaviors.run(argv + [f"--output={tmp_path / 'c'}"])
+  assert counts["behaviors_grouped"] == counts["behaviors_read"] == len(subset["user_id"])
+  assert counts["records_written"] == counts["users"] == 40
+  examples = build_examples.run([f"--input={log}", f"--clusters={tmp_path / 'c'}/clusters-*",
+                                 f"--output={tmp_path / 'e'}"])
+  assert examples["behaviors_joined"] == examples["behaviors_read"] == len(subset["user_id"])
+  assert examples["cluster_records_joined"] == examples["cluster_records_read"] == 40
+  assert examples["impressions_written_test"] == examples["impressions_test"] > 0
+
+  lost = int(subset["user_id"][0])
+  lost_rows = int(np.sum(subset["user_id"] == lost))
+  monkeypatch.setattr(cluster_behaviors, "ClusterUsers", _dropping(
+      cluster_behaviors.ClusterUsers, lambda chunk: chunk[0] != lost))
+  with pytest.raises(common.CountsDoNotReconcile, match=(
+      f"behaviors_read = {len(subset['user_id']):,} but behaviors_grouped = "
+      f"{len(subset['user_id']) - lost_rows:,}: {lost_rows:,} behaviors lost")):
+    cluster_behaviors.run(argv + [f"--output={tmp_path / 'c2'}"])
+
+  monkeypatch.setattr(beam, "CoGroupByKey", _dropping(  # the user lost in the join
+      beam.CoGroupByKey, lambda user: user[0] != lost, where="output"))
+  with pytest.raises(common.CountsDoNotReconcile,
+                     match=f"{lost_rows:,} behaviors lost.*1 cluster records lost"):
+    build_examples.run([f"--input={log}", f"--clusters={tmp_path / 'c'}/clusters-*",
+                        f"--output={tmp_path / 'e2'}"])

@@ -13,6 +13,7 @@ from serving.gsu import ClientSideGsu, VersionMismatchError
 from twin_tf.data import schema, tfexample
 from twin_tf.data.feature_spec import MOVIELENS
 from twin_tf.export import key_cache, requests, saved_model
+from twin_tf.export.retrieval import ExactRetriever, ScannRetriever
 from twin_tf.training.input_pipeline import load_example_data
 from twin_tf.training.trainer import TrainConfig, train
 
@@ -56,7 +57,7 @@ def test_counters_and_records(cache):
   assert counters["searchers"] == sum(1 for r in records if r[key_cache.SEARCHER])
 
 
-@pytest.mark.parametrize("retriever", ["exact", "scann"])
+@pytest.mark.parametrize("retriever", ["exact", "scann", "auto"])
 def test_client_side_gsu_equals_serving_default(cache, retriever):
   """The user with the most clusters (> 100, so the GSU really selects): retrieving from the
   cache and calling `esu` scores like `serving_default` (ScaNN is exact below 20k keys)."""
@@ -72,6 +73,10 @@ def test_client_side_gsu_equals_serving_default(cache, retriever):
   gsu = ClientSideGsu(client, cache["out"])
   got = gsu.score(int(data.user_ids[row]), candidates, short, REFERENCE_TIME, retriever)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  if retriever == "auto":  # ScaNN where the cache built a searcher, exact elsewhere
+    shortest = int(data.user_ids[np.argmin(data.cluster_len)])
+    assert isinstance(gsu.retriever(int(data.user_ids[row])), ScannRetriever)
+    assert isinstance(gsu.retriever(shortest), ExactRetriever)
 
 
 def test_keys_from_another_version_are_refused(cache):

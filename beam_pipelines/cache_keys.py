@@ -6,7 +6,8 @@
       (layout: twin_tf/export/key_cache.py); users with more than --scann_min_clusters clusters also
       get a serialized ScaNN searcher under searchers/<user_id>/
 Users whose clusters reference items outside the model's vocabulary go to
-dead_letters-*.jsonl. Counters (namespace cache_keys): items, users, searchers, dead_letters.
+dead_letters-*.jsonl. Counters (namespace cache_keys): items, users, searchers, dead_letters,
+and those BALANCES reconcile (a run whose counts do not reconcile fails).
 
   python -m beam_pipelines.cache_keys --model_dir work_dir/serving/twin/1 \
       --examples work_dir/examples --output work_dir/key_cache
@@ -29,7 +30,15 @@ from twin_tf.export import key_cache, saved_model
 from twin_tf.export.retrieval import ScannRetriever
 
 NAMESPACE = "cache_keys"
-COUNTERS = ("items", "users", "searchers", "dead_letters")
+COUNTERS = ("items", "users", "searchers", "dead_letters", "users_read", "items_distinct",
+            "user_keys_written", "item_keys_written", "dead_letters_written")
+# What comes out accounts for what went in (common.reconcile): every user record read gets a
+# key record or a dead letter, every distinct cluster item its keys, and all reach a writer.
+BALANCES = ((("users_read",), ("users", "dead_letters"), "user records"),
+            (("items_distinct",), ("items",), "items"),
+            (("items",), ("item_keys_written",), "item key records"),
+            (("users",), ("user_keys_written",), "user key records"),
+            (("dead_letters",), ("dead_letters_written",), "dead letters"))
 
 
 class CacheKeysOptions(PipelineOptions):
@@ -114,11 +123,13 @@ def build(pipeline: beam.Pipeline, options: CacheKeysOptions, reference_time: in
   output = options.view_as(common.BehaviorLogOptions).output.rstrip("/")
   users = (pipeline
            | "ReadUsers" >> beam.io.ReadFromTFRecord(f"{options.examples.rstrip('/')}/users-*")
-           | "DecodeUsers" >> beam.Map(tfexample.decode))
+           | "DecodeUsers" >> beam.Map(tfexample.decode)
+           | "CountUsers" >> common.counted(NAMESPACE, "users_read"))
   items = (users
            | "ClusterItems" >> beam.FlatMap(_cluster_items,
                                             saved_model.exported_spec(options.model_dir))
            | "DistinctItems" >> beam.Distinct()
+           | "CountItems" >> common.counted(NAMESPACE, "items_distinct")
            | "BatchItems" >> beam.BatchElements(min_batch_size=256,
                                                 max_batch_size=options.item_batch)
            | "ItemKeys" >> beam.ParDo(ItemKeysDoFn(options.model_dir)))
@@ -126,6 +137,7 @@ def build(pipeline: beam.Pipeline, options: CacheKeysOptions, reference_time: in
        | "EncodeItems" >> beam.Map(lambda kv, v: tfexample.encode({
            schema.ITEM_ID: kv[0], "keys": kv[1][0], "queries": kv[1][1],
            "known": int(kv[1][2]), key_cache.MODEL_VERSION: v}), _version(options.model_dir))
+       | "CountItemKeys" >> common.counted(NAMESPACE, "item_keys_written")
        | "WriteItems" >> beam.io.WriteToTFRecord(f"{output}/item_keys",
                                                  file_name_suffix=".tfrecord"))
   outputs = users | "UserKeys" >> beam.ParDo(
@@ -133,9 +145,12 @@ def build(pipeline: beam.Pipeline, options: CacheKeysOptions, reference_time: in
                    f"{output}/searchers"),
       beam.pvalue.AsDict(items)).with_outputs(common.DEAD_LETTER, main="users")
   _ = outputs.users | "Progress" >> common.ReportProgress("users with cached keys", users)
-  _ = outputs.users | "WriteUserKeys" >> beam.io.WriteToTFRecord(
-      f"{output}/user_keys", file_name_suffix=".tfrecord")
+  _ = (outputs.users
+       | "CountUserKeys" >> common.counted(NAMESPACE, "user_keys_written")
+       | "WriteUserKeys" >> beam.io.WriteToTFRecord(f"{output}/user_keys",
+                                                    file_name_suffix=".tfrecord"))
   _ = (outputs[common.DEAD_LETTER]
+       | "CountDeadLetters" >> common.counted(NAMESPACE, "dead_letters_written")
        | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
        | "WriteDeadLetters" >> beam.io.WriteToText(f"{output}/dead_letters",
                                                    file_name_suffix=".jsonl"))
@@ -151,10 +166,12 @@ def run(argv=None) -> dict[str, int]:
   options = common.pipeline_options(argv, CacheKeysOptions, ("model_dir", "examples"),
                                     needs_input=False)
   reference_time = options.reference_time or int(time.time())
-  return common.run_to_completion(options, lambda p: build(p, options, reference_time),
-                                  NAMESPACE, COUNTERS,
-                                  ("item_keys-*", "user_keys-*", "dead_letters-*",
-                                   "searchers/*"))
+  counters = common.run_to_completion(options, lambda p: build(p, options, reference_time),
+                                      NAMESPACE, COUNTERS,
+                                      ("item_keys-*", "user_keys-*", "dead_letters-*",
+                                       "searchers/*"))
+  common.reconcile(counters, BALANCES, NAMESPACE)
+  return counters
 
 
 if __name__ == "__main__":

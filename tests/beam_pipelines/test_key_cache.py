@@ -45,6 +45,8 @@ def cache(real_examples, tmp_path_factory):
 def test_counters_and_records(cache):
   data, counters = cache["data"], cache["counters"]
   assert counters["users"] == len(data.user_ids) and counters["dead_letters"] == 0
+  assert counters["users_read"] == counters["user_keys_written"] == counters["users"]
+  assert counters["items_distinct"] == counters["item_keys_written"] == counters["items"]
   assert counters["items"] == len(np.unique(data.clusters[schema.ITEM_ID][
       np.arange(data.clusters[schema.ITEM_ID].shape[1])[None] < data.cluster_len[:, None]]))
   records = [key_cache.decode(s) for s in

@@ -143,7 +143,7 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
                | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec))
                | "CountStatistics" >> common.counted(NAMESPACE, "behaviors_with_statistics"))
   clusters = (pipeline
-              | "ReadClusters" >> beam.io.ReadFromTFRecord(options.clusters)
+              | "ReadClusters" >> common.ReadWholeFiles(options.clusters, "tfrecord")
               | "CountClusters" >> common.counted(NAMESPACE, "cluster_records_read")
               | "KeyClusters" >> beam.Map(
                   lambda s: (cluster_records.user_id(s), s)))

@@ -122,7 +122,8 @@ def _cluster_items(record, spec: FeatureSpec):
 def build(pipeline: beam.Pipeline, options: CacheKeysOptions, reference_time: int):
   output = options.view_as(common.BehaviorLogOptions).output.rstrip("/")
   users = (pipeline
-           | "ReadUsers" >> beam.io.ReadFromTFRecord(f"{options.examples.rstrip('/')}/users-*")
+           | "ReadUsers" >> common.ReadWholeFiles(f"{options.examples.rstrip('/')}/users-*",
+                                                 "tfrecord")
            | "DecodeUsers" >> beam.Map(tfexample.decode)
            | "CountUsers" >> common.counted(NAMESPACE, "users_read"))
   items = (users

@@ -172,7 +172,7 @@ class ClusterUsers(beam.PTransform):
   def expand(self, chunks):
     if self._previous:
       previous = (chunks.pipeline
-                  | "ReadPrevious" >> beam.io.ReadFromTFRecord(self._previous)
+                  | "ReadPrevious" >> common.ReadWholeFiles(self._previous, "tfrecord")
                   | "KeyPrevious" >> beam.ParDo(KeyPreviousRecord()))
     else:
       previous = chunks.pipeline | "NoPrevious" >> beam.Create([])

@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BEAM_ARGS: list[str] = []  # one local worker: several lose users (beam_pipelines.common)
+BEAM_ARGS: list[str] = []  # one local worker: each stage's peak RSS is one process's
 LOG = "SYNTHETIC_scale.parquet"
 
 

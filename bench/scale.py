@@ -5,7 +5,8 @@
   -> train one epoch (TwinV2, TensorFlow, CPU, streaming input) on half the users, then on
      all of them (peak RSS must not grow with the users)
   -> export -> score the largest user (its clusters, 200 of its impressions as candidates)
-     in process on one core, and through the development server over gRPC.
+     in process on one core, through the development server over gRPC, and on the ScaNN
+     path (bench/serving.py's ScannPath).
 
 Every stage runs in its own process; its peak RSS is the largest ru_maxrss of that process
 and its children (Beam's workers). Each user's last 0.5% of behaviors are the impressions
@@ -163,13 +164,26 @@ def largest_user_request(work: pathlib.Path, user: int, candidates: int) -> dict
 
 
 def stage_score(work: pathlib.Path, args) -> dict:
-  from timing import one_core_tensorflow, serving_timings
+  """The largest user on the exact path (in process and over gRPC) and on the ScaNN path
+  (bench/serving.py's ScannPath: item_keys, ScaNN over the user's cached keys, esu)."""
+  import importlib.util
+
+  from timing import one_core_tensorflow, serving_timings, timings
+
+  from twin_tf.data import feature_spec
   one_core_tensorflow()
   arrays = largest_user_request(work, args.users, args.candidates)
   in_process, grpc = serving_timings(work / "twin", arrays, args.requests)
+  found = importlib.util.spec_from_file_location("serving_bench", REPO / "bench/serving.py")
+  serving_bench = importlib.util.module_from_spec(found)
+  found.loader.exec_module(serving_bench)
+  approximate = serving_bench.ScannPath(work / "twin" / "1", arrays,
+                                        feature_spec.load(work / "examples"))
+  scann = {**timings(approximate.score, args.requests), "mode": approximate.scann.config.mode,
+           "recall_at_100": round(approximate.recall_at_100(), 4)}
   return {"clusters": int(arrays["long_length"][0]), "candidates": args.candidates,
           "p50_ms": in_process["p50_ms"], "p99_ms": in_process["p99_ms"],
-          "dev_server_grpc": grpc}
+          "dev_server_grpc": grpc, "scann": scann}
 
 
 STAGES = {"synth": stage_synth, "embeddings": stage_embeddings, "cluster": stage_cluster,
@@ -229,7 +243,8 @@ def main() -> None:
   print(f"serving the largest user ({serving['clusters']:,} clusters, {args.candidates} "
         f"candidates, 1 core): in process p50 {serving['p50_ms']} ms, p99 "
         f"{serving['p99_ms']} ms; development server over gRPC p99 "
-        f"{serving['dev_server_grpc']['p99_ms']} ms")
+        f"{serving['dev_server_grpc']['p99_ms']} ms; ScaNN path p99 "
+        f"{serving['scann']['p99_ms']} ms, recall@100 {serving['scann']['recall_at_100']}")
   print(json.dumps({"data": "SYNTHETIC", "behaviors": behaviors, "users": users,
                     "stages": stages, "serving": serving}))
 

@@ -2,7 +2,6 @@
 
   synth (U users x B behaviors, plus one user of `--largest`) -> embeddings (bootstrap)
   -> cluster (Beam, FnApiRunner, one worker) -> build-examples (Beam)
-  -> both again with two local workers, compared with one worker's (workers_identical)
   -> train one epoch (TwinV2, TensorFlow, CPU, streaming input) on half the users, then on
      all of them (peak RSS must not grow with the users)
   -> export -> score the largest user (its clusters, 200 of its impressions as candidates)
@@ -18,9 +17,7 @@ Stage "embeddings" learns from every 10th user only (see stage_embeddings).
   python bench/scale.py --work work_dir/scale [--users 500 --behaviors 20000 --largest 100000]
 
 Last line: {"behaviors", "users", "stages": [{"stage", "seconds", "peak_rss_mb",
-"behaviors_per_s"}], "serving": {"clusters", "candidates", "p50_ms", "p99_ms", ..., "scann"},
-"workers_identical", "workers_compared", "reconciled"}: every pipeline stage fails unless
-its counts reconcile (beam_pipelines.common.reconcile), so a finished run has reconciled.
+"behaviors_per_s"}], "serving": {"clusters", "candidates", "p50_ms", "p99_ms", ...}}.
 """
 
 from __future__ import annotations
@@ -91,38 +88,6 @@ def stage_build_examples(work: pathlib.Path, args) -> dict:
                                      BEAM_ARGS)
   _write_half(work / "examples", work / "examples_half", args.users // 2)
   return counters
-
-
-TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-
-
-def stage_workers(work: pathlib.Path, args) -> dict:
-  """cluster and build-examples again with two local workers (multi_processing); whether
-  their cluster records, user records and impressions equal the one-worker stages'."""
-  from twin_tf import commands
-  from twin_tf.config import ClusteringConfig
-  two = work / "two_workers"
-  clustered = commands.cluster(work / LOG, work / "embeddings.npz", two / "clusters",
-                               ClusteringConfig(cutoff_quantile=args.cutoff_quantile),
-                               TWO_WORKERS)
-  built = commands.build_examples(work / LOG, two / "clusters", two / "examples", TWO_WORKERS)
-  same = {"clusters": _records(work / "clusters", "clusters-*") ==
-                      _records(two / "clusters", "clusters-*")}
-  for name in ("users", "impressions_train", "impressions_validation", "impressions_test"):
-    same[name] = (_records(work / "examples", f"{name}-*") ==
-                  _records(two / "examples", f"{name}-*"))
-  return {"identical": same, "users": clustered["users"],
-          "behaviors": clustered["behaviors_read"], "impressions_train":
-          built["impressions_train"]}
-
-
-def _records(folder: pathlib.Path, pattern: str) -> list[bytes]:
-  """The TFRecords of folder/pattern, each re-serialized deterministically (a record's
-  feature map order is not), sorted."""
-  import tensorflow as tf
-  return sorted(tf.train.Example.FromString(s).SerializeToString(deterministic=True)
-                for path in sorted(folder.glob(pattern))
-                for s in tf.data.TFRecordDataset(str(path)).as_numpy_iterator())
 
 
 def _write_half(folder: pathlib.Path, out: pathlib.Path, users: int) -> None:
@@ -222,8 +187,7 @@ def stage_score(work: pathlib.Path, args) -> dict:
 
 
 STAGES = {"synth": stage_synth, "embeddings": stage_embeddings, "cluster": stage_cluster,
-          "build-examples": stage_build_examples, "two-workers": stage_workers,
-          "train-half-users": stage_train_half,
+          "build-examples": stage_build_examples, "train-half-users": stage_train_half,
           "train": stage_train, "export": stage_export, "score": stage_score}
 
 
@@ -261,13 +225,11 @@ def main() -> None:
     print(json.dumps({**result, "peak_rss_mb": round(_peak_rss_mb(), 1)}, default=str))
     return
   argv = sys.argv[1:]
-  stages, behaviors, users, serving, identical = [], 0, 0, {}, {}
+  stages, behaviors, users, serving = [], 0, 0, {}
   for name in STAGES:
     result = run_stage(name, argv)
     if name == "synth":
       behaviors, users = result["behaviors"], result["users"]
-    if name == "two-workers":
-      identical = result["identical"]
     if name == "score":
       serving = {k: v for k, v in result.items() if k not in ("seconds", "peak_rss_mb")}
     row = {"stage": name, "seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
@@ -283,13 +245,8 @@ def main() -> None:
         f"{serving['p99_ms']} ms; development server over gRPC p99 "
         f"{serving['dev_server_grpc']['p99_ms']} ms; ScaNN path p99 "
         f"{serving['scann']['p99_ms']} ms, recall@100 {serving['scann']['recall_at_100']}")
-  print(f"one and two local workers: {identical}")
-  # every pipeline stage checks its counts (common.reconcile) and fails if they do not
-  # reconcile: reaching this line means they did
   print(json.dumps({"data": "SYNTHETIC", "behaviors": behaviors, "users": users,
-                    "stages": stages, "serving": serving,
-                    "workers_identical": all(identical.values()), "workers_compared": identical,
-                    "reconciled": True}))
+                    "stages": stages, "serving": serving}))
 
 
 if __name__ == "__main__":

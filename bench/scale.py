@@ -33,7 +33,7 @@ import time
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BEAM_ARGS: list[str] = []  # one local worker: each stage's peak RSS is one process's
+BEAM_ARGS: list[str] = []  # one local worker: several lose data (beam_pipelines.common)
 LOG = "SYNTHETIC_scale.parquet"
 
 

@@ -184,8 +184,8 @@ def run(argv=None) -> dict[str, int]:
                          max_impressions=options.max_impressions)
   counters = common.run_to_completion(
       options, lambda p: build(p, options, config), NAMESPACE, COUNTERS,
-      ("users-*", "impressions_*-*", "groups_*-*", "dead_letters-*", feature_spec.FILE_NAME))
-  common.reconcile(counters, BALANCES, NAMESPACE)
+      ("users-*", "impressions_*-*", "groups_*-*", "dead_letters-*", feature_spec.FILE_NAME),
+      BALANCES)
   if not counters["impressions_train"]:
     raise SystemExit(
         f"build_examples wrote no training impressions ({counters['users']:,} users, "

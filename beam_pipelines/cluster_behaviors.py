@@ -212,8 +212,7 @@ def run(argv=None, config: ClusteringConfig | None = None) -> dict[str, int]:
   config = config or clustering_config(options)
   logging.info("%s", config_lib.describe(config))
   counters = common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
-                                      COUNTERS, ("clusters-*", "dead_letters-*"))
-  common.reconcile(counters, BALANCES, NAMESPACE)
+                                      COUNTERS, ("clusters-*", "dead_letters-*"), BALANCES)
   if not counters["users"]:
     raise SystemExit(f"cluster_behaviors clustered no user: {counters['behaviors_read']:,} "
                      f"behaviors read, {counters['dead_letters']:,} dead letters (-> "

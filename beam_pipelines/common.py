@@ -122,10 +122,7 @@ class ReadBehaviorLog(beam.PTransform):
     spec = self._spec
     if self._format == "parquet":
       return (pbegin
-              | "Pattern" >> beam.Create([self._pattern])
-              | "RowGroups" >> beam.FlatMap(_parquet_row_groups)
-              | "Spread" >> beam.Reshuffle()
-              | "ReadParquet" >> beam.ParDo(ReadRowGroup())
+              | "ReadParquet" >> ReadWholeFiles(self._pattern, "parquet")
               | "Validate" >> beam.ParDo(ValidateTable(self._namespace, spec)).with_outputs(
                   DEAD_LETTER, main="chunks"))  # indexable like the dict below
     if self._format == "csv":
@@ -175,7 +172,7 @@ def _parquet_row_groups(pattern: str):
     yield from ((path, group) for group in range(groups))
 
 
-class ReadRowGroup(beam.DoFn):
+class _ReadRowGroup(beam.DoFn):
   """(path, row group index) -> (path, pyarrow Table) slices of at most `rows` rows."""
 
   def __init__(self, rows: int = 100_000):
@@ -210,28 +207,28 @@ class _ReadFile(beam.DoFn):
 
 
 class ReadWholeFiles(beam.PTransform):
-  """The records of every file matching a pattern, each file read whole by one worker
-  (_ReadFile's kinds: "lines", "tfrecord")."""
+  """The records of every file matching a pattern, each file (a Parquet file: each row
+  group) read whole by one worker. kind: _ReadFile's "lines" and "tfrecord", or "parquet":
+  (path, pyarrow Table) slices (_ReadRowGroup)."""
 
   def __init__(self, pattern: str, kind: str, with_filename: bool = False):
     super().__init__()
     self._pattern, self._kind, self._with_filename = pattern, kind, with_filename
 
   def expand(self, pbegin):
+    parquet = self._kind == "parquet"
     return (pbegin
             | "Pattern" >> beam.Create([self._pattern])
-            | "Files" >> beam.FlatMap(_files)
+            | "Files" >> beam.FlatMap(_parquet_row_groups if parquet else _files)
             | "Spread" >> beam.Reshuffle()
-            | "Read" >> beam.ParDo(_ReadFile(self._kind, self._with_filename)))
+            | "Read" >> beam.ParDo(_ReadRowGroup() if parquet else
+                                   _ReadFile(self._kind, self._with_filename)))
 
 
 def _csv_headers(pattern: str) -> dict[str, list[str]]:
   """{file: its header} of every file matching the pattern."""
-  matches = FileSystems.match([pattern])[0].metadata_list
-  if not matches:
-    raise FileNotFoundError(f"no input matches {pattern}")
   headers = {}
-  for path in sorted(m.path for m in matches):
+  for path in _files(pattern):
     with FileSystems.open(path) as f:
       # utf-8-sig: a byte-order mark is not part of the first column's name
       first = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape").readline()
@@ -280,19 +277,18 @@ class _ProgressDoFn(beam.DoFn):
 
 
 class _CountDoFn(beam.DoFn):
-  def __init__(self, namespace: str, name: str, weight):
+  def __init__(self, namespace: str, name: str):
     self._counter = beam.metrics.Metrics.counter(namespace, name)
-    self._weight = weight
 
   def process(self, element):
-    self._counter.inc(self._weight(element) if self._weight else 1)
+    self._counter.inc()
     yield element
 
 
-def counted(namespace: str, name: str, weight=None) -> beam.ParDo:
-  """A pass-through step that counts its elements (or `weight(element)` each) into the
-  counter `name`: what reached a point of the pipeline, for reconcile()."""
-  return beam.ParDo(_CountDoFn(namespace, name, weight))
+def counted(namespace: str, name: str) -> beam.ParDo:
+  """A pass-through step that counts its elements into the counter `name`: what reached a
+  point of the pipeline, for reconcile()."""
+  return beam.ParDo(_CountDoFn(namespace, name))
 
 
 class CountsDoNotReconcile(RuntimeError):
@@ -330,8 +326,10 @@ class ReportProgress(beam.PTransform):
 
 
 def run_to_completion(options: PipelineOptions, build, namespace: str,
-                      names: tuple[str, ...], outputs: tuple[str, ...] = ()) -> dict[str, int]:
-  """Builds a pipeline with `build(pipeline)`, runs it, waits; returns its counters.
+                      names: tuple[str, ...], outputs: tuple[str, ...] = (),
+                      balances: tuple = ()) -> dict[str, int]:
+  """Builds a pipeline with `build(pipeline)`, runs it, waits; returns its counters, once
+  they reconcile by `balances` (reconcile(): CountsDoNotReconcile otherwise).
 
   `outputs`: the globs (under --output) of what the pipeline writes; what a previous run
   left there is removed first, so the folder holds this run's outputs only (a rerun with
@@ -353,7 +351,9 @@ def run_to_completion(options: PipelineOptions, build, namespace: str,
     raise PipelineFailed(
         f"{namespace} failed{f' in stage {stage.group(1)}' if stage else ''} reading "
         f"{inputs}: {type(error).__name__}: {str(error)[:500]}") from error
-  return counters(result, namespace, names)
+  counts = counters(result, namespace, names)
+  reconcile(counts, balances, namespace)
+  return counts
 
 
 def _remove_temp_folders(output: str) -> None:

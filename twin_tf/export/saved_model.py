@@ -108,9 +108,9 @@ class ServingModule:
       if value.dtype != tf.float32:
         continue
       checks.append(tf.debugging.assert_all_finite(value, f"input {name}: NaN or infinity"))
-      prefix = name[:-len("_size")]
-      if name.endswith("_size") and f"{prefix}_length" in raw:
-        valid = tf.range(tf.shape(value)[-1]) < raw[f"{prefix}_length"][..., None]
+      length = f"{name[:-len('_size')]}_length"
+      if name.endswith("_size") and length in raw:
+        valid = tf.range(tf.shape(value)[-1]) < raw[length][..., None]
         checks.append(tf.debugging.Assert(
             tf.reduce_all(tf.logical_or(value > 0, tf.logical_not(valid))),
             [f"input {name}: sizes must be > 0 at valid positions"]))

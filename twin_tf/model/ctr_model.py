@@ -185,20 +185,22 @@ class CtrModel(keras.Model):
     attention = self.attention
     if not attention.built:  # its parts are called one by one; SIM-hard never calls the keys
       attention.build(inherent.shape, cross.shape, target_inherent_shape=query.shape)
-    if chosen:  # (B, C, K, ...) already
-      key_scale = attention.key_scale(inherent) if attention.normalized else None
-      return self._esu_over(values, key_scale, attention.queries(query), inputs["long_size"],
-                            mask)
-    if self.config.long_term == "gsu" and self.config.gsu_merge == "round_robin":
+    if (not chosen and self.config.long_term == "gsu" and
+        self.config.gsu_merge == "round_robin"):
       alpha = attention(inherent, cross, inputs["long_size"], mask, query)  # (B, C, L, H)
       indices, valid = self.gsu(alpha, mask)
       selected_alpha = ops.take_along_axis(alpha, indices[..., None], axis=2)  # (B, C, K, H)
       return self.esu(ops.transpose(selected_alpha, (0, 1, 3, 2)),
                       gather_selected(values, indices), valid)
+    # 1 / RMS of each row's K_h, (B, L) or (B, C, K): computed once for the GSU and the ESU
+    key_scale = attention.key_scale(inherent) if attention.normalized else None
+    if chosen:  # (B, C, K, ...) already
+      return self._esu_over(values, key_scale, attention.queries(query), inputs["long_size"],
+                            mask)
     queries = attention.queries(query)  # (B, C, H, d_k)
     if self.config.long_term == "gsu":
       indices, valid = self.gsu.select_by_product(
-          *self._gsu_factors(inputs, inherent, cross, queries), mask)
+          *self._gsu_factors(inputs, inherent, cross, queries, key_scale), mask)
     else:  # SIM-hard: same category as the target, the most recent first
       category = inputs[f"long_{self.spec.primary}"]
       same = ops.logical_and(mask[:, None, :],
@@ -207,8 +209,8 @@ class CtrModel(keras.Model):
       _, indices = ops.top_k(ops.where(same, recency, -1.0), self.config.gsu_top_k)
       valid = ops.take_along_axis(same, indices, axis=2)
       indices = ops.cast(indices, "int32")
-    key_scale = (gather_selected(attention.key_scale(inherent), indices)  # (B, C, K)
-                 if attention.normalized else None)
+    if key_scale is not None:
+      key_scale = gather_selected(key_scale, indices)  # (B, C, K)
     return self._esu_over(gather_selected(values, indices), key_scale, queries,
                           gather_selected(inputs["long_size"], indices), valid)
 
@@ -219,10 +221,12 @@ class CtrModel(keras.Model):
     scores = self.attention.scores_at(values, queries, size, key_scale)  # (B, C, H, K)
     return self.esu(scores, values, valid)
 
-  def _gsu_factors(self, inputs, inherent, cross, queries):
-    """(positions (B, L, D + 1), queries (B, C, D + 1)) whose product the GSU ranks."""
+  def _gsu_factors(self, inputs, inherent, cross, queries, key_scale=None):
+    """(positions (B, L, D + 1), queries (B, C, D + 1)) whose product the GSU ranks;
+    key_scale (B, L): the attention's key_scale(inherent) when the caller has it."""
     bias = self.attention.summed_bias(cross, inputs["long_size"])  # (B, L)
-    return self.attention.summed_factors(inherent, queries, bias, inputs["long_mask"])
+    return self.attention.summed_factors(inherent, queries, bias, inputs["long_mask"],
+                                         key_scale)
 
   def gsu_factors(self, inputs):
     """(positions (B, L', D + 1), queries (B, C, D + 1)) of inputs as call() ((B,) targets

@@ -108,7 +108,7 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     alpha = alpha + self.bias(seq_cross, size)[:, None, :, :]
     return ops.where(valid[:, None, :, None], alpha, MASK_VALUE)
 
-  def summed_factors(self, inherent, query, summed_bias, valid):
+  def summed_factors(self, inherent, query, summed_bias, valid, key_scale=None):
     """sum_h alpha'_h as ONE inner product per (candidate, position): (positions (B, L, D + 1),
     queries (B, C, D + 1)) whose product queries . positions^T (B, C, L) is it,
     [X | sum_h bias_h] . [Q | 1]. X is the inherent features K_h and Q the query folded through
@@ -124,9 +124,13 @@ class ClusterAwareTargetAttention(keras.layers.Layer):
     (B, C, L, H) per-head scores. Padding scores MASK_VALUE plus its features' product (the
     mask rides in the offset column, so one matrix product is the whole pass over (C, L)).
     inherent (B, L, D_h), query (B, C, H, d_k) (queries()), summed_bias (B, L)
-    (summed_bias()), valid (B, L). Normalized, X is key_input(K_h).
+    (summed_bias()), valid (B, L). Normalized, X is key_input(K_h); key_scale (B, L) is its
+    factor per row, key_scale(inherent), when the caller has it already (None: computed here).
     """
-    positions = self.key_input(inherent)
+    if self.normalized and key_scale is not None:
+      positions = inherent * key_scale[..., None]
+    else:
+      positions = self.key_input(inherent)
     flat_query = ops.reshape(query, ops.shape(query)[:2] + (query.shape[2] * query.shape[3],))
     kernel = self.key_projection.kernel  # (D_h, H, d_k)
     flat_kernel = ops.reshape(kernel, (kernel.shape[0], -1)) / math.sqrt(self.key_dim)

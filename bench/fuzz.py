@@ -1,7 +1,7 @@
 """Generated malformed requests against a running server, over gRPC and REST: what a client
 can get wrong (inputs missing or extra, dtypes, ranks, shapes declared or real, values,
 model specs, JSON bodies and depth, HTTP methods, paths and headers), each case a valid
-request with one to three random mutations. Counts every answer by status; a server-side
+request with up to three random changes. Counts every answer by status; a server-side
 error for a client's mistake is gRPC UNKNOWN / INTERNAL or an HTTP 5xx.
 
   counts = run_fuzz("127.0.0.1", grpc_port, rest_port, base_arrays, cases=10_000)
@@ -35,7 +35,8 @@ def _random_array(rng, dtype: str | None = None, shape=None):
   dtype = dtype or str(_pick(rng, DTYPES))
   shape = tuple(shape if shape is not None else rng.integers(0, 4, rng.integers(0, 4)))
   if dtype == "str":
-    return np.array([_pick(rng, [b"a", b"\xff\xfe", b"", b"12"]) for _ in range(int(np.prod(shape)))], dtype=object).reshape(shape)
+    texts = [_pick(rng, [b"a", b"\xff\xfe", b"", b"12"]) for _ in range(int(np.prod(shape)))]
+    return np.array(texts, dtype=object).reshape(shape)
   if dtype == "bool":
     return rng.integers(0, 2, shape).astype(bool)
   return (rng.standard_normal(shape) * 10 ** rng.integers(0, 6)).astype(dtype)
@@ -61,7 +62,7 @@ def _mutate_arrays(rng, arrays: dict) -> tuple[dict, str]:
   elif kind == "shape":
     arrays[name] = _random_array(rng, str(value.dtype), rng.integers(0, 5, rng.integers(0, 5)))
   elif kind == "values" and value.size:
-    value = value.copy().astype(value.dtype)
+    value = value.copy()
     extreme = _pick(rng, EXTREMES)
     with np.errstate(all="ignore"):
       flat = value.reshape(-1)
@@ -82,14 +83,26 @@ def _mutate_arrays(rng, arrays: dict) -> tuple[dict, str]:
   return arrays, f"{kind} {name}"
 
 
-def grpc_case(rng, arrays: dict, model_name: str):
-  """A PredictRequest with 1-3 mutations of arrays, its TensorProtos or its model spec."""
-  import tensorflow as tf  # pylint: disable=import-outside-toplevel
-  from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
+def _mutated(rng, arrays: dict) -> tuple[dict, list[str]]:
+  """arrays after 0-2 changes of _mutate_arrays; (arrays, what each change was)."""
   what = []
   for _ in range(rng.integers(0, 3)):
     arrays, change = _mutate_arrays(rng, arrays)
     what.append(change)
+  return arrays, what
+
+
+def _listed(value: np.ndarray):
+  """An array as JSON-able nested lists (text arrays flattened to strings)."""
+  return value.tolist() if value.dtype != object else [str(v) for v in value.reshape(-1)]
+
+
+def grpc_case(rng, arrays: dict, model_name: str):
+  """A PredictRequest: 0-2 changes of arrays, then one change of its TensorProtos or its
+  model spec (or none)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import predict_pb2  # pylint: disable=import-outside-toplevel
+  arrays, what = _mutated(rng, arrays)
   request = predict_pb2.PredictRequest()
   request.model_spec.name = model_name
   for name, value in arrays.items():
@@ -120,7 +133,7 @@ def grpc_case(rng, arrays: dict, model_name: str):
 
 def _json_value(rng, value: np.ndarray):
   """A JSON-able value for an array, sometimes made wrong (ragged, text, null, huge)."""
-  listed = value.tolist() if value.dtype != object else [str(v) for v in value.reshape(-1)]
+  listed = _listed(value)
   kind = rng.integers(0, 10)
   if kind == 0 and isinstance(listed, list) and listed:
     return listed + [listed[0] if not isinstance(listed[0], list) else listed[0][:-1]]
@@ -132,17 +145,14 @@ def _json_value(rng, value: np.ndarray):
 
 
 def rest_case(rng, arrays: dict, model_name: str) -> tuple[str, str, dict, bytes, str]:
-  """(method, path, headers, body, what): a :predict call with 1-3 mutations of its arrays,
-  its JSON, its path, method or headers."""
-  what = []
-  for _ in range(rng.integers(0, 3)):
-    arrays, change = _mutate_arrays(rng, arrays)
-    what.append(change)
+  """(method, path, headers, body, what): a :predict call, 0-2 changes of its arrays, a
+  fifth of its values made wrong in JSON, then one change of its JSON, path, method or
+  headers (or none)."""
+  arrays, what = _mutated(rng, arrays)
   inputs = {}
   for name, value in arrays.items():
     with np.errstate(all="ignore"):
-      inputs[name] = _json_value(rng, value) if rng.random() < 0.2 else (
-          value.tolist() if value.dtype != object else [str(v) for v in value.reshape(-1)])
+      inputs[name] = _json_value(rng, value) if rng.random() < 0.2 else _listed(value)
   document = {"signature_name": "serving_default", "inputs": inputs}
   method, path = "POST", f"/v1/models/{model_name}:predict"
   kind = str(_pick(rng, ["none", "json", "deep", "shape", "signature", "path", "method",
@@ -152,9 +162,9 @@ def rest_case(rng, arrays: dict, model_name: str) -> tuple[str, str, dict, bytes
     body = json.dumps(document, default=str)[:int(rng.integers(0, 200))].encode()
   elif kind == "deep":
     depth = int(_pick(rng, [100, 1000, 10**4, 10**5]))
-    document["inputs"][str(_pick(rng, sorted(inputs) or ["x"]))] = json.loads(
-        "[" * 50 + "1" + "]" * 50) if depth < 60 else None
-    body = json.dumps(document, default=str).replace("null", "[" * depth + "1" + "]" * depth).encode()
+    document["inputs"][str(_pick(rng, sorted(inputs) or ["x"]))] = None  # nested below
+    nested = "[" * depth + "1" + "]" * depth
+    body = json.dumps(document, default=str).replace("null", nested).encode()
   elif kind == "shape":
     document = _pick(rng, [[], "x", 1, None, {"inputs": []}, {"inputs": "x"}, {"inputs": None},
                            {"signature_name": "serving_default"}])

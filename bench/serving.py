@@ -52,38 +52,6 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 DEAD_ATTENTION_SCALE = 1e-4
 
 
-def synthetic_request(vocabularies, clusters: int, candidates: int, seed: int = 0):
-  """SYNTHETIC serving_default arrays for one user (B = 1), ids drawn from the run's
-  vocabularies (hashed features: any id)."""
-  from twin_tf.data import schema
-  from twin_tf.export.saved_model import CANDIDATE_DENSE
-  from twin_tf.model import features
-  spec = vocabularies.spec
-  rng = np.random.default_rng(seed)
-  now = 1_600_000_000
-
-  def ids(field, n):
-    vocabulary = vocabularies[field]
-    return rng.integers(0, 10 ** 6, n) if vocabulary.hash_buckets else rng.choice(
-        vocabulary.ids, n)
-
-  arrays = {"request_time": np.array([now], np.int64)}
-  for prefix, length in (("long", clusters), ("short", 50)):
-    values = {f: ids(f, length) for f in spec.candidate_fields}
-    values.update({f: rng.integers(0, 2, length) for f in spec.behavior_flags})
-    values.update({schema.GROUP: rng.integers(0, 5, length),
-                   schema.TIMESTAMP: np.sort(rng.integers(now - 10 ** 8, now, length))})
-    for field in spec.sequence_fields:
-      arrays[f"{prefix}_{field}"] = values[field][None].astype(np.int64)
-    arrays[f"{prefix}_size"] = rng.integers(1, 21, (1, length)).astype(np.float32)
-    arrays[f"{prefix}_length"] = np.array([length], np.int32)
-  for field in spec.candidate_fields:
-    arrays[f"candidate_{field}"] = ids(field, candidates)[None].astype(np.int64)
-  arrays[CANDIDATE_DENSE] = rng.random((1, candidates, len(features.DENSE_FEATURES)),
-                                       np.float32)
-  return arrays
-
-
 def tiled_real_request(data, clusters: int, candidates: int, seed: int = 0) -> dict:
   """serving_default arrays (B = 1) from real data (ExampleData): the test user with the
   most clusters gives the recent behaviors; C distinct test items (first occurrences) are the
@@ -160,7 +128,7 @@ class ScannPath:
     from twin_tf.data import schema
     from twin_tf.export.key_cache import ModelKeys, key_vectors
     from twin_tf.export.retrieval import ExactRetriever, ScannRetriever
-    self.tf, self.spec, self.request = tf, spec, request
+    self.tf, self.request = tf, request
     keys = ModelKeys(version_dir)
     loaded = tf.saved_model.load(str(version_dir))
     self.item_keys, self.esu = loaded.signatures["item_keys"], loaded.signatures["esu"]
@@ -180,10 +148,10 @@ class ScannPath:
     from twin_tf.export.retrieval import gsu_query_vectors
     return gsu_query_vectors(self.item_keys(**self.candidates)["queries"].numpy())
 
-  def score(self, chosen=None) -> np.ndarray:
-    """(C,) scores; chosen (C, K) clusters, default ScaNN's."""
+  def score(self) -> np.ndarray:
+    """(C,) scores of the candidates over the clusters ScaNN chose, (C, K)."""
     tf = self.tf
-    chosen = self.scann.search(self.queries()) if chosen is None else chosen
+    chosen = self.scann.search(self.queries())
     inputs = dict(self.fixed)
     for key in (k for k in self.request if k.startswith("long_") and k != "long_length"):
       inputs[key] = tf.constant(self.request[key][0][chosen][None])

@@ -9,8 +9,6 @@ import pathlib
 import numpy as np
 import pytest
 
-from twin_tf.data.feature_spec import KUAIRAND, MOVIELENS
-from twin_tf.model.vocabulary import Vocabularies
 
 BENCH = pathlib.Path(__file__).resolve().parents[1] / "bench"
 
@@ -27,22 +25,6 @@ def _bench(name):
 def test_synthetic_training_batches_train(model_name):
   assert _bench("train_throughput").samples_per_second(model_name, length=8, batch=4,
                                                        steps=1) > 0
-
-
-@pytest.mark.parametrize("spec", [MOVIELENS, KUAIRAND], ids=lambda s: s.name)
-def test_synthetic_serving_request_fits_the_serving_signature(spec):
-  import tensorflow as tf
-
-  from twin_tf.export.saved_model import _input_specs
-  rng = np.random.default_rng(0)
-  vocabularies = Vocabularies.from_values(
-      spec, {f: rng.integers(1, 10**6, 50) for f in spec.candidate_fields})
-  request = _bench("serving").synthetic_request(vocabularies, clusters=30, candidates=7)
-  specs = _input_specs(tf, spec, 2)
-  assert set(request) == set(specs)
-  for name, value in request.items():
-    assert tf.as_dtype(value.dtype) == specs[name].dtype, name
-    assert specs[name].shape.is_compatible_with(value.shape), name
 
 
 def test_serving_bench_tiles_real_clusters_into_a_valid_request(real_examples):

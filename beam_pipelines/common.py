@@ -231,20 +231,20 @@ def _csv_headers(pattern: str) -> dict[str, list[str]]:
   for path in _files(pattern):
     with FileSystems.open(path) as f:
       # utf-8-sig: a byte-order mark is not part of the first column's name
-      first = io.TextIOWrapper(f, encoding="utf-8-sig", errors="surrogateescape").readline()
+      first = io.TextIOWrapper(f, encoding="utf-8-sig", errors="replace").readline()
     headers[path] = next(csv.reader([first]), [])
   return headers
 
 
 def _csv_record(header: list[str], line: bytes) -> dict:
-  """Like csv.DictReader over one line (bytes that are not UTF-8 kept as surrogate escapes,
+  """Like csv.DictReader over one line (bytes that are not UTF-8 read as U+FFFD,
   which validation names): missing values are None (marked FEWER_VALUES), extra values go
   under the key None. A line with an odd number of quotes is one half of a value with an
   embedded newline: unreadable (a dead letter), never a phantom row."""
   if line.count(b'"') % 2:
     return {logs.UNREADABLE: "a quoted value spans lines (an embedded newline); the "
             "pipelines read CSV line by line: remove the newline or write Parquet"}
-  values = next(csv.reader([line.decode("utf-8", errors="surrogateescape")]), [])
+  values = next(csv.reader([line.decode("utf-8", errors="replace")]), [])
   record = dict(zip(header, values + [None] * (len(header) - len(values))))
   if len(values) > len(header):
     record[None] = values[len(header):]

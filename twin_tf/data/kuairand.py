@@ -86,10 +86,10 @@ def string_id(value) -> int:
 
 
 def _rows(path: pathlib.Path, required: tuple[str, ...]):
-  """(line, row) of a published CSV file: bytes that are not UTF-8 kept as surrogate escapes
+  """(line, row) of a published CSV file: bytes that are not UTF-8 read as U+FFFD
   (validation names them), a byte-order mark dropped. A header without a required column is
   a ValueError naming the file and the columns."""
-  with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+  with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
     reader = csv.DictReader(f)
     missing = [c for c in required if c not in (reader.fieldnames or ())]
     if missing:
@@ -106,7 +106,7 @@ def load_video_features(data_dir: str | pathlib.Path
   for path in _files(pathlib.Path(data_dir), VIDEO_PATTERN):
     for line, row in _rows(path, ("video_id",)):
       try:
-        logs.refuse_extra_values(row)
+        logs.refuse_unreadable_row(row)
         video, tag, author, music = (published_id(row, field) for field in (
             "video_id", "tag", "author_id", "music_id"))
       except logs.MalformedRecord as error:
@@ -151,7 +151,7 @@ def load_kuairand(data_dir: str | pathlib.Path) -> tuple[dict[str, np.ndarray], 
   for path in logs_read:
     for line, raw in _rows(path, LOG_COLUMNS):
       try:
-        logs.refuse_extra_values(raw)
+        logs.refuse_unreadable_row(raw)
         row = logs.validate_record(_behavior_record(raw), KUAIRAND)
       except logs.MalformedRecord as error:
         dead.append(logs.dead_letter(raw, error, f"{path}:{line}"))

@@ -25,6 +25,7 @@ INT64_MAX = np.iinfo(np.int64).max
 FLOAT32_MAX = float(np.finfo(np.float32).max)
 # Keys a reader adds to a raw record it could not read whole (validate_record refuses it):
 FEWER_VALUES = "__fewer_values__"  # a CSV row with fewer values than its header
+NOT_UTF8 = "\ufffd"  # what reading with errors="replace" puts for bytes that are not UTF-8
 UNREADABLE = "__unreadable__"  # bytes that are not a tf.train.Example (the reason)
 
 
@@ -48,14 +49,11 @@ def validate_record(record: Mapping[str, Any], spec: FeatureSpec = MOVIELENS
       duration is negative, NaN or infinite; a label or flag is not 0/1; a value has the
       wrong type.
   """
-  refuse_extra_values(record)
+  refuse_unreadable_row(record)
   if FEWER_VALUES in record:
     raise MalformedRecord("row", f"{record[FEWER_VALUES]} fewer values than columns")
   if UNREADABLE in record:
     raise MalformedRecord("record", record[UNREADABLE])
-  for name, value in record.items():
-    if isinstance(value, str) and any("\udc80" <= c <= "\udcff" for c in value):
-      raise MalformedRecord(str(name), "not UTF-8 text")  # surrogate-escaped bytes
   row = {}
   for field in spec.fields:
     value = record.get(field.name)
@@ -300,7 +298,7 @@ def iter_raw_records(path: str | pathlib.Path, fmt: str | None = None) -> Iterat
   fmt = fmt or detect_format(path)
   if fmt == "csv":
     # utf-8-sig: a byte-order mark (as spreadsheet exports write) is not part of the header
-    with open(path, newline="", encoding="utf-8-sig", errors="surrogateescape") as f:
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
       for record in csv.DictReader(f):
         yield mark_short_row(record)
   elif fmt == "parquet":
@@ -382,11 +380,16 @@ def join_item_features(columns: dict[str, np.ndarray], path: str | pathlib.Path,
   return out, dead
 
 
-def refuse_extra_values(record: Mapping) -> None:
+def refuse_unreadable_row(record: Mapping) -> None:
   """MalformedRecord for a CSV row longer than its header (csv.DictReader puts the extra
-  values under the key None)."""
+  values under the key None), or for a value with bytes that are not UTF-8 (read with
+  errors="replace": U+FFFD marks them; a string that cannot be encoded back, as surrogate
+  escapes cannot, would fail the first Beam coder that sizes it)."""
   if None in record:
     raise MalformedRecord("row", f"{len(record[None])} more values than columns")
+  for name, value in record.items():
+    if isinstance(value, str) and NOT_UTF8 in value:
+      raise MalformedRecord(str(name), "not UTF-8 text")
 
 
 def _required(record: Mapping[str, Any], name: str):

@@ -2,7 +2,7 @@
 
   logs -> validate -> by item: item statistics -> key by user ─┐
                                                    ├─ CoGroupByKey -> user_examples
-  cluster records -> key by user ──────────────────┘   (twin_tf.training.examples)
+  cluster records (and snapshots) -> key by user ──┘   (twin_tf.training.examples)
                                           -> users-*.tfrecord       (one record per user)
                                           -> impressions_{train,validation,test}-*.tfrecord
                                           -> groups_{train,validation,test}-*.tfrecord
@@ -13,7 +13,10 @@ Layouts: twin_tf/training/examples.py. A user's long sequences are written once,
 record; impression records carry the target, `history_end` and the dense statistics
 (twin_tf/training/statistics.py: the item's come from every user's behaviors, grouped by item
 first, so one item's behaviors must fit a worker's memory), and the input pipeline joins them.
-Users without a cluster record (or without behaviors) go to dead_letters-*.jsonl, as do
+With --cluster_snapshots (cluster_behaviors' snapshots-*, ClusteringConfig.snapshots), the
+behaviors from each user's first snapshot to the cutoff are train impressions too, each
+group record with the snapshot it reads. Users without a cluster record (or without behaviors) go to
+dead_letters-*.jsonl, as do
 malformed log rows. Counters (namespace build_examples): behaviors_read, dead_letters, users,
 impressions_train, impressions_validation, impressions_test, and those BALANCES reconcile
 (what reached each join and each writer): a run whose counts do not reconcile fails.
@@ -35,12 +38,18 @@ from beam_pipelines import common
 from twin_tf.clustering import records as cluster_records
 from twin_tf.data import feature_spec, logs, schema, tfexample
 from twin_tf.training import statistics
-from twin_tf.training.examples import SPLITS, ExampleConfig, user_examples, user_groups
+from twin_tf.training.examples import (
+  SNAPSHOT,
+  SPLITS,
+  ExampleConfig,
+  user_examples,
+  user_groups,
+)
 
 NAMESPACE = "build_examples"
 COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors_with_statistics",
             "behaviors_joined", "cluster_records_read", "cluster_records_joined",
-            "users_written", "dead_letters_written") + tuple(
+            "snapshots_read", "snapshots_joined", "users_written", "dead_letters_written") + tuple(
                 f"{what}_{s}" for what in ("impressions", "impressions_written") for s in SPLITS)
 # What comes out accounts for what went in (common.reconcile): every valid behavior gets its
 # item statistics and reaches its user, every cluster record reaches its user, and every
@@ -48,6 +57,7 @@ COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors_with_statistic
 BALANCES = ((("behaviors_read",), ("behaviors_with_statistics",), "behaviors"),
             (("behaviors_read",), ("behaviors_joined",), "behaviors"),
             (("cluster_records_read",), ("cluster_records_joined",), "cluster records"),
+            (("snapshots_read",), ("snapshots_joined",), "cluster snapshots"),
             (("users",), ("users_written",), "user records"),
             (("dead_letters",), ("dead_letters_written",), "dead letters")) + tuple(
                 ((f"impressions_{s}",), (f"impressions_written_{s}",), f"{s} impressions")
@@ -59,6 +69,9 @@ class BuildExamplesOptions(PipelineOptions):
   @classmethod
   def _add_argparse_args(cls, parser):
     parser.add_argument("--clusters", default=None, help="cluster records glob")
+    parser.add_argument("--cluster_snapshots", default=None,
+                        help="earlier cluster snapshots glob (cluster_behaviors with "
+                        "--snapshots): train on the periods between them too")
     parser.add_argument("--validation_fraction", type=float, default=0.2)
     parser.add_argument("--test_fraction", type=float, default=0.2)
     parser.add_argument("--num_groups", type=int, default=5,
@@ -94,14 +107,15 @@ class UserExamplesDoFn(beam.DoFn):
     self._impressions = {s: beam.metrics.Metrics.counter(NAMESPACE, f"impressions_{s}")
                          for s in SPLITS}
     self._joined = {what: beam.metrics.Metrics.counter(NAMESPACE, f"{what}_joined")
-                    for what in ("behaviors", "cluster_records")}
+                    for what in ("behaviors", "cluster_records", "snapshots")}
 
   def process(self, element):
     user_id, grouped = element
-    cluster_list = list(grouped["clusters"])
+    cluster_list, snapshots = list(grouped["clusters"]), list(grouped["snapshots"])
     pairs = list(grouped["behaviors"])
     self._joined["behaviors"].inc(len(pairs))
     self._joined["cluster_records"].inc(len(cluster_list))
+    self._joined["snapshots"].inc(len(snapshots))
     behaviors = logs.tuples_to_columns([row for row, _ in pairs], self._spec)
     item_stats = np.array([values for _, values in pairs], np.float32).reshape(
         len(pairs), len(statistics.ITEM_FEATURES))
@@ -116,16 +130,18 @@ class UserExamplesDoFn(beam.DoFn):
           "source": "build_examples", "field": schema.USER_ID, "reason": problem,
           "record": json.dumps({schema.USER_ID: user_id})})
       return
-    user, impressions = user_examples(behaviors, cluster_records.decode(cluster_list[0]),
-                                      self._config, item_stats, self._spec)
+    user, impressions, periods = user_examples(
+        behaviors, cluster_records.decode(cluster_list[0]), self._config, item_stats,
+        self._spec, [cluster_records.decode(s) for s in snapshots])
     self._users.inc()
     yield tfexample.encode(user)
+    fields = [name for name in impressions if name != SNAPSHOT]
     for i in range(len(impressions["split"])):
       split = SPLITS[impressions["split"][i]]
       self._impressions[split].inc()
       yield beam.pvalue.TaggedOutput(split, tfexample.encode(
-          {name: values[i] for name, values in impressions.items()}))
-    for split, record in user_groups(user, impressions, self._spec):
+          {name: impressions[name][i] for name in fields}))
+    for split, record in user_groups(user, impressions, periods, self._spec):
       yield beam.pvalue.TaggedOutput(f"groups_{split}", tfexample.encode(record))
 
 
@@ -147,7 +163,15 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
               | "CountClusters" >> common.counted(NAMESPACE, "cluster_records_read")
               | "KeyClusters" >> beam.Map(
                   lambda s: (cluster_records.user_id(s), s)))
-  joined = {"behaviors": behaviors, "clusters": clusters} | "JoinByUser" >> beam.CoGroupByKey()
+  if options.cluster_snapshots:
+    snapshots = (pipeline
+                 | "ReadSnapshots" >> common.ReadWholeFiles(options.cluster_snapshots, "tfrecord")
+                 | "CountSnapshots" >> common.counted(NAMESPACE, "snapshots_read")
+                 | "KeySnapshots" >> beam.Map(lambda s: (cluster_records.user_id(s), s)))
+  else:
+    snapshots = pipeline | "NoSnapshots" >> beam.Create([])
+  joined = ({"behaviors": behaviors, "clusters": clusters, "snapshots": snapshots}
+            | "JoinByUser" >> beam.CoGroupByKey())
   outputs = joined | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config, spec)).with_outputs(
       common.DEAD_LETTER, *SPLITS, *(f"groups_{s}" for s in SPLITS), main="users")
   _ = outputs.users | "Progress" >> common.ReportProgress("users with examples", joined)

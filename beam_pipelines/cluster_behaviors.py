@@ -8,13 +8,17 @@
 
 Outputs under --output:
   clusters-*.tfrecord      one tf.train.Example per user (layout: twin_tf.clustering.records)
+  snapshots-*.tfrecord     with ClusteringConfig.snapshots S > 1: each user's earlier cluster
+                           snapshots, up to S - 1 records of the same layout, each with its
+                           own cutoff (twin_tf.clustering.user.cluster_snapshots), for
+                           build_examples --snapshots
   dead_letters-*.jsonl     one JSON object per malformed row: source, field, reason, record
 Counters (namespace cluster_behaviors): behaviors_read, dead_letters, users, behaviors
 (clustered, i.e. before the cutoff), clusters, clustering_ms (time spent clustering),
 users_incremental (updated from a previous record), users_in_full (no previous record, or
 one that did not match: another format, a changed past), previous_unreadable (of those in
 full, the users whose previous record did not decode or could not be used at all),
-previous_without_behaviors.
+previous_without_behaviors, snapshots.
 Progress (users clustered out of all users) goes to stderr.
 
 Locally (default runner FnApiRunner, no download):
@@ -43,6 +47,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines import common
 from twin_tf import config as config_lib
 from twin_tf.clustering import cluster_user, records
+from twin_tf.clustering.user import cluster_snapshots
 from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.clustering.incremental import StaleRecord, update_user
 from twin_tf.config import ClusteringConfig
@@ -52,11 +57,12 @@ NAMESPACE = "cluster_behaviors"
 COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters",
             "clustering_ms", "users_incremental", "users_in_full", "previous_unreadable",
             "previous_without_behaviors", "behaviors_grouped", "records_written",
-            "dead_letters_written")
+            "dead_letters_written", "snapshots", "snapshots_written")
 # What comes out accounts for what went in (common.reconcile): every valid behavior reaches
 # its user's clustering, every user's record and every dead letter reaches its writer.
 BALANCES = ((("behaviors_read",), ("behaviors_grouped",), "behaviors"),
             (("users",), ("records_written",), "cluster records"),
+            (("snapshots",), ("snapshots_written",), "snapshot records"),
             (("dead_letters",), ("dead_letters_written",), "dead letters"))
 
 
@@ -71,6 +77,9 @@ class ClusterBehaviorsOptions(PipelineOptions):
     parser.add_argument("--gamma", type=int, default=None, help="override config.gamma")
     parser.add_argument("--cutoff_quantile", type=float, default=None,
                         help="override config.cutoff_quantile")
+    parser.add_argument("--snapshots", type=int, default=None,
+                        help="override config.snapshots: also write each user's earlier "
+                        "cluster snapshots (snapshots-*) for training on the whole log")
     parser.add_argument("--previous", default=None,
                         help="cluster records of an earlier run (glob): update them with the "
                         "behaviors since instead of clustering from scratch")
@@ -82,14 +91,17 @@ class ClusterBehaviorsOptions(PipelineOptions):
 def clustering_config(options: ClusterBehaviorsOptions) -> ClusteringConfig:
   config = (config_lib.load(ClusteringConfig, options.clustering_config)
             if options.clustering_config else ClusteringConfig())
-  overrides = {name: getattr(options, name) for name in ("gamma", "cutoff_quantile")
+  overrides = {name: getattr(options, name) for name in ("gamma", "cutoff_quantile", "snapshots")
                if getattr(options, name) is not None}
   return config_lib.from_dict(ClusteringConfig, {**config_lib.to_dict(config), **overrides})
 
 
+SNAPSHOTS = "snapshots"  # the tag of ClusterUserDoFn's snapshot records
+
+
 class ClusterUserDoFn(beam.DoFn):
   """(user_id, {"behaviors": column chunks, "previous": records}) -> the user's cluster
-  record."""
+  record; its earlier snapshots (config.snapshots > 1) tagged SNAPSHOTS."""
 
   def __init__(self, embeddings_path: str, config: ClusteringConfig, since: int | None = None):
     self._embeddings_path, self._config, self._since = embeddings_path, config, since
@@ -101,6 +113,7 @@ class ClusterUserDoFn(beam.DoFn):
     self._clusters = beam.metrics.Metrics.counter(NAMESPACE, "clusters")
     self._clustering_ms = beam.metrics.Metrics.counter(NAMESPACE, "clustering_ms")
     self._grouped = beam.metrics.Metrics.counter(NAMESPACE, "behaviors_grouped")
+    self._snapshots = beam.metrics.Metrics.counter(NAMESPACE, SNAPSHOTS)
     self._compression = beam.metrics.Metrics.distribution(NAMESPACE, "compression_x100")
     self._table = None
 
@@ -134,6 +147,7 @@ class ClusterUserDoFn(beam.DoFn):
     if user is None:
       user = cluster_user(columns, self._table, self._config)
       self._ways["users_in_full"].inc()
+    snapshots = cluster_snapshots(columns, self._table, self._config)
     self._clustering_ms.inc(int(1000 * (time.perf_counter() - start)))
     self._users.inc()
     self._behaviors.inc(user.num_behaviors)
@@ -141,6 +155,9 @@ class ClusterUserDoFn(beam.DoFn):
     if user.num_clusters:
       self._compression.update(int(100 * user.num_behaviors / user.num_clusters))
     yield records.encode(user)
+    self._snapshots.inc(len(snapshots))
+    for snapshot in snapshots:
+      yield beam.pvalue.TaggedOutput(SNAPSHOTS, records.encode(snapshot))
 
 
 class KeyPreviousRecord(beam.DoFn):
@@ -160,8 +177,9 @@ class KeyPreviousRecord(beam.DoFn):
 
 
 class ClusterUsers(beam.PTransform):
-  """(user_id, column chunk) -> one serialized cluster record per user; with `previous` (a
-  glob of an earlier run's records), users that have one are updated incrementally."""
+  """(user_id, column chunk) -> one serialized cluster record per user (main output) and
+  the earlier snapshots (SNAPSHOTS); with `previous` (a glob of an earlier run's records),
+  users that have one are updated incrementally."""
 
   def __init__(self, embeddings_path: str, config: ClusteringConfig,
                previous: str | None = None, since: int | None = None):
@@ -179,8 +197,9 @@ class ClusterUsers(beam.PTransform):
     users = ({"behaviors": chunks, "previous": previous}
              | "GroupByUser" >> beam.CoGroupByKey())
     clustered = users | "Cluster" >> beam.ParDo(
-        ClusterUserDoFn(self._embeddings_path, self._config, self._since))
-    _ = clustered | "Progress" >> common.ReportProgress("users clustered", users)
+        ClusterUserDoFn(self._embeddings_path, self._config, self._since)).with_outputs(
+            SNAPSHOTS, main="records")
+    _ = clustered.records | "Progress" >> common.ReportProgress("users clustered", users)
     return clustered
 
 
@@ -190,13 +209,19 @@ def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: Clu
   spec = feature_spec.for_log(log.input, log.features)
   read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
                                                          spec)
-  clusters = read["chunks"] | "ClusterUsers" >> ClusterUsers(options.embeddings, config,
-                                                             options.previous, options.since)
+  clustered = read["chunks"] | "ClusterUsers" >> ClusterUsers(options.embeddings, config,
+                                                              options.previous, options.since)
+  clusters = clustered.records
   output = log.output.rstrip("/")
   _ = (clusters
        | "CountRecords" >> common.counted(NAMESPACE, "records_written")
        | "WriteClusters" >> beam.io.WriteToTFRecord(f"{output}/clusters",
                                                     file_name_suffix=".tfrecord"))
+  if config.snapshots > 1:
+    _ = (clustered[SNAPSHOTS]
+         | "CountSnapshots" >> common.counted(NAMESPACE, "snapshots_written")
+         | "WriteSnapshots" >> beam.io.WriteToTFRecord(f"{output}/{SNAPSHOTS}",
+                                                       file_name_suffix=".tfrecord"))
   _ = (read[common.DEAD_LETTER]
        | "CountDeadLetters" >> common.counted(NAMESPACE, "dead_letters_written")
        | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(d, sort_keys=True))
@@ -212,7 +237,8 @@ def run(argv=None, config: ClusteringConfig | None = None) -> dict[str, int]:
   config = config or clustering_config(options)
   logging.info("%s", config_lib.describe(config))
   counters = common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
-                                      COUNTERS, ("clusters-*", "dead_letters-*"), BALANCES)
+                                      COUNTERS, ("clusters-*", f"{SNAPSHOTS}-*", "dead_letters-*"),
+                                      BALANCES)
   if not counters["users"]:
     raise SystemExit(f"cluster_behaviors clustered no user: {counters['behaviors_read']:,} "
                      f"behaviors read, {counters['dead_letters']:,} dead letters (-> "

@@ -76,6 +76,12 @@ def source(args: argparse.Namespace) -> tuple[str, str]:
   return args.dataset, args.data or DEFAULT_DATA[args.dataset]
 
 
+SNAPSHOTS_HELP = ("cluster snapshots per user, as periodic re-clustering leaves them: "
+                  "the behaviors before the cutoff fall into this many equal-count periods, "
+                  "and those of every period but the first become train impressions that "
+                  "read the clusters built before their period (1: only the cutoff's)")
+
+
 def add_main_job_arguments(parser: argparse.ArgumentParser) -> None:
   defaults = main_job.MainJobConfig()
   add_source_arguments(parser)
@@ -94,8 +100,10 @@ def add_main_job_arguments(parser: argparse.ArgumentParser) -> None:
                       "seconds or an ISO date such as 2024-01-01, UTC): behaviors before it "
                       "are clustered, the rest are impressions (default: none, the quantile)")
   parser.add_argument("--max-impressions", dest="max_impressions", type=int, default=None,
-                      help="at most this many impressions per user, the most recent "
-                      "(default: all)")
+                      help="at most this many impressions per user after the cutoff, the "
+                      "most recent (default: all)")
+  parser.add_argument("--snapshots", type=int, default=defaults.snapshots,
+                      help=SNAPSHOTS_HELP + " (default %(default)s)")
   parser.add_argument("--skip", nargs="+", default=[],
                       choices=sorted(main_job.OPTIONAL_STAGES), metavar="STAGE",
                       help="optional stages not to run, e.g. for a log of millions of "
@@ -135,7 +143,7 @@ def main_job_config(args: argparse.Namespace) -> main_job.MainJobConfig:
       dataset=dataset, data=data, features=args.features, item_features=args.item_features,
       workdir=args.workdir, max_users=args.max_users, gamma=args.gamma,
       cutoff_quantile=args.cutoff_quantile, cutoff=args.cutoff,
-      max_impressions=args.max_impressions, skip=tuple(args.skip),
+      max_impressions=args.max_impressions, snapshots=args.snapshots, skip=tuple(args.skip),
       models=tuple(args.models),
       seeds=tuple(args.seeds), epochs=args.epochs, gammas=tuple(args.gammas),
       scann_sizes=tuple(args.scann_sizes))
@@ -173,7 +181,7 @@ def cluster_config(args: argparse.Namespace) -> ClusteringConfig:
   """--config and flags; without any cutoff, the main job's (and says so) unless
   --no-cutoff asks to cluster every behavior."""
   config = _with_overrides(ClusteringConfig, args.config, args,
-                           ("gamma", "cutoff_quantile", "staleness_days"))
+                           ("gamma", "cutoff_quantile", "staleness_days", "snapshots"))
   if config.cutoff_quantile is None and config.cutoff_timestamp is None and not args.no_cutoff:
     config = dataclasses.replace(config, cutoff_quantile=main_job.MainJobConfig.cutoff_quantile)
     print(f"no cutoff given: clustering each user's first {config.cutoff_quantile:.0%} of "
@@ -259,6 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
   cluster.add_argument("--staleness-days", dest="staleness_days", type=float, default=None,
                        help="leave the last days before the cutoff out of the clusters "
                        "(default: the config's, 0)")
+  cluster.add_argument("--snapshots", type=int, default=None,
+                       help=SNAPSHOTS_HELP + " (default: the config's, 1)")
   cluster.add_argument("--previous", default=None,
                        help="an earlier run's output folder: update its users' clusters with "
                        "the behaviors since, instead of clustering from scratch")

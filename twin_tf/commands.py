@@ -189,12 +189,20 @@ def build_examples(log: Path, clusters: Path, output: Path,
   `num_groups`: M of the behaviors' completion-group feature (the clustering's M);
   `max_impressions`: at most this many impressions per user, the most recent (None: all);
   `features`: the log's FeatureSpec (preset name or feature_spec.json; None: the one beside
-  the log, else movielens)."""
+  the log, else movielens). Earlier cluster snapshots in the folder (snapshots-*, clustered
+  with ClusteringConfig.snapshots > 1) make the periods between them train impressions.
+  `train_share` in the counters: the share of the log's behaviors that are train
+  impressions."""
   from beam_pipelines import build_examples as pipeline  # pylint: disable=import-outside-toplevel
+  snapshots = any(pathlib.Path(clusters).glob("snapshots-*"))
   argv = _flags({"input": log, "clusters": f"{clusters}/clusters-*", "output": output,
+                 "cluster_snapshots": f"{clusters}/snapshots-*" if snapshots else None,
                  "num_groups": num_groups, "features": features,
                  "max_impressions": max_impressions})
-  return _report("build_examples", pipeline.run(argv + list(beam_args)))
+  counters = pipeline.run(argv + list(beam_args))
+  counters["train_share"] = round(counters["impressions_train"] /
+                                  max(counters["behaviors_read"], 1), 4)
+  return _report("build_examples", counters)
 
 
 def cache_keys(model_dir: Path, examples: Path, output: Path,

@@ -40,6 +40,12 @@ class ClusteringConfig:
     staleness_days: leave the behaviors of the last `staleness_days` before the cutoff out
       of the clusters, as a clustering run that long before the cutoff would have; the
       cutoff (where impressions start) stays. 0: clusters as fresh as the cutoff.
+    snapshots: S, the cluster snapshots of each user's life-cycle before the cutoff, as a
+      periodic offline re-clustering leaves them: the behaviors before the cutoff fall into
+      S periods of equal count; the snapshot at the start of period k (k = 1..S-1) clusters
+      the behaviors before it, and the behaviors of period k become training impressions
+      that read it (build_examples). The cutoff's own clusters are the last snapshot. 1: the
+      cutoff's only (the behaviors before it are history, never impressions).
   """
 
   num_groups: int = 5
@@ -53,6 +59,7 @@ class ClusteringConfig:
   max_clusters: Optional[int] = None
   method: str = "hierarchical"
   staleness_days: float = 0.0
+  snapshots: int = 1
 
   def __post_init__(self):
     if self.num_groups < 1:
@@ -69,6 +76,8 @@ class ClusteringConfig:
       raise ValueError(f"cutoff_quantile must be in (0, 1], got {self.cutoff_quantile}")
     if self.staleness_days < 0:
       raise ValueError(f"staleness_days must be >= 0, got {self.staleness_days}")
+    if self.snapshots < 1:
+      raise ValueError(f"snapshots must be >= 1, got {self.snapshots}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -337,3 +337,60 @@ def test_counts_reconcile_and_a_dropped_user_fails_the_run_naming_the_gap(real_s
                      match=f"{lost_rows:,} behaviors lost.*1 cluster records lost"):
     build_examples.run([f"--input={log}", f"--clusters={tmp_path / 'c'}/clusters-*",
                         f"--output={tmp_path / 'e2'}"])
+
+
+def test_cluster_snapshots_turn_the_whole_log_into_training_impressions(real_subset,
+                                                                        movielens_embeddings,
+                                                                        tmp_path):
+  """--snapshots 3 writes each user's two earlier snapshots as the library clusters them;
+  build_examples with them trains on the behaviors from the first snapshot on, each group
+  record with its snapshot, while validation and test are those without snapshots; the
+  in-memory builder refuses the early impressions (it has only the cutoff's clusters)."""
+  from beam_pipelines import build_examples
+  from twin_tf.clustering.user import cluster_snapshots
+  from twin_tf.data import tfexample
+  from twin_tf.training import examples, streaming
+  from twin_tf.training.input_pipeline import DatasetBuilder, load_example_data
+  subset, folder = real_subset
+  log = folder / "behaviors.parquet"
+  config = ClusteringConfig(cutoff_quantile=0.8, snapshots=3)
+  counts = cluster_behaviors.run([f"--input={log}", f"--embeddings={folder / 'emb.npz'}",
+                                  f"--output={tmp_path / 'c'}", "--snapshots=3"], config)
+  written = list(records.read(str(tmp_path / "c" / "snapshots-*")))
+  assert counts["snapshots_written"] == counts["snapshots"] == len(written) > 40
+  expected = {}
+  for user in np.unique(subset["user_id"]):
+    for snapshot in cluster_snapshots(schema.take(subset, subset["user_id"] == user),
+                                      movielens_embeddings, config):
+      expected[(int(user), snapshot.cutoff)] = snapshot.clusters["item_id"]
+  assert sorted(expected) == sorted((r["user_id"], r["cutoff"]) for r in written)
+  for r in written:
+    np.testing.assert_array_equal(r["item_id"], expected[(r["user_id"], r["cutoff"])])
+
+  out = {}
+  for name, extra in (("plain", []), ("whole", [f"--cluster_snapshots={tmp_path}/c/snapshots-*"])):
+    out[name] = build_examples.run([f"--input={log}", f"--clusters={tmp_path}/c/clusters-*",
+                                    f"--output={tmp_path / name}"] + extra)
+  assert out["whole"]["snapshots_joined"] == out["whole"]["snapshots_read"] == len(written)
+  first = {}
+  for r in written:
+    first[r["user_id"]] = min(first.get(r["user_id"], r["cutoff"]), r["cutoff"])
+  cutoff = {r["user_id"]: r["cutoff"] for r in records.read(str(tmp_path / "c" / "clusters-*"))}
+  times, users = subset["timestamp"], subset["user_id"]
+  early = sum(int(np.sum((users == u) & (times >= t) & (times < cutoff[u])))
+              for u, t in first.items())
+  assert out["whole"]["impressions_train"] == out["plain"]["impressions_train"] + early > \
+      2 * out["plain"]["impressions_train"]
+  for split in ("validation", "test"):
+    assert out["whole"][f"impressions_{split}"] == out["plain"][f"impressions_{split}"]
+  scan = streaming.scan_records(tmp_path / "whole")
+  assert scan.records["train"]["impressions"].sum() == out["whole"]["impressions_train"]
+  for record in tfexample.read(f"{tmp_path / 'whole'}/groups_train-*"):
+    npc = int(record[examples.NUM_PRE_CUTOFF][0])
+    assert np.all(record["impression_history_end"] >= npc)  # the snapshot came before them
+    assert record["cluster_cluster_size"].sum() == npc
+  data = load_example_data(tmp_path / "whole")
+  builder = DatasetBuilder(data, "clusters")
+  builder.dataset("test", 64)
+  with pytest.raises(ValueError, match="before their user's cutoff"):
+    builder.dataset("train", 64)

@@ -116,9 +116,9 @@ def test_a_cap_keeps_a_users_most_recent_impressions():
   record = records.decode(records.encode(cluster_user(columns, table, ClusteringConfig(
       cutoff_quantile=0.5))))
   stats = statistics.item_statistics(columns)
-  _, everything = examples.user_examples(columns, record, examples.ExampleConfig(), stats,
-                                         MOVIELENS)
-  _, capped = examples.user_examples(columns, record, examples.ExampleConfig(
+  _, everything, _ = examples.user_examples(columns, record, examples.ExampleConfig(), stats,
+                                            MOVIELENS)
+  _, capped, _ = examples.user_examples(columns, record, examples.ExampleConfig(
       max_impressions=30), stats, MOVIELENS)
   assert len(everything["history_end"]) == 200 and len(capped["history_end"]) == 30
   for field in ("item_id", "timestamp", "history_end", examples.DENSE):
@@ -126,3 +126,48 @@ def test_a_cap_keeps_a_users_most_recent_impressions():
   assert np.bincount(capped["split"]).tolist() == [18, 6, 6]
   with pytest.raises(ValueError, match="max_impressions"):
     examples.ExampleConfig(max_impressions=0)
+
+
+def test_cluster_snapshots_make_earlier_periods_train_impressions_without_leakage():
+  """ClusteringConfig.snapshots = 4 (periodic re-clustering): the behaviors from the first
+  snapshot to the cutoff become train impressions; each group record reads the newest
+  snapshot built strictly before its impressions, whose clusters hold only behaviors before
+  them; impressions after the cutoff are those of one snapshot, unchanged."""
+  from conftest import synthetic_user
+
+  from twin_tf.clustering import cluster_user
+  from twin_tf.clustering.user import cluster_snapshots, snapshot_cutoffs
+  from twin_tf.config import ClusteringConfig
+  from twin_tf.data.feature_spec import MOVIELENS
+  from twin_tf.training import statistics
+  columns, table = synthetic_user(400, seed=5)
+  config = ClusteringConfig(cutoff_quantile=0.5, snapshots=4)
+  cutoffs = snapshot_cutoffs(columns["timestamp"], config)
+  times = np.sort(columns["timestamp"])
+  assert cutoffs == [int(times[50]), int(times[100]), int(times[150])]  # 200 before the cutoff
+  snapshots = cluster_snapshots(columns, table, config)
+  for snapshot, cutoff in zip(snapshots, cutoffs):  # each clusters what came before it
+    assert snapshot.cutoff == cutoff and snapshot.num_behaviors == np.sum(times < cutoff)
+  decoded = [records.decode(records.encode(s)) for s in snapshots]
+  final = records.decode(records.encode(cluster_user(columns, table, config)))
+  stats = statistics.item_statistics(columns)
+  _, alone, _ = examples.user_examples(columns, final, examples.ExampleConfig(), stats,
+                                       MOVIELENS)
+  user, both, periods = examples.user_examples(columns, final, examples.ExampleConfig(), stats,
+                                               MOVIELENS, decoded[::-1])  # any order
+  assert len(both["label"]) == 150 + 200 and np.sum(both["split"] == 0) == 150 + 120
+  after = both["snapshot"] == 3
+  for field in ("item_id", "timestamp", "history_end", "split", examples.DENSE):
+    np.testing.assert_array_equal(both[field][after], alone[field])
+  groups = examples.user_groups(user, both, periods, MOVIELENS, group_size=64)
+  assert sum(len(r["impression_label"]) for _, r in groups) == 350
+  for split, record in groups:
+    first = record["impression_timestamp"].min()
+    npc = int(record[examples.NUM_PRE_CUTOFF])
+    assert np.all(times[:npc] < first)  # the snapshot was built strictly before them
+    assert np.all(record["impression_history_end"] >= npc)
+    if len(record["cluster_timestamp"]):
+      assert record["cluster_timestamp"].max() < first
+    assert sum(record["cluster_cluster_size"]) == npc
+    if split != "train":
+      assert npc == 200

@@ -104,8 +104,11 @@ def test_group_records_split_large_users_and_keep_every_user(real_examples, data
   end = np.arange(count, len(user["history_item_id"]))
   impressions = {f: np.zeros(len(end), np.int64) for f in examples.impression_fields(MOVIELENS)}
   impressions.update(history_end=end, split=np.zeros(len(end), np.int64),
-                     dense=np.zeros((len(end), 13), np.float32))
-  groups = examples.user_groups(user, impressions, MOVIELENS, group_size=7)
+                     dense=np.zeros((len(end), 13), np.float32),
+                     snapshot=np.zeros(len(end), np.int64))
+  clusters = {k: v for k, v in user.items() if k.startswith("cluster_")}
+  groups = examples.user_groups(user, impressions, [{examples.NUM_PRE_CUTOFF: count, **clusters}],
+                                MOVIELENS, group_size=7)
   assert [len(r["impression_label"]) for _, r in groups] == \
       [7] * (len(end) // 7) + ([len(end) % 7] if len(end) % 7 else [])
   for _, record in groups:  # each holds exactly the behaviors its impressions read

@@ -141,6 +141,29 @@ def cluster_user(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
                       behaviors_digest(user, groups))
 
 
+def snapshot_cutoffs(timestamps: np.ndarray, config: ClusteringConfig) -> list[int]:
+  """The cutoffs of a user's earlier cluster snapshots (config.snapshots), increasing, each
+  before the user's cutoff: the timestamp that starts each of the S equal-count periods of
+  the behaviors before the cutoff, but the first (ties merge periods). [] without a cutoff
+  or with one snapshot."""
+  cutoff = user_cutoff(timestamps, config)
+  if cutoff is None or config.snapshots == 1:
+    return []
+  before = np.sort(timestamps[timestamps < cutoff])
+  positions = np.ceil(np.arange(1, config.snapshots) * len(before) / config.snapshots)
+  starts = before[positions.astype(np.int64)[positions < len(before)]]
+  return [int(t) for t in np.unique(starts) if before[0] < t < cutoff]
+
+
+def cluster_snapshots(columns: dict[str, np.ndarray], table: ItemEmbeddingTable,
+                      config: ClusteringConfig) -> list[UserClusters]:
+  """One user's earlier cluster snapshots (snapshot_cutoffs), each clustered in full at its
+  own cutoff with config's other settings (staleness included)."""
+  return [cluster_user(columns, table, dataclasses.replace(
+      config, cutoff_timestamp=cutoff, cutoff_quantile=None, snapshots=1))
+          for cutoff in snapshot_cutoffs(columns[schema.TIMESTAMP], config)]
+
+
 def behaviors_digest(user: dict[str, np.ndarray], groups: np.ndarray) -> int:
   """A 63-bit digest of clustered behaviors in canonical order: their item ids, timestamps
   and completion groups (what a previous cluster record's past must still be)."""

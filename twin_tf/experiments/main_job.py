@@ -64,7 +64,10 @@ class MainJobConfig:
     epochs: epochs per run (1: the models overfit after it).
     gammas: the gamma sweep.
     scann_sizes: SYNTHETIC key counts for ScaNN against exact.
-    max_impressions: at most this many impressions per user, the most recent (None: all).
+    max_impressions: at most this many impressions per user after the cutoff, the most
+      recent (None: all).
+    snapshots: cluster snapshots per user (ClusteringConfig.snapshots): with S > 1 the
+      periods between them are train impressions too, each reading the snapshot before it.
     skip: optional stages not to run (OPTIONAL_STAGES; the stages that need one are skipped
       with it).
   """
@@ -84,6 +87,7 @@ class MainJobConfig:
   gammas: tuple[int, ...] = DEFAULT_GAMMAS
   scann_sizes: tuple[int, ...] = DEFAULT_SCANN_SIZES
   max_impressions: Optional[int] = None
+  snapshots: int = 1
   skip: tuple[str, ...] = ()
 
 
@@ -124,7 +128,7 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   served_run = quality.run_dir(runs_dir, models[0], seeds[0])
   training = {"models": models, "seeds": seeds, **overrides}
   clustering = ClusteringConfig(
-      gamma=config.gamma, cutoff_timestamp=config.cutoff,
+      gamma=config.gamma, cutoff_timestamp=config.cutoff, snapshots=config.snapshots,
       cutoff_quantile=None if config.cutoff is not None else config.cutoff_quantile)
   cutoff = {"cutoff_quantile": clustering.cutoff_quantile, "cutoff": config.cutoff}
   @functools.lru_cache(maxsize=None)  # read the log once, for both stages that need it
@@ -180,7 +184,7 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
       stages.Stage("cluster", lambda: commands.cluster(log, embeddings, clusters, clustering,
                                                        beam_args),
           [log, embeddings], [clusters],
-          {"gamma": config.gamma, **cutoff}),
+          {"gamma": config.gamma, "snapshots": config.snapshots, **cutoff}),
       stages.Stage("cluster-summary", lambda: commands.cluster_summary(clusters), [clusters]),
       stages.Stage("build-examples", lambda: commands.build_examples(
           log, clusters, examples, beam_args, max_impressions=config.max_impressions),

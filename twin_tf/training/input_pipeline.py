@@ -263,7 +263,15 @@ class DatasetBuilder:
     """A split's impressions as tensors (ids as indexes), once per split: the trainer builds
     one dataset per epoch."""
     if split not in self._impressions:
-      table = self.data.vocabularies.indexed(self.data.impressions[split])
+      impressions = self.data.impressions[split]
+      early = impressions["history_end"] < self.data.num_pre_cutoff[impressions["user_row"]]
+      if early.any():  # their clusters are an earlier snapshot's, only in the group records
+        raise ValueError(
+            f"{int(early.sum()):,} {split} impressions are before their user's cutoff (train "
+            "impressions of earlier cluster snapshots); the user records hold only the "
+            "cutoff's clusters, which would leak the future into them: read them with "
+            "training.streaming, which has each one's snapshot")
+      table = self.data.vocabularies.indexed(impressions)
       self._impressions[split] = {k: self._tf.constant(v) for k, v in table.items()}
     return self._impressions[split]
 

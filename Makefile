@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup main test bench experiment bazel
+.PHONY: setup main test bench experiment longterm bazel
 
 setup: $(VENV)/.installed
 
@@ -38,6 +38,11 @@ bench: setup
 experiment: setup
 	test -d work_dir/examples || $(BIN)/twin-tf main $(if $(DATA),--data=$(DATA))
 	$(BIN)/twin-tf experiment --workdir work_dir --out results $(EXPERIMENT_FLAGS)
+
+# The SYNTHETIC long-term study (results/longterm.json) at its defaults; see
+# docs/live_attention.md for its time on 2 cores.
+longterm: setup
+	$(BIN)/twin-tf longterm-study --out results
 
 # BUILD under a real Bazel, offline: query, build, and the fast test targets (bazel/check.sh;
 # installs Debian's bazel-bootstrap if bazel is missing). BAZEL_TESTS="//..." runs them all.

@@ -10,6 +10,8 @@
   twin-tf train                 train one model (Keras fit, checkpoints, TensorBoard)
   twin-tf evaluate              AUC, GAUC, logloss of a trained run on a split
   twin-tf experiment            every model x seeds -> results/quality.json and .md
+  twin-tf longterm-study        SYNTHETIC long-term logs: models, oracle, equal-cost and
+                                dormancy sweeps -> results/longterm.json
   twin-tf export                a trained run -> SavedModel <model base path>/<version>/
   twin-tf serve                 the DEVELOPMENT server (not TF Serving) over a model base path
   twin-tf cache-keys            GSU key cache + ScaNN searchers of an exported version (Beam)
@@ -29,12 +31,13 @@ import pathlib
 import sys
 
 import twin_tf
-from twin_tf import commands
+from twin_tf import commands, strict_json
 from twin_tf import config as config_lib
 from twin_tf.config import ClusteringConfig, EmbeddingConfig, TrainConfig
 from twin_tf.data.longterm import LongTermConfig
 from twin_tf.data.synthetic import SynthConfig
 from twin_tf.experiments import main_job, quality, sweeps
+from twin_tf.experiments.longterm import LongTermStudyConfig
 
 DEFAULT_DATA = {"movielens": os.environ.get("TWIN_TF_DATA", "../shared/data/ml-latest-small"),
                 "kuairand": "../shared/data/KuaiRand-1K"}
@@ -371,6 +374,29 @@ def build_parser() -> argparse.ArgumentParser:
                           help="skip the grid (quality.GRID); every model at the defaults")
   experiment.add_argument("--dataset", default="MovieLens ml-latest-small",
                           help="the data's name in quality.json / .md")
+
+  study = LongTermStudyConfig()
+  long_term = add_command(
+      "longterm-study", help="SYNTHETIC long-term logs, one per dormant share: the main job "
+      "on each (cluster snapshots), TwinV2 against the others, the GBDT, the oracle and the "
+      "item-only score with paired-bootstrap CIs, the equal-cost sweep -> longterm.json")
+  long_term.add_argument("--workdir", default=study.workdir, help="logs, jobs and runs")
+  long_term.add_argument("--out", default="results", help="longterm.json folder")
+  long_term.add_argument("--users", type=int, default=study.users, help="users per log")
+  long_term.add_argument("--max-behaviors", dest="max_behaviors", type=int,
+                         default=study.max_behaviors, help="most behaviors of a user")
+  long_term.add_argument("--dormant-shares", dest="dormant_shares", type=float, nargs="+",
+                         default=list(study.dormant_shares),
+                         help="one log per share of late behaviors shown from dormant tastes")
+  long_term.add_argument("--models", nargs="+", default=list(study.models),
+                         help="TwinV2 first")
+  long_term.add_argument("--seeds", type=int, nargs="+", default=list(study.seeds),
+                         help="seeds of every model")
+  long_term.add_argument("--budgets", type=int, nargs="*",
+                         default=[b or 0 for b in study.budgets],
+                         help="equal-cost sequence budgets L (0: full); none: skip it")
+  long_term.add_argument("--snapshots", type=int, default=study.snapshots,
+                         help=SNAPSHOTS_HELP)
   return parser
 
 
@@ -417,6 +443,7 @@ def main(argv=None) -> int:
       "train": lambda: commands.train(train_config(args)),
       "evaluate": lambda: commands.evaluate(train_config(args), args.split),
       "experiment": lambda: experiment(args, extra),
+      "longterm-study": lambda: longterm_study(args),
       "export": lambda: commands.export(args.run_dir, args.model_base_path, args.version,
                                         args.examples, args.warmup, args.model_name),
       "serve": lambda: commands.serve(args.model_base_path, args.model_name, args.host,
@@ -439,6 +466,19 @@ def experiment(args: argparse.Namespace, beam_args) -> dict:
       epochs=args.epochs, cosine_decay=True,
       item_embeddings=str(work / "item_embeddings.npz"))
   print((pathlib.Path(args.out) / "quality.md").read_text())
+  return summary
+
+
+def longterm_study(args: argparse.Namespace) -> dict:
+  from twin_tf.experiments.longterm import run_study  # pylint: disable=import-outside-toplevel
+  config = LongTermStudyConfig(
+      workdir=args.workdir, users=args.users, max_behaviors=args.max_behaviors,
+      dormant_shares=tuple(args.dormant_shares), models=tuple(args.models),
+      seeds=tuple(args.seeds), budgets=tuple(b or None for b in args.budgets),
+      snapshots=args.snapshots)
+  summary = run_study(config, args.out)
+  print(strict_json.dumps({k: summary[k] for k in ("oracle", "item_only", "models",
+                                                   "twinv2_minus")}, indent=1))
   return summary
 
 

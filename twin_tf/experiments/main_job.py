@@ -100,6 +100,22 @@ def synthetic_truth(config: MainJobConfig) -> str | None:
   return str(path) if path.exists() else None
 
 
+def main_clustering(config: MainJobConfig) -> ClusteringConfig:
+  """The job's main clustering (gamma, cutoff, snapshots)."""
+  return ClusteringConfig(
+      gamma=config.gamma, cutoff_timestamp=config.cutoff, snapshots=config.snapshots,
+      cutoff_quantile=None if config.cutoff is not None else config.cutoff_quantile)
+
+
+def train_overrides(config: MainJobConfig) -> dict:
+  """The TrainConfig settings of every run of the job."""
+  overrides = {"epochs": config.epochs} if config.epochs else {}
+  # the clustering's item vectors, frozen beside the learnt ones: one item space for the
+  # clusters, the GSU keys and the queries (built before each user's cutoff: no leakage)
+  overrides["item_embeddings"] = str(pathlib.Path(config.workdir) / "item_embeddings.npz")
+  return overrides
+
+
 def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   """Runs every stage; returns {stage: figures} (also written to main_job.json).
 
@@ -119,17 +135,12 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
     raise SystemExit(f"--models: unknown {unknown}; presets: {sorted(PRESETS)}" if unknown else
                      f"--models: the first model is exported and served over the clusters; "
                      f"{models[0]} does not attend over clusters (put TwinV2 first)")
-  overrides = {"epochs": config.epochs} if config.epochs else {}
-  # the clustering's item vectors, frozen beside the learnt ones: one item space for the
-  # clusters, the GSU keys and the queries (built before each user's cutoff: no leakage)
-  overrides["item_embeddings"] = str(embeddings)
+  overrides = train_overrides(config)
   weights = [quality.run_dir(runs_dir, m, s) / "model.weights.h5"
              for m in models for s in seeds]
   served_run = quality.run_dir(runs_dir, models[0], seeds[0])
   training = {"models": models, "seeds": seeds, **overrides}
-  clustering = ClusteringConfig(
-      gamma=config.gamma, cutoff_timestamp=config.cutoff, snapshots=config.snapshots,
-      cutoff_quantile=None if config.cutoff is not None else config.cutoff_quantile)
+  clustering = main_clustering(config)
   cutoff = {"cutoff_quantile": clustering.cutoff_quantile, "cutoff": config.cutoff}
   @functools.lru_cache(maxsize=None)  # read the log once, for both stages that need it
   def reference_time() -> int:

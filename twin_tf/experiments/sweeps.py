@@ -109,18 +109,18 @@ def _point(chosen: Variant, models, seeds, tuned: dict, **overrides) -> tuple[di
 
 
 def budget_sweep(log, embeddings, workdir, main: Variant, seeds, budgets=BUDGETS,
-                 tuned: dict | None = None, beam_args: Sequence[str] = (), **overrides
-                 ) -> list[dict]:
+                 tuned: dict | None = None, beam_args: Sequence[str] = (),
+                 models=BUDGET_MODELS, **overrides) -> list[dict]:
   """[{"budget": L or "full", "clusters", "max_clusters_per_user", "models": {m: summary},
-  "twinv2_minus_twin": paired bootstrap}] for every L in `budgets`."""
+  "twinv2_minus_twin": paired bootstrap}] for every L in `budgets` (`models` must hold
+  TwinV2 and Twin)."""
   points = []
   for budget in budgets:
     name = "full" if budget is None else f"L{budget}"
     print(f"budget sweep: {name}", flush=True)
     chosen = variant(log, embeddings, pathlib.Path(workdir) / name, dataclasses.replace(
         main.clustering, max_clusters=budget), main, beam_args)
-    models, runs = _point(chosen, BUDGET_MODELS, seeds, tuned or {}, budget=budget,
-                          **overrides)
+    summaries, runs = _point(chosen, models, seeds, tuned or {}, budget=budget, **overrides)
     test = runs["data"].impressions["test"]
     difference = bootstrap.paired_bootstrap(
         test[schema.LABEL], test[schema.USER_ID], [s for _, s in runs["TwinV2"]],
@@ -128,7 +128,7 @@ def budget_sweep(log, embeddings, workdir, main: Variant, seeds, budgets=BUDGETS
     points.append({"budget": "full" if budget is None else budget,
                    "clusters": int(runs["data"].cluster_len.sum()),
                    "max_clusters_per_user": int(runs["data"].cluster_len.max()),
-                   "models": models, "twinv2_minus_twin": difference})
+                   "models": summaries, "twinv2_minus_twin": difference})
     print(f"budget {name}: TwinV2 - Twin AUC {difference['auc']['mean']:+.4f} "
           f"[{difference['auc']['ci_low']:+.4f}, {difference['auc']['ci_high']:+.4f}], GAUC "
           f"{difference['gauc']['mean']:+.4f} [{difference['gauc']['ci_low']:+.4f}, "

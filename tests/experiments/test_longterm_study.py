@@ -1,0 +1,34 @@
+"""The SYNTHETIC long-term study end to end at a tiny size: every figure longterm.json promises
+is there, from runs that trained on the cluster snapshots' impressions."""
+
+import json
+
+from twin_tf.experiments.longterm import LongTermStudyConfig, run_study
+
+
+def test_longterm_study_small(tmp_path):
+  config = LongTermStudyConfig(workdir=str(tmp_path / "work"), users=6, max_behaviors=700,
+                               dormant_shares=(0.3, 0.6), models=("TwinV2", "Twin"),
+                               seeds=(0,), budgets=(8, None), snapshots=3)
+  summary = run_study(config, tmp_path)
+  written = json.loads((tmp_path / "longterm.json").read_text())
+  assert written == json.loads(json.dumps(summary))
+  assert "SYNTHETIC" in written["dataset"]
+  assert 0.5 < written["oracle"]["auc"] <= 1 and 0 < written["item_only"]["auc"] < 1
+  assert set(written["models"]) == {"TwinV2", "Twin", "GBDT"}
+  assert set(written["models"]["TwinV2"]["attention"]) == {"target_std", "bias_std", "jaccard"}
+  assert set(written["twinv2_minus"]) == {"twin", "gbdt"}
+  # snapshots: every behavior from each user's first snapshot on trains, not only the last 20%
+  assert 0.35 < written["train_share"] < 0.8
+  budget = {p["budget"]: p for p in written["equal_cost"]}
+  assert budget[8]["max_clusters_per_user"] <= 8 < budget["full"]["max_clusters_per_user"]
+  assert budget["full"]["models"]["TwinV2"]["auc_mean"] == \
+      written["models"]["TwinV2"]["auc"]["mean"]  # the full point is the main job's run
+  assert [p["dormant_share_setting"] for p in written["dormancy"]] == [0.3, 0.6]
+  first, second = written["dormancy"]
+  assert first["dormant_share_of_test"] < second["dormant_share_of_test"]
+  for point in written["equal_cost"] + written["dormancy"]:
+    for name, difference in point.items():
+      if name.startswith("twinv2_minus"):
+        for metric in ("auc", "gauc"):
+          assert difference[metric]["ci_low"] <= difference[metric]["ci_high"]

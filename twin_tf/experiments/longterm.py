@@ -1,0 +1,148 @@
+"""The SYNTHETIC long-term study behind results/longterm.json (`twin-tf longterm-study`).
+
+Where TWIN-V2's claim should show: clicks follow lasting item-level tastes, some dormant for
+months (twin_tf.data.longterm). For each dormant share of the generator:
+  1. a SYNTHETIC long-term log, then the main job on it (cluster snapshots: the whole log
+     trains), `models` x `seeds` beside the GBDT, the oracle and the item-only score;
+  2. TwinV2 minus each other model (and the GBDT), paired bootstrap over users.
+On the first share, the equal-cost sweep: TwinV2 against Twin at each sequence budget L
+(sweeps.budget_sweep). Every file and every table says SYNTHETIC.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from typing import Optional
+
+from twin_tf import commands, strict_json
+from twin_tf.data import longterm, schema
+from twin_tf.experiments import bootstrap, main_job, sweeps
+from twin_tf.training import gbdt
+
+LOG_NAME = "SYNTHETIC_longterm.parquet"
+
+
+@dataclasses.dataclass(frozen=True)
+class LongTermStudyConfig:
+  """Attributes:
+    workdir: logs, main jobs and sweeps (one folder per dormant share).
+    users, max_behaviors: the generator's (twin_tf.data.longterm.LongTermConfig).
+    dormant_shares: the dormancy sweep; the first share's log also runs the equal-cost sweep.
+    models, seeds: trained on every log (TwinV2 first: every comparison is against it).
+    budgets: the equal-cost sweep's sequence budgets L (None: full).
+    cutoff_quantile, snapshots: the main job's (snapshots: training on the whole log).
+  """
+
+  workdir: str = "work_dir/longterm"
+  users: int = 60
+  max_behaviors: int = 4_000
+  dormant_shares: tuple[float, ...] = (0.1, 0.4)
+  models: tuple[str, ...] = ("TwinV2", "Twin", "DIN")
+  seeds: tuple[int, ...] = (0, 1)
+  budgets: tuple[Optional[int], ...] = (32,)
+  cutoff_quantile: float = 0.8
+  snapshots: int = 4
+
+  def __post_init__(self):
+    if self.models[:1] != ("TwinV2",):
+      raise ValueError(f"models must start with TwinV2 (compared with the others), got "
+                       f"{self.models}")
+
+
+def _job_config(config: LongTermStudyConfig, share: float) -> main_job.MainJobConfig:
+  """The main job of one dormant share's log (every optional stage skipped)."""
+  folder = pathlib.Path(config.workdir) / f"dormant{share:g}"
+  return main_job.MainJobConfig(
+      dataset="log", data=str(folder / LOG_NAME), workdir=str(folder),
+      cutoff_quantile=config.cutoff_quantile, snapshots=config.snapshots,
+      models=config.models, seeds=config.seeds, skip=tuple(main_job.OPTIONAL_STAGES))
+
+
+def _share_job(config: LongTermStudyConfig, job: main_job.MainJobConfig, share: float) -> dict:
+  """The log of one dormant share (made once) and the main job on it; its summary."""
+  if not longterm.truth_path(job.data).exists():
+    commands.synth(pathlib.Path(job.data), longterm.LongTermConfig(
+        users=config.users, max_behaviors=config.max_behaviors, dormant_share=share))
+  return main_job.main_job(job)
+
+
+def _comparisons(job: main_job.MainJobConfig) -> dict:
+  """{"twinv2_minus_<other>": paired bootstrap} for every other model and the GBDT."""
+  from twin_tf.training.input_pipeline import load_example_data  # pylint: disable=import-outside-toplevel
+  folder = pathlib.Path(job.workdir)
+  examples = folder / "examples"
+  data = load_example_data(examples)
+  scores = {m: [s for _, s in sweeps.scores_on_test(examples, data, folder / "runs", m,
+                                                    job.seeds, **main_job.train_overrides(job))]
+            for m in job.models}
+  scores[gbdt.NAME] = [gbdt.train_and_score(data, gbdt.GbdtConfig(seed=s))[0]
+                       for s in job.seeds]
+  test = data.impressions["test"]
+  return {f"twinv2_minus_{m.lower()}": bootstrap.paired_bootstrap(
+      test[schema.LABEL], test[schema.USER_ID], scores["TwinV2"], scores[m])
+          for m in scores if m != "TwinV2"}
+
+
+def _models(evaluate: dict) -> dict:
+  """{name: {auc: {mean, std}, gauc: {mean, std}}} of the models and the GBDT; TwinV2 with
+  its attention's liveness."""
+  out = {}
+  for name, summary in {**evaluate["models"], **evaluate["baselines"]}.items():
+    out[name] = {metric: {"mean": summary[f"{metric}_mean"], "std": summary[f"{metric}_std"]}
+                 for metric in ("auc", "gauc")}
+    if summary.get("attention"):
+      out[name]["attention"] = {k: summary["attention"][k]
+                                for k in ("target_std", "bias_std", "jaccard")}
+  return out
+
+
+def run_study(config: LongTermStudyConfig, out_dir: str | pathlib.Path) -> dict:
+  """Runs the study; writes and returns longterm.json's contents."""
+  dormancy, jobs = [], []
+  for share in config.dormant_shares:
+    job = _job_config(config, share)
+    result = _share_job(config, job, share)
+    jobs.append((job, result))
+    dormancy.append({
+        "dormant_share_setting": share,
+        "dormant_share_of_test": result["evaluate"]["references"]["dormant_share"],
+        "models": _models(result["evaluate"]), **_comparisons(job)})
+  job, result = jobs[0]
+  references = result["evaluate"]["references"]
+  examples = result["build-examples"]
+  summary = {
+      "dataset": f"SYNTHETIC long-term log ({config.users} users, up to "
+                 f"{config.max_behaviors:,} behaviors each; twin_tf.data.longterm)",
+      "settings": dataclasses.asdict(config),
+      "behaviors": examples["behaviors_read"],
+      "train_impressions": examples["impressions_train"],
+      "train_share": examples["train_share"],
+      "oracle": references["oracle"], "item_only": references["item_only"],
+      "item_positive_rate": references["item_positive_rate"],
+      "models": dormancy[0]["models"],
+      "twinv2_minus": {k[len("twinv2_minus_"):]: v for k, v in dormancy[0].items()
+                       if k.startswith("twinv2_minus_")},
+      "equal_cost": _equal_cost(config, job),
+      "dormancy": [{k: v for k, v in point.items() if k != "models"}
+                   for point in dormancy]}
+  gap = summary["oracle"]["auc"] - summary["item_only"]["auc"]
+  summary["twinv2_share_of_item_to_oracle_gap"] = (
+      summary["models"]["TwinV2"]["auc"]["mean"] - summary["item_only"]["auc"]) / gap
+  out = pathlib.Path(out_dir)
+  out.mkdir(parents=True, exist_ok=True)
+  (out / "longterm.json").write_text(strict_json.dumps(summary, indent=2) + "\n")
+  return summary
+
+
+def _equal_cost(config: LongTermStudyConfig, job: main_job.MainJobConfig) -> list:
+  """TwinV2 against Twin at each budget of config.budgets on one log (sweeps.budget_sweep):
+  [{"budget", "clusters", "max_clusters_per_user", "models", "twinv2_minus_twin"}]."""
+  if not config.budgets:
+    return []
+  folder = pathlib.Path(job.workdir)
+  main = sweeps.Variant(main_job.main_clustering(job), folder / "clusters",
+                        folder / "examples", folder / "runs")
+  return sweeps.budget_sweep(folder / "behaviors.parquet", folder / "item_embeddings.npz",
+                             folder / "equal_cost", main, job.seeds, config.budgets,
+                             models=("TwinV2", "Twin"), **main_job.train_overrides(job))

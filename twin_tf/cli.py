@@ -385,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
   long_term.add_argument("--users", type=int, default=study.users, help="users per log")
   long_term.add_argument("--max-behaviors", dest="max_behaviors", type=int,
                          default=study.max_behaviors, help="most behaviors of a user")
+  long_term.add_argument("--num-items", dest="num_items", type=int, default=study.num_items,
+                         help="items of each log")
   long_term.add_argument("--dormant-shares", dest="dormant_shares", type=float, nargs="+",
                          default=list(study.dormant_shares),
                          help="one log per share of late behaviors shown from dormant tastes")
@@ -473,6 +475,7 @@ def longterm_study(args: argparse.Namespace) -> dict:
   from twin_tf.experiments.longterm import run_study  # pylint: disable=import-outside-toplevel
   config = LongTermStudyConfig(
       workdir=args.workdir, users=args.users, max_behaviors=args.max_behaviors,
+      num_items=args.num_items,
       dormant_shares=tuple(args.dormant_shares), models=tuple(args.models),
       seeds=tuple(args.seeds), budgets=tuple(b or None for b in args.budgets),
       snapshots=args.snapshots)

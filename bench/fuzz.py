@@ -204,9 +204,9 @@ def _send_rest(host: str, port: int, method: str, path: str, headers: dict, body
   with socket.create_connection((host, port), timeout=timeout) as connection:
     try:
       connection.sendall(raw)
-    except OSError:  # the server may answer and close before reading a refused body
-      pass
-    connection.shutdown(socket.SHUT_WR)  # a short body ends here instead of waiting
+      connection.shutdown(socket.SHUT_WR)  # a short body ends here instead of waiting
+    except OSError:  # the server may answer and close before reading a refused body (a
+      pass  # broken pipe, then shutdown's "not connected"): its answer is still there to read
     response = http.client.HTTPResponse(connection, method=method)
     try:
       response.begin()

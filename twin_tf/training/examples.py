@@ -73,8 +73,8 @@ def impression_fields(spec: FeatureSpec) -> tuple[str, ...]:
 @dataclasses.dataclass(frozen=True)
 class ExampleConfig:
   """Attributes: per-user fractions of the impressions (in time order) held out; M of the
-  completion-group feature; max_impressions: at most this many of a user's impressions, the
-  most recent (a long log's cap; None: all)."""
+  completion-group feature; max_impressions: at most this many of a user's impressions
+  after the cutoff, the most recent (a long log's cap; None: all)."""
 
   validation_fraction: float = 0.2
   test_fraction: float = 0.2
@@ -105,8 +105,8 @@ def user_examples(columns: dict[str, np.ndarray], clusters: dict, config: Exampl
     user record {name: array};
     impressions {impression_fields(spec): (I,) arrays, DENSE: (I, D), SNAPSHOT: (I,) index
       into snapshots}, in time order;
-    snapshots [{num_pre_cutoff, cluster_<f>}]: the earlier snapshots that start a period
-      with impressions, in time order, then the cutoff's own clusters.
+    snapshots [{num_pre_cutoff, cluster_<f>}]: the earlier snapshots before the cutoff, in
+      time order, then the cutoff's own clusters.
   """
   order = np.lexsort((columns[schema.PLAY_TIME], columns[schema.ITEM_ID],
                       columns[schema.TIMESTAMP]))

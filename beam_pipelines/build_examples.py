@@ -15,11 +15,11 @@ record; impression records carry the target, `history_end` and the dense statist
 first, so one item's behaviors must fit a worker's memory), and the input pipeline joins them.
 With --cluster_snapshots (cluster_behaviors' snapshots-*, ClusteringConfig.snapshots), the
 behaviors from each user's first snapshot to the cutoff are train impressions too, each
-group record with the snapshot it reads. Users without a cluster record (or without behaviors) go to
-dead_letters-*.jsonl, as do
-malformed log rows. Counters (namespace build_examples): behaviors_read, dead_letters, users,
-impressions_train, impressions_validation, impressions_test, and those BALANCES reconcile
-(what reached each join and each writer): a run whose counts do not reconcile fails.
+group record with the snapshot it reads. Users without a cluster record (or without
+behaviors) go to dead_letters-*.jsonl, as do malformed log rows. Counters (namespace
+build_examples): behaviors_read, dead_letters, users, impressions_train,
+impressions_validation, impressions_test, and those BALANCES reconcile (what reached each
+join and each writer): a run whose counts do not reconcile fails.
 
   python -m beam_pipelines.build_examples --input logs.parquet --clusters 'out/clusters-*' \
       --output examples/
@@ -145,6 +145,21 @@ class UserExamplesDoFn(beam.DoFn):
       yield beam.pvalue.TaggedOutput(f"groups_{split}", tfexample.encode(record))
 
 
+class _KeyedClusterRecords(beam.PTransform):
+  """(user_id, serialized cluster record) of every record matching a glob, counted into
+  the counter `read`."""
+
+  def __init__(self, pattern: str, read: str):
+    super().__init__()
+    self._pattern, self._read = pattern, read
+
+  def expand(self, pbegin):
+    return (pbegin
+            | "Read" >> common.ReadWholeFiles(self._pattern, "tfrecord")
+            | "Count" >> common.counted(NAMESPACE, self._read)
+            | "Key" >> beam.Map(lambda s: (cluster_records.user_id(s), s)))
+
+
 def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: ExampleConfig):
   """Adds the stages; returns the DoOutputsTuple (main: user records; SPLITS; dead letters)."""
   log = options.view_as(common.BehaviorLogOptions)
@@ -158,18 +173,11 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
                | "GroupByItem" >> beam.GroupByKey()
                | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec))
                | "CountStatistics" >> common.counted(NAMESPACE, "behaviors_with_statistics"))
-  clusters = (pipeline
-              | "ReadClusters" >> common.ReadWholeFiles(options.clusters, "tfrecord")
-              | "CountClusters" >> common.counted(NAMESPACE, "cluster_records_read")
-              | "KeyClusters" >> beam.Map(
-                  lambda s: (cluster_records.user_id(s), s)))
-  if options.cluster_snapshots:
-    snapshots = (pipeline
-                 | "ReadSnapshots" >> common.ReadWholeFiles(options.cluster_snapshots, "tfrecord")
-                 | "CountSnapshots" >> common.counted(NAMESPACE, "snapshots_read")
-                 | "KeySnapshots" >> beam.Map(lambda s: (cluster_records.user_id(s), s)))
-  else:
-    snapshots = pipeline | "NoSnapshots" >> beam.Create([])
+  clusters = pipeline | "Clusters" >> _KeyedClusterRecords(options.clusters,
+                                                            "cluster_records_read")
+  snapshots = (pipeline | "Snapshots" >> _KeyedClusterRecords(options.cluster_snapshots,
+                                                              "snapshots_read")
+               if options.cluster_snapshots else pipeline | "NoSnapshots" >> beam.Create([]))
   joined = ({"behaviors": behaviors, "clusters": clusters, "snapshots": snapshots}
             | "JoinByUser" >> beam.CoGroupByKey())
   outputs = joined | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config, spec)).with_outputs(

@@ -11,7 +11,7 @@ Outputs under --output:
   snapshots-*.tfrecord     with ClusteringConfig.snapshots S > 1: each user's earlier cluster
                            snapshots, up to S - 1 records of the same layout, each with its
                            own cutoff (twin_tf.clustering.user.cluster_snapshots), for
-                           build_examples --snapshots
+                           build_examples --cluster_snapshots
   dead_letters-*.jsonl     one JSON object per malformed row: source, field, reason, record
 Counters (namespace cluster_behaviors): behaviors_read, dead_letters, users, behaviors
 (clustered, i.e. before the cutoff), clusters, clustering_ms (time spent clustering),
@@ -47,13 +47,14 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from beam_pipelines import common
 from twin_tf import config as config_lib
 from twin_tf.clustering import cluster_user, records
-from twin_tf.clustering.user import cluster_snapshots
 from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.clustering.incremental import StaleRecord, update_user
+from twin_tf.clustering.user import cluster_snapshots
 from twin_tf.config import ClusteringConfig
 from twin_tf.data import feature_spec, schema
 
 NAMESPACE = "cluster_behaviors"
+SNAPSHOTS = "snapshots"  # the tag of ClusterUserDoFn's snapshot records, their file prefix
 COUNTERS = ("behaviors_read", "dead_letters", "users", "behaviors", "clusters",
             "clustering_ms", "users_incremental", "users_in_full", "previous_unreadable",
             "previous_without_behaviors", "behaviors_grouped", "records_written",
@@ -94,9 +95,6 @@ def clustering_config(options: ClusterBehaviorsOptions) -> ClusteringConfig:
   overrides = {name: getattr(options, name) for name in ("gamma", "cutoff_quantile", "snapshots")
                if getattr(options, name) is not None}
   return config_lib.from_dict(ClusteringConfig, {**config_lib.to_dict(config), **overrides})
-
-
-SNAPSHOTS = "snapshots"  # the tag of ClusterUserDoFn's snapshot records
 
 
 class ClusterUserDoFn(beam.DoFn):

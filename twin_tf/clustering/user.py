@@ -146,8 +146,10 @@ def snapshot_cutoffs(timestamps: np.ndarray, config: ClusteringConfig) -> list[i
   before the user's cutoff: the timestamp that starts each of the S equal-count periods of
   the behaviors before the cutoff, but the first (ties merge periods). [] without a cutoff
   or with one snapshot."""
+  if config.snapshots == 1:  # the default: no sort on clustering's path
+    return []
   cutoff = user_cutoff(timestamps, config)
-  if cutoff is None or config.snapshots == 1:
+  if cutoff is None:
     return []
   before = np.sort(timestamps[timestamps < cutoff])
   positions = np.ceil(np.arange(1, config.snapshots) * len(before) / config.snapshots)

@@ -74,10 +74,9 @@ def _share_job(config: LongTermStudyConfig, job: main_job.MainJobConfig, share: 
 def _comparisons(job: main_job.MainJobConfig) -> dict:
   """{"twinv2_minus_<other>": paired bootstrap} for every other model and the GBDT."""
   from twin_tf.training.input_pipeline import load_example_data  # pylint: disable=import-outside-toplevel
-  folder = pathlib.Path(job.workdir)
-  examples = folder / "examples"
-  data = load_example_data(examples)
-  scores = {m: [s for _, s in sweeps.scores_on_test(examples, data, folder / "runs", m,
+  folders = main_job.job_folders(job)
+  data = load_example_data(folders.examples)
+  scores = {m: [s for _, s in sweeps.scores_on_test(folders.examples, data, folders.runs, m,
                                                     job.seeds, **main_job.train_overrides(job))]
             for m in job.models}
   scores[gbdt.NAME] = [gbdt.train_and_score(data, gbdt.GbdtConfig(seed=s))[0]
@@ -145,9 +144,10 @@ def _equal_cost(config: LongTermStudyConfig, job: main_job.MainJobConfig) -> lis
   [{"budget", "clusters", "max_clusters_per_user", "models", "twinv2_minus_twin"}]."""
   if not config.budgets:
     return []
-  folder = pathlib.Path(job.workdir)
-  main = sweeps.Variant(main_job.main_clustering(job), folder / "clusters",
-                        folder / "examples", folder / "runs")
-  return sweeps.budget_sweep(folder / "behaviors.parquet", folder / "item_embeddings.npz",
-                             folder / "equal_cost", main, job.seeds, config.budgets,
-                             models=("TwinV2", "Twin"), **main_job.train_overrides(job))
+  folders = main_job.job_folders(job)
+  main = sweeps.Variant(main_job.main_clustering(job), folders.clusters, folders.examples,
+                        folders.runs)
+  return sweeps.budget_sweep(folders.log, folders.embeddings,
+                             pathlib.Path(job.workdir) / "equal_cost", main, job.seeds,
+                             config.budgets, models=("TwinV2", "Twin"),
+                             **main_job.train_overrides(job))

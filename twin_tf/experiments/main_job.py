@@ -100,6 +100,24 @@ def synthetic_truth(config: MainJobConfig) -> str | None:
   return str(path) if path.exists() else None
 
 
+@dataclasses.dataclass(frozen=True)
+class JobFolders:
+  """What the job's first stages leave under its workdir: the converted behavior log, the
+  bootstrap item embeddings, the clusters, the examples and the runs."""
+
+  log: pathlib.Path
+  embeddings: pathlib.Path
+  clusters: pathlib.Path
+  examples: pathlib.Path
+  runs: pathlib.Path
+
+
+def job_folders(config: MainJobConfig) -> JobFolders:
+  work = pathlib.Path(config.workdir)
+  return JobFolders(work / "behaviors.parquet", work / "item_embeddings.npz",
+                    work / "clusters", work / "examples", work / "runs")
+
+
 def main_clustering(config: MainJobConfig) -> ClusteringConfig:
   """The job's main clustering (gamma, cutoff, snapshots)."""
   return ClusteringConfig(
@@ -112,7 +130,7 @@ def train_overrides(config: MainJobConfig) -> dict:
   overrides = {"epochs": config.epochs} if config.epochs else {}
   # the clustering's item vectors, frozen beside the learnt ones: one item space for the
   # clusters, the GSU keys and the queries (built before each user's cutoff: no leakage)
-  overrides["item_embeddings"] = str(pathlib.Path(config.workdir) / "item_embeddings.npz")
+  overrides["item_embeddings"] = str(job_folders(config).embeddings)
   return overrides
 
 
@@ -122,10 +140,10 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   Args:
     beam_args: extra flags for every Beam pipeline (--runner, --project, ...).
   """
-  work = pathlib.Path(config.workdir)
-  log, embeddings = work / "behaviors.parquet", work / "item_embeddings.npz"
-  clusters, examples = work / "clusters", work / "examples"
-  runs_dir, base, key_cache_dir = work / "runs", work / "serving" / "twin", work / "key_cache"
+  work, folders = pathlib.Path(config.workdir), job_folders(config)
+  log, embeddings, clusters = folders.log, folders.embeddings, folders.clusters
+  examples, runs_dir = folders.examples, folders.runs
+  base, key_cache_dir = work / "serving" / "twin", work / "key_cache"
   models, seeds = list(config.models), list(config.seeds)
   skipped = skipped_stages(config.skip)  # a wrong --skip is refused before any work
   from twin_tf.model.ctr_model import PRESETS  # pylint: disable=import-outside-toplevel

@@ -11,25 +11,32 @@ to L; MovieLens has about 8,000). Two models, both exports of the same trained r
            as in the models before normalized attention (dead attention), where the bound
            pruning ranks only ~100-140 clusters (today's model at the issue's filing).
 Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, BLAS 1):
-  in_process       serving_default called in process (the exact path);
-  scann            the approximate path for long users: the model's item_keys signature for
-                   the candidates' queries, ScaNN (scann_config(L)) over the user's cached GSU
-                   key vectors (item_keys + cluster_bias at the request time), then the esu
-                   signature on the chosen clusters; recall_at_100 against the exact top 100 of
-                   the same vectors, counting a found cluster whose score ties the 100th
-                   (the drawn-again clusters are exact copies);
-  dev_server_grpc  the exact path through the development server over gRPC (server and client
-                   in this process: serialization both ways included);
-  peak_fraction    the request's multiply-adds (request_macs: GSU and ESU products, the GSU's
-                   over the clusters it ranks) over the single-core rate of a plain matmul of
-                   the GSU's size (C x (D_h + 1) by (D_h + 1) x L), divided by the exact path's p50.
+  in_process       serving_default called in process (exact: projects and ranks the clusters
+                   per request);
+  cached_exact     the exact path over cached keys (CachedKeysPath): the model's item_keys
+                   signature for the candidates' queries, ExactRetriever (one (C x D) by
+                   (D x L) product and an early-settling top-k) over the user's cached GSU key
+                   vectors (item_keys + cluster_bias at the request time, as
+                   beam_pipelines.cache_keys builds them offline), then the esu signature on
+                   the chosen clusters, each featurized once; max_abs_diff_from_in_process:
+                   its scores against serving_default's;
+  scann            the same with ScaNN (scann_config(L)) as the retriever; recall_at_100
+                   against the exact top 100 of the same vectors, counting a found cluster whose
+                   score ties the 100th (the drawn-again clusters are exact copies);
+  dev_server_grpc  serving_default through the development server over gRPC (server and
+                   client in this process: serialization both ways included);
+  peak_fraction    the request's multiply-adds (request_macs: GSU and ESU products) over the
+                   single-core rate of a plain matmul of the GSU's size (C x D by D x L),
+                   divided by the path's p50: in peak_fraction_by_path for in_process and
+                   cached_exact, the larger (the fastest exact path's) in peak_fraction.
 `reaching`: clusters that can reach some candidate's top 100 by the GSU's bound.
 
   python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0 [--clusters 1000 10000 100000]
 
 Last line: {"candidates", "request", "peak_gmacs", "runs": [{"clusters", "model", "reaching",
-"in_process": {"p50_ms", "p99_ms", "rps", "requests"}, "scann": {..., "recall_at_100",
-"mode"}, "dev_server_grpc": {...}, "peak_fraction", "macs"}, ...]}
+"in_process": {"p50_ms", "p99_ms", "rps", "requests"}, "cached_exact": {...,
+"max_abs_diff_from_in_process"}, "scann": {..., "recall_at_100", "mode"}, "dev_server_grpc":
+{...}, "peak_fraction", "peak_fraction_by_path"}, ...]}
 """
 
 from __future__ import annotations
@@ -80,20 +87,24 @@ def tiled_real_request(data, clusters: int, candidates: int, seed: int = 0) -> d
   return request
 
 
-def request_macs(model, clusters: int, candidates: int, ranked: int) -> int:
-  """Multiply-adds of the GSU and ESU products of one request (B = 1): the query's fold
-  through W_h (summed_factors), the (C x `ranked`) product (ranked: the clusters the GSU
-  multiplies, all of them unless its bound pruning pays), and the ESU's per-head scores and
+def request_macs(model, clusters: int, candidates: int, ranked: int,
+                 cached: bool = False) -> int:
+  """Multiply-adds of the GSU and ESU products of one request (B = 1), and the width of its
+  GSU product. serving_default (cached False): the query's fold through W_h
+  (summed_factors) and the (C x `ranked`) product over D_h + 1 (ranked: the clusters the GSU
+  multiplies, all of them unless its bound pruning pays). Over cached keys: the queries'
+  projection and the (C x L) product over H d_k + 1. Both: the ESU's per-head scores and
   pooling of the K chosen rows. The short-term module and the MLP (under 3% at L = 10^3) are
-  left out."""
+  left out. -> (macs, width)."""
   config = model.config
   inherent = model.item_embedding.output_dim
   heads_dim = config.num_heads * config.key_dim
   values = inherent + model.cross_embedding.dim * len(model.cross_embedding.vocab_sizes)
-  gsu = candidates * heads_dim * inherent + candidates * ranked * (inherent + 1)
+  width = heads_dim + 1 if cached else inherent + 1
+  gsu = candidates * heads_dim * inherent + candidates * (clusters if cached else ranked) * width
   chosen = candidates * min(config.gsu_top_k, clusters)
   esu = chosen * values * 2 * config.num_heads + chosen * config.num_heads * values
-  return int(gsu + esu)
+  return int(gsu + esu), width
 
 
 def peak_gmacs(tf, clusters: int, candidates: int, width: int) -> float:
@@ -119,8 +130,10 @@ def dead_attention_run(run_dir: str, folder: pathlib.Path) -> pathlib.Path:
   return copy
 
 
-class ScannPath:
-  """The approximate path: item_keys (queries) -> ScaNN over cached keys -> esu."""
+class CachedKeysPath:
+  """The paths over the user's cached GSU key vectors: the item_keys signature (queries) ->
+  a retriever ("exact": ExactRetriever, one product and an early-settling top-k; "scann")
+  -> the esu signature on the clusters chosen, each featurized once."""
 
   def __init__(self, version_dir: pathlib.Path, request: dict, spec):
     import tensorflow as tf
@@ -128,43 +141,42 @@ class ScannPath:
     from twin_tf.data import schema
     from twin_tf.export.key_cache import ModelKeys, key_vectors
     from twin_tf.export.retrieval import ExactRetriever, ScannRetriever
-    self.tf, self.request = tf, request
+    self.tf = tf
     keys = ModelKeys(version_dir)
     loaded = tf.saved_model.load(str(version_dir))
     self.item_keys, self.esu = loaded.signatures["item_keys"], loaded.signatures["esu"]
     self._loaded = loaded
-    clusters = {f: request[f"long_{f}"][0] for f in spec.sequence_fields}
-    item_keys, _, _ = keys.item_keys({f: clusters[f] for f in spec.candidate_fields})
-    clusters[schema.CLUSTER_SIZE] = request["long_size"][0]
-    self.vectors = key_vectors(item_keys, keys.cluster_bias(clusters,
+    self.clusters = {f: request[f"long_{f}"][0] for f in spec.sequence_fields}
+    item_keys, _, _ = keys.item_keys({f: self.clusters[f] for f in spec.candidate_fields})
+    self.clusters[schema.CLUSTER_SIZE] = request["long_size"][0]
+    self.vectors = key_vectors(item_keys, keys.cluster_bias(self.clusters,
                                                             int(request["request_time"][0])))
-    self.exact, self.scann = ExactRetriever(self.vectors), ScannRetriever(self.vectors)
+    self.retrievers = {"exact": ExactRetriever(self.vectors),
+                       "scann": ScannRetriever(self.vectors)}
     self.candidates = {f: tf.constant(request[f"candidate_{f}"][0])
                        for f in spec.candidate_fields}
-    self.fixed = {k: tf.constant(v) for k, v in request.items()
-                  if not k.startswith("long_")}
+    self.fixed = {k: tf.constant(v) for k, v in request.items() if not k.startswith("long_")}
 
   def queries(self) -> np.ndarray:
     from twin_tf.export.retrieval import gsu_query_vectors
     return gsu_query_vectors(self.item_keys(**self.candidates)["queries"].numpy())
 
-  def score(self) -> np.ndarray:
-    """(C,) scores of the candidates over the clusters ScaNN chose, (C, K)."""
-    tf = self.tf
-    chosen = self.scann.search(self.queries())
+  def score(self, retriever: str) -> np.ndarray:
+    """(C,) scores of the candidates over the clusters the retriever chose, (C, K)."""
+    from serving.gsu import esu_long_inputs
+    chosen = self.retrievers[retriever].search(self.queries())
     inputs = dict(self.fixed)
-    for key in (k for k in self.request if k.startswith("long_") and k != "long_length"):
-      inputs[key] = tf.constant(self.request[key][0][chosen][None])
-    inputs["long_length"] = tf.fill((1, chosen.shape[0]), np.int32(chosen.shape[1]))
+    inputs.update({k: self.tf.constant(v)
+                   for k, v in esu_long_inputs(self.clusters, chosen).items()})
     return self.esu(**inputs)["scores"].numpy()[0]
 
   def recall_at_100(self) -> float:
     """Mean share per candidate of ScaNN's 100 whose exact score reaches the exact 100th."""
     queries = self.queries()
     scores = queries @ self.vectors.T  # (C, L)
-    exact = self.exact.search(queries, 100)
+    exact = self.retrievers["exact"].search(queries, 100)
     kth = np.take_along_axis(scores, exact[:, -1:], axis=1)  # (C, 1)
-    found = np.take_along_axis(scores, self.scann.search(queries), axis=1)
+    found = np.take_along_axis(scores, self.retrievers["scann"].search(queries), axis=1)
     return float(np.mean(found >= kth - 1e-6 * np.abs(kth)))
 
 
@@ -201,28 +213,40 @@ def main() -> None:
         reach = int(model.gsu_reach(serving.model_inputs(
             {k: tf.constant(v) for k, v in arrays.items()}))[0])
         in_process, through_grpc = serving_timings(base, arrays, requests)
-        approximate = ScannPath(version, arrays, vocabularies.spec)
-        scann = {**timings(approximate.score, requests), "mode": approximate.scann.config.mode,
-                 "recall_at_100": round(approximate.recall_at_100(), 4)}
+        cached = CachedKeysPath(version, arrays, vocabularies.spec)
+        exact_scores = tf.saved_model.load(str(version)).signatures["serving_default"](
+            **{k: tf.constant(v) for k, v in arrays.items()})["scores"].numpy()[0]
+        cached_exact = {**timings(lambda: cached.score("exact"), requests),
+                        "max_abs_diff_from_in_process": float(np.abs(
+                            cached.score("exact") - exact_scores).max())}
+        scann = {**timings(lambda: cached.score("scann"), requests),
+                 "mode": cached.retrievers["scann"].config.mode,
+                 "recall_at_100": round(cached.recall_at_100(), 4)}
         ranked = reach if reach <= gsu.PRUNE_MAX_SHARE * clusters else clusters
-        macs = request_macs(model, clusters, args.candidates, ranked)
-        width = model.item_embedding.output_dim + 1  # the GSU product's (summed_factors)
-        if clusters not in peaks:
-          peaks[clusters] = peak_gmacs(tf, clusters, args.candidates, width)
-        fraction = macs / (peaks[clusters] * 1e9) / (in_process["p50_ms"] / 1000)
+        fractions = {}
+        for path, timed in (("in_process", in_process), ("cached_exact", cached_exact)):
+          macs, width = request_macs(model, clusters, args.candidates, ranked,
+                                     cached=path == "cached_exact")
+          if (clusters, width) not in peaks:
+            peaks[clusters, width] = peak_gmacs(tf, clusters, args.candidates, width)
+          fractions[path] = macs / (peaks[clusters, width] * 1e9) / (timed["p50_ms"] / 1000)
         print(f"{label} model, L = {clusters:,} ({reach:,} can reach a top 100), one core: "
               f"exact in process p50 {in_process['p50_ms']} ms, p99 {in_process['p99_ms']} "
-              f"ms ({fraction:.2f} of a plain matmul's {peaks[clusters]:.1f} GMAC/s); ScaNN "
+              f"ms ({fractions['in_process']:.2f} of a plain matmul's rate); exact over "
+              f"cached keys p50 {cached_exact['p50_ms']} ms, p99 {cached_exact['p99_ms']} ms "
+              f"({fractions['cached_exact']:.2f}; scores within "
+              f"{cached_exact['max_abs_diff_from_in_process']:.1e} of in process); ScaNN "
               f"path ({scann['mode']}) p50 {scann['p50_ms']} ms, p99 {scann['p99_ms']} ms, "
               f"recall@100 {scann['recall_at_100']}; exact over gRPC p50 "
               f"{through_grpc['p50_ms']} ms, p99 {through_grpc['p99_ms']} ms", flush=True)
         runs.append({"clusters": clusters, "model": label, "reaching": reach,
-                     "in_process": in_process, "scann": scann,
-                     "dev_server_grpc": through_grpc, "macs": macs,
-                     "peak_fraction": round(fraction, 3)})
+                     "in_process": in_process, "cached_exact": cached_exact, "scann": scann,
+                     "dev_server_grpc": through_grpc,
+                     "peak_fraction": round(max(fractions.values()), 3),
+                     "peak_fraction_by_path": {k: round(v, 3) for k, v in fractions.items()}})
   print(json.dumps({"candidates": args.candidates, "request": "real clusters, tiled",
                     "run_dir": str(args.run_dir),
-                    "peak_gmacs": {str(k): round(v, 1) for k, v in peaks.items()},
+                    "peak_gmacs": {f"{c}x{w}": round(v, 1) for (c, w), v in peaks.items()},
                     "runs": runs}))
 
 

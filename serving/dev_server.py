@@ -51,6 +51,7 @@ from twin_tf.data import feature_spec, schema
 from twin_tf.data.feature_spec import FeatureSpec
 from twin_tf.export.saved_model import CANDIDATE_DENSE, EXTRA, WARMUP_FILE
 from twin_tf.model import features
+from twin_tf.model.features import CHOSEN
 
 MAX_REQUEST_ELEMENTS = 20_000_000  # per input; bigger requests are refused, not attempted
 # Messages up to 2 GiB, as TF Serving accepts (gRPC's default is 4 MiB): a request of 10^5
@@ -193,8 +194,8 @@ def validate_inputs(signature_def, arrays: dict[str, np.ndarray],
               "input")
     if np.issubdtype(value.dtype, np.floating) and not np.all(np.isfinite(value)):
       _refuse(name, "NaN or infinity")
-    if np.issubdtype(value.dtype, np.integer) and np.any(value < 0):
-      _refuse(name, "negative values")
+    if np.issubdtype(value.dtype, np.integer) and np.any(value < (-1 if name == CHOSEN else 0)):
+      _refuse(name, "values below -1" if name == CHOSEN else "negative values")
   batch = {arrays[name].shape[0] for name in expected}
   if len(batch) > 1:
     raise RequestError(grpc.StatusCode.INVALID_ARGUMENT,
@@ -210,11 +211,12 @@ def _refuse(name: str, reason: str):
 
 def _check_shapes(arrays: dict[str, np.ndarray]) -> None:
   """Every field of a sequence (and of the candidates) has one shape; lengths, dense
-  features and per-candidate sequences (esu) agree with it."""
+  features and the esu's chosen positions agree with it."""
   candidate = sorted(n for n in arrays if n.startswith("candidate_") and n != CANDIDATE_DENSE)
   shapes = {}
   for prefix, names in (("candidate", candidate),) + tuple(
-      (p, sorted(n for n in arrays if n.startswith(f"{p}_") and n != f"{p}_length"))
+      (p, sorted(n for n in arrays
+                 if n.startswith(f"{p}_") and n not in (f"{p}_length", CHOSEN)))
       for p in ("long", "short")):
     if not names:
       continue
@@ -237,9 +239,12 @@ def _check_shapes(arrays: dict[str, np.ndarray]) -> None:
     if CANDIDATE_DENSE in arrays and arrays[CANDIDATE_DENSE].shape[:2] != c_shape:
       _refuse(CANDIDATE_DENSE, f"shape {arrays[CANDIDATE_DENSE].shape} disagrees with "
               f"{c_name!r} {c_shape}")
-    long = shapes.get("long")
-    if long and len(long[1]) == 3 and long[1][:2] != c_shape:  # esu: clusters per candidate
-      _refuse(long[0], f"shape {long[1]}: (B, C, K) with (B, C) = {c_shape} of {c_name!r}")
+    if CHOSEN in arrays:  # esu: positions into long_* per candidate
+      chosen = arrays[CHOSEN]
+      if chosen.shape[:2] != c_shape:
+        _refuse(CHOSEN, f"shape {chosen.shape}: (B, C, K) with (B, C) = {c_shape} of {c_name!r}")
+      if "long_length" in arrays and np.any(chosen >= arrays["long_length"][:, None, None]):
+        _refuse(CHOSEN, "positions must be -1 or below long_length")
 
 
 def _check_ranges(arrays: dict[str, np.ndarray], spec: FeatureSpec) -> None:

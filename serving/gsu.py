@@ -68,12 +68,8 @@ class ClientSideGsu:
           "the key cache (beam_pipelines.cache_keys) for this version")
     queries = gsu_query_vectors(outputs["queries"])  # (C, H*d_k + 1)
     chosen = self.retriever(user_id, retriever).search(queries, self.top_k)  # (C, K)
-    request = {"request_time": np.array([request_time], np.int64)}
-    for f in short:
-      request[f"long_{f}"] = record["clusters"][f][chosen][None]  # (1, C, K)
-    request["long_size"] = record["clusters"][schema.CLUSTER_SIZE][chosen][None].astype(
-        np.float32)
-    request["long_length"] = np.full((1, len(chosen)), chosen.shape[1], np.int32)
+    request = esu_long_inputs(record["clusters"], chosen)
+    request["request_time"] = np.array([request_time], np.int64)
     length = len(short[schema.ITEM_ID])
     for f in short:
       request[f"short_{f}"] = np.asarray(short[f], np.int64)[None]
@@ -84,3 +80,17 @@ class ClientSideGsu:
     request[CANDIDATE_DENSE] = np.asarray(candidates[features.DENSE], np.float32)[None]
     scores, answered = self.client.predict_outputs(request, "esu", version)
     return scores["scores"][0]
+
+
+def esu_long_inputs(clusters: dict, chosen: np.ndarray) -> dict:
+  """The esu signature's long inputs (B = 1) for a user's clusters {f: (L,)} (sequence fields
+  and cluster_size) and the (C, K) positions each candidate chose: long_* hold the clusters
+  some candidate chose, each once, and long_chosen (1, C, K) their positions there."""
+  unique, positions = np.unique(chosen, return_inverse=True)
+  request = {f"long_{f}": np.asarray(v)[unique][None].astype(np.int64)
+             for f, v in clusters.items() if f != schema.CLUSTER_SIZE}
+  request["long_size"] = np.asarray(clusters[schema.CLUSTER_SIZE])[unique][None].astype(
+      np.float32)
+  request["long_length"] = np.array([len(unique)], np.int32)
+  request[features.CHOSEN] = positions.reshape((1,) + chosen.shape).astype(np.int32)
+  return request

@@ -45,7 +45,7 @@ def test_serving_bench_tiles_real_clusters_into_a_valid_request(real_examples):
     assert np.all(request["long_size"] >= 1)
     assert request["candidate_item_id"].shape == (1, 7)
     assert len(np.unique(request["candidate_item_id"])) == 7
-    specs = _input_specs(tf, data.spec, 2)
+    specs = _input_specs(tf, data.spec)
     assert set(request) == set(specs)
     for name, value in request.items():
       assert specs[name].shape.is_compatible_with(value.shape), name

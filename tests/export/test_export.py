@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from serving.gsu import esu_long_inputs
 from twin_tf.export import requests, saved_model
 from twin_tf.training.input_pipeline import DatasetBuilder, load_example_data
 from twin_tf.training.trainer import TrainConfig, evaluate, restore_model, train
@@ -68,12 +69,45 @@ def test_esu_with_every_cluster_selected_equals_serving_default(exported):
   version, _, data = exported
   request, _ = requests.impression_requests(data, np.arange(4))
   assert request["long_length"].max() <= 100  # so the GSU keeps every cluster
-  per_candidate = dict(request)
-  for key in [k for k in request if k.startswith("long_")]:
-    per_candidate[key] = request[key][:, None]  # (B, 1, K) / (B, 1)
-  np.testing.assert_allclose(_run_in_session(version, "esu", per_candidate),
+  chosen = {**request, "long_chosen": requests.every_position_chosen(request)}
+  np.testing.assert_allclose(_run_in_session(version, "esu", chosen),
                              _run_in_session(version, "serving_default", request),
                              rtol=1e-5, atol=1e-6)
+
+
+def test_esu_over_the_union_of_chosen_clusters_equals_esu_over_all_of_them(exported):
+  """The client sends only the clusters some candidate chose, each once (esu_long_inputs):
+  the scores are those of the same choices as positions into the whole sequence; -1 chooses
+  nothing."""
+  version, _, data = exported
+  request, _ = requests.impression_requests(data, np.array([0]))
+  length = int(request["long_length"][0])
+  assert length >= 4
+  rng = np.random.default_rng(0)
+  chosen = rng.integers(0, length, (1, 3, 4)).astype(np.int32)  # (B, C = 3, K), repeats
+  none = np.zeros(chosen.shape, bool)
+  none[0, 1, 2:] = True
+  request = {k: (np.repeat(v, 3, axis=1) if k.startswith("candidate_") else v)
+             for k, v in request.items()}
+  whole = _run_in_session(version, "esu", {**request, "long_chosen": np.where(none, -1, chosen)})
+  clusters = {f: request[f"long_{f}"][0, :length] for f in data.spec.sequence_fields}
+  clusters["cluster_size"] = request["long_size"][0, :length]
+  union = esu_long_inputs(clusters, chosen[0])
+  assert union["long_length"][0] == len(np.unique(chosen))
+  union["long_chosen"] = np.where(none, -1, union["long_chosen"])
+  short = {k: v for k, v in request.items() if not k.startswith("long_")}
+  np.testing.assert_allclose(_run_in_session(version, "esu", {**short, **union}), whole,
+                             rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("position", [-2, 10**6])
+def test_esu_refuses_chosen_positions_out_of_range(exported, position):
+  version, _, data = exported
+  request, _ = requests.impression_requests(data, np.array([0]))
+  chosen = requests.every_position_chosen(request)
+  chosen[0, 0, 0] = position
+  with pytest.raises(tf.errors.InvalidArgumentError, match="input long_chosen:"):
+    _run_in_session(version, "esu", {**request, "long_chosen": chosen})
 
 
 @pytest.mark.parametrize("name, position, value", [
@@ -91,9 +125,9 @@ def test_bad_float_inputs_are_invalid_argument_naming_the_input(exported, name, 
   with pytest.raises(tf.errors.InvalidArgumentError, match=f"input {name}:"):
     _run_in_session(version, "serving_default", bad)
   if name == "long_size":
-    per_candidate = {k: (v[:, None] if k.startswith("long_") else v) for k, v in bad.items()}
+    chosen = {**bad, "long_chosen": requests.every_position_chosen(bad)}
     with pytest.raises(tf.errors.InvalidArgumentError, match=f"input {name}:"):
-      _run_in_session(version, "esu", per_candidate)
+      _run_in_session(version, "esu", chosen)
   padded = {k: v.copy() for k, v in request.items()}
   padded["long_length"][0] -= 1  # its last cluster becomes padding, of size 0
   padded["long_size"][0, padded["long_length"][0]:] = 0.0

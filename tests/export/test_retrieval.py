@@ -11,6 +11,7 @@ from twin_tf.export.retrieval import (
   gsu_query_vectors,
   recall_at_k,
   scann_config,
+  top_k_rows,
 )
 from twin_tf.model.layers import ClusterAwareTargetAttention
 
@@ -24,6 +25,19 @@ def test_exact_matches_numpy_argsort_with_ties_to_the_lower_index():
   scores = queries @ keys.T
   expected = np.argsort(-scores, axis=1, kind="stable")[:, :20]
   np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("length", [320, 1_000, 1_003, 5_000])
+def test_top_k_rows_equals_a_stable_argsort(length):
+  """The early-settling top-k (group maxima, then only the scores above their k-th) returns
+  what a stable argsort does, ties to the lower index, for lengths that are no multiple of
+  its groups; many ties sit at the k-th place."""
+  scores = RNG.integers(-30, 30, (9, length)).astype(np.float32)
+  scores[0] = 1.0  # a row of nothing but ties
+  scores[1, ::7] = -0.0  # equal to 0.0
+  scores[2] = RNG.standard_normal(length) * 1e-30  # tiny values, no ties
+  expected = np.argsort(-scores, axis=1, kind="stable")[:, :20]
+  np.testing.assert_array_equal(top_k_rows(scores, 20), expected)
 
 
 def test_fewer_keys_than_k():

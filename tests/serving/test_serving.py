@@ -130,6 +130,22 @@ def test_bad_requests_are_refused_precisely(served, mutate, error, words):
   assert served["client"].predict(_request(served["data"])).shape == (6, 1)  # still serving
 
 
+@pytest.mark.parametrize("position, words", [
+    (-2, "'long_chosen': values below -1"),
+    (10_000, "'long_chosen': positions must be -1 or below long_length")])
+def test_esu_positions_out_of_range_are_refused(served, position, words):
+  """The esu signature's long_chosen: -1 (none) is scored, a position outside the user's
+  clusters is INVALID_ARGUMENT naming it, over gRPC and REST."""
+  arrays = _request(served["data"])
+  arrays["long_chosen"] = requests.every_position_chosen(arrays)
+  assert np.all(np.isfinite(served["client"].predict(arrays, signature="esu")))
+  arrays["long_chosen"][0, 0, 0] = position
+  for call in (served["client"].predict, served["client"].predict_rest):
+    with pytest.raises(InvalidRequestError) as raised:
+      call(arrays, signature="esu")
+    assert words in raised.value.message
+
+
 def test_unknown_signature_model_and_version(served):
   arrays = _request(served["data"])
   with pytest.raises(InvalidRequestError) as raised:

@@ -45,13 +45,24 @@ def warmup_requests(data: ExampleData, count: int, model_name: str) -> list:
   out = []
   for i in range(min(count, len(data.impressions["test"][schema.LABEL]))):
     arrays, _ = impression_requests(data, np.array([i]))
-    per_candidate = {k: (v[:, None] if k.startswith("long_") else v) for k, v in arrays.items()}
+    chosen = {**arrays, features.CHOSEN: every_position_chosen(arrays)}
     items = {f: arrays[f"candidate_{f}"][0] for f in data.spec.candidate_fields}
     bias = {k: v for k, v in arrays.items() if k.startswith("long_") or k == "request_time"}
-    out += [predict_request(arrays, model_name), predict_request(per_candidate, model_name, "esu"),
+    out += [predict_request(arrays, model_name), predict_request(chosen, model_name, "esu"),
             predict_request(items, model_name, "item_keys"),
             predict_request(bias, model_name, "cluster_bias")]
   return out
+
+
+def every_position_chosen(arrays: dict) -> np.ndarray:
+  """long_chosen (B, C, L) of a serving_default request: every candidate chooses all of its
+  user's valid positions (-1 after long_length); its esu request scores as serving_default
+  does when L <= the GSU's top K."""
+  length = arrays[f"long_{schema.ITEM_ID}"].shape[1]
+  positions = np.arange(length, dtype=np.int32)
+  chosen = np.where(positions < arrays["long_length"][:, None], positions, -1)  # (B, L)
+  candidates = arrays[f"candidate_{schema.ITEM_ID}"].shape[1]
+  return np.repeat(chosen[:, None, :], candidates, axis=1)
 
 
 def predict_request(arrays: dict, model_name: str, signature: str = "serving_default"):

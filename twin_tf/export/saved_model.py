@@ -18,8 +18,13 @@ item features).
     candidate_dense                      (B, C, D) float32 each candidate's dense "other
                                          features" (features.DENSE_FEATURES, raw values)
     -> scores (B, C) float32. The GSU keys of the clusters are projected once per request.
-  esu  the same, but long_* are (B, C, K) clusters already chosen per candidate (by ScaNN or
-    any retriever) and long_length is (B, C).
+  esu  the same plus
+    long_chosen                          (B, C, K) int32   each candidate's clusters already
+                                         chosen (by ScaNN or any retriever) as positions
+                                         into long_* (-1: none; the rest < long_length)
+    -> scores (B, C): the ESU alone over the chosen clusters. long_* need hold only the
+    clusters some candidate chose, each once (the union of their top K), so each is
+    featurized once, however many candidates chose it.
   item_keys  CANDIDATE_RAW (N,) int64 -> keys (N, H, d_k), the cacheable
     K_h W_h / sqrt(d_k); queries (N, H, d_k), q W_q of the same items as candidates; known (N,)
     bool, whether the item is in the model's vocabulary.
@@ -54,11 +59,12 @@ def exported_spec(version_dir: str | pathlib.Path) -> FeatureSpec:
   return feature_spec.load(pathlib.Path(version_dir) / EXTRA)
 
 
-def _input_specs(tf, spec: FeatureSpec, sequence_rank: int) -> dict:
-  """TensorSpecs of a request: long sequences of rank `sequence_rank` (2 or 3)."""
-  long_shape = [None] * sequence_rank
+def _input_specs(tf, spec: FeatureSpec, chosen: bool = False) -> dict:
+  """TensorSpecs of a serving_default request (`chosen`: an esu request)."""
   specs = {"request_time": tf.TensorSpec([None], tf.int64, "request_time")}
-  for prefix, shape in (("long", long_shape), ("short", [None, None])):
+  if chosen:
+    specs[features.CHOSEN] = tf.TensorSpec([None, None, None], tf.int32, features.CHOSEN)
+  for prefix, shape in (("long", [None, None]), ("short", [None, None])):
     for field in spec.sequence_fields:
       specs[f"{prefix}_{field}"] = tf.TensorSpec(shape, tf.int64, f"{prefix}_{field}")
     specs[f"{prefix}_size"] = tf.TensorSpec(shape, tf.float32, f"{prefix}_size")
@@ -89,11 +95,11 @@ class ServingModule:
             default_value=OOV)
         for f, v in vocabularies.items() if not v.hash_buckets}
     module.serving_default = tf.function(self._serving_default,
-                                         input_signature=[_input_specs(tf, spec, 2)])
-    module.esu = tf.function(self._esu, input_signature=[_input_specs(tf, spec, 3)])
+                                         input_signature=[_input_specs(tf, spec)])
+    module.esu = tf.function(self._esu, input_signature=[_input_specs(tf, spec, chosen=True)])
     module.item_keys = tf.function(self._item_keys, input_signature=[{
         f: tf.TensorSpec([None], tf.int64, f) for f in spec.candidate_fields}])
-    bias_specs = {k: v for k, v in _input_specs(tf, spec, 2).items()
+    bias_specs = {k: v for k, v in _input_specs(tf, spec).items()
                   if k.startswith("long_") or k == "request_time"}
     module.cluster_bias = tf.function(self._cluster_bias, input_signature=[bias_specs])
     self.module = module
@@ -156,12 +162,13 @@ class ServingModule:
     return {"scores": self.model(self.model_inputs(self._checked(raw)))}
 
   def _esu(self, raw):
-    """Per-candidate clusters (B, C, K): the ESU alone over each candidate's, the user's
-    recent behaviors attended once for all of its candidates."""
-    raw = self._checked(raw)
-    inputs = self._targets(raw)
-    inputs.update(self._sequence(raw, "long", raw["request_time"][:, None, None]))
-    inputs.update(self._sequence(raw, "short", raw["request_time"][:, None]))
+    """The ESU alone over each candidate's chosen clusters (long_chosen (B, C, K))."""
+    tf, chosen = self.tf, raw[features.CHOSEN]
+    in_range = tf.logical_and(chosen >= -1, chosen < raw["long_length"][:, None, None])
+    with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(in_range), [
+        f"input {features.CHOSEN}: positions must be -1 or in [0, long_length)"])]):
+      inputs = self.model_inputs(self._checked(raw))
+    inputs[features.CHOSEN] = tf.identity(chosen)
     return {"scores": self.model(inputs)}
 
   def _item_keys(self, raw):

@@ -34,6 +34,7 @@ from twin_tf.model.layers import (
 from twin_tf.model.layers.gsu import reaching
 
 LONG_TERM = ("gsu", "category", "none")
+CHOSEN = features.CHOSEN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,8 +100,9 @@ class CtrModel(keras.Model):
   Call:
     inputs: dict of twin_tf.model.features model inputs. Target features (B,) score one candidate
       per row -> (B,); target features (B, C) score C candidates of one user per row against
-      the user's sequences, computed once -> (B, C). With (B, C) targets the long sequence
-      may also be (B, C, K): clusters already chosen per candidate, scored by the ESU alone.
+      the user's sequences, computed once -> (B, C). With (B, C) targets, inputs may also
+      hold `long_chosen` (B, C, K) int32: each candidate's clusters already chosen (by ScaNN
+      or any retriever) as positions into long_* (-1: none), which the ESU alone scores.
     returns: click probabilities.
   """
 
@@ -175,30 +177,30 @@ class CtrModel(keras.Model):
 
   def long_term_interest(self, inputs, query, target_category):
     """GSU + ESU (or SIM-hard search + ESU over target_category, the spec's primary item
-    feature): (B, C, interest_dim). Long inputs of shape (B, C, K) are clusters already
-    chosen per candidate (by ScaNN or any retriever): the ESU alone runs over them."""
-    chosen = len(inputs["long_mask"].shape) == 3
-    if not chosen:
+    feature): (B, C, interest_dim). With inputs["long_chosen"] (B, C, K), positions already
+    chosen per candidate (-1: none), the ESU alone runs over them: each long position is
+    featurized once however many candidates chose it."""
+    chosen = inputs.get(CHOSEN)
+    if chosen is None:
       inputs = _pad_long_to(inputs, self.config.gsu_top_k, self.spec)
     inherent, cross, values = self._sequence(inputs, "long")
     mask = inputs["long_mask"]
     attention = self.attention
     if not attention.built:  # its parts are called one by one; SIM-hard never calls the keys
       attention.build(inherent.shape, cross.shape, target_inherent_shape=query.shape)
-    if (not chosen and self.config.long_term == "gsu" and
+    if (chosen is None and self.config.long_term == "gsu" and
         self.config.gsu_merge == "round_robin"):
       alpha = attention(inherent, cross, inputs["long_size"], mask, query)  # (B, C, L, H)
       indices, valid = self.gsu(alpha, mask)
       selected_alpha = ops.take_along_axis(alpha, indices[..., None], axis=2)  # (B, C, K, H)
       return self.esu(ops.transpose(selected_alpha, (0, 1, 3, 2)),
                       gather_selected(values, indices), valid)
-    # 1 / RMS of each row's K_h, (B, L) or (B, C, K): computed once for the GSU and the ESU
+    # 1 / RMS of each row's K_h, (B, L): computed once for the GSU and the ESU
     key_scale = attention.key_scale(inherent) if attention.normalized else None
-    if chosen:  # (B, C, K, ...) already
-      return self._esu_over(values, key_scale, attention.queries(query), inputs["long_size"],
-                            mask)
     queries = attention.queries(query)  # (B, C, H, d_k)
-    if self.config.long_term == "gsu":
+    if chosen is not None:
+      indices, valid = ops.maximum(chosen, 0), chosen >= 0
+    elif self.config.long_term == "gsu":
       indices, valid = self.gsu.select_by_product(
           *self._gsu_factors(inputs, inherent, cross, queries, key_scale), mask)
     else:  # SIM-hard: same category as the target, the most recent first

@@ -10,6 +10,8 @@ len(spec.behavior_flags)):
   long_size         (B, L) float32: cluster size n (1 for a raw behavior, 0 for padding)
   long_mask         (B, L) bool
   short_<f>, short_cross, short_size, short_mask          the same, L = S
+  long_chosen       (B, C, K) int32, optional (serving's esu signature): positions into the
+                    long sequence already chosen per candidate, -1 for none
   dense             (B, D) float32: DENSE_FEATURES of the impression (raw; the model
                     normalizes them)
 Index 0 is padding in every id feature; index 1 is out-of-vocabulary.
@@ -23,6 +25,7 @@ from twin_tf.data import schema
 from twin_tf.data.feature_spec import FeatureSpec
 
 SHORT_LENGTH = 50
+CHOSEN = "long_chosen"
 NUM_AGE_BUCKETS = 16  # floor(log2(1 + age in days)), capped
 MAX_GROUPS = 10
 # Vocabulary sizes of the cross features, padding included: completion groups 0..M

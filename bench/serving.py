@@ -18,8 +18,8 @@ Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, B
                    (D x L) product and an early-settling top-k) over the user's cached GSU key
                    vectors (item_keys + cluster_bias at the request time, as
                    beam_pipelines.cache_keys builds them offline), then the esu signature on
-                   the chosen clusters, each featurized once; max_abs_diff_from_in_process:
-                   its scores against serving_default's;
+                   the chosen clusters, each featurized once (`unique` of them);
+                   max_abs_diff_from_in_process: its scores against serving_default's;
   scann            the same with ScaNN (scann_config(L)) as the retriever; recall_at_100
                    against the exact top 100 of the same vectors, counting a found cluster whose
                    score ties the 100th (the drawn-again clusters are exact copies);
@@ -88,23 +88,30 @@ def tiled_real_request(data, clusters: int, candidates: int, seed: int = 0) -> d
 
 
 def request_macs(model, clusters: int, candidates: int, ranked: int,
-                 cached: bool = False) -> int:
-  """Multiply-adds of the GSU and ESU products of one request (B = 1), and the width of its
-  GSU product. serving_default (cached False): the query's fold through W_h
-  (summed_factors) and the (C x `ranked`) product over D_h + 1 (ranked: the clusters the GSU
-  multiplies, all of them unless its bound pruning pays). Over cached keys: the queries'
-  projection and the (C x L) product over H d_k + 1. Both: the ESU's per-head scores and
-  pooling of the K chosen rows. The short-term module and the MLP (under 3% at L = 10^3) are
-  left out. -> (macs, width)."""
+                 unique: int | None = None) -> tuple[int, int]:
+  """Multiply-adds of the products of one request (B = 1), and the width of its GSU product.
+  serving_default (unique None): the query's fold through W_h (summed_factors), the
+  (C x `ranked`) product over D_h + 1 (ranked: the clusters the GSU multiplies, all of them
+  unless its bound pruning pays), and the ESU's per-head scores and pooling of the K chosen
+  rows of each candidate. Over cached keys, with `unique` clusters chosen by some candidate:
+  the queries' projection, the (C x L) product over H d_k + 1, the esu signature's keys and
+  value heads of the unique clusters, and its elementwise scores and pooling. The short-term
+  module and the MLP (under 3% at L = 10^3) are left out."""
   config = model.config
   inherent = model.item_embedding.output_dim
   heads_dim = config.num_heads * config.key_dim
   values = inherent + model.cross_embedding.dim * len(model.cross_embedding.vocab_sizes)
-  width = heads_dim + 1 if cached else inherent + 1
-  gsu = candidates * heads_dim * inherent + candidates * (clusters if cached else ranked) * width
   chosen = candidates * min(config.gsu_top_k, clusters)
-  esu = chosen * values * 2 * config.num_heads + chosen * config.num_heads * values
-  return int(gsu + esu), width
+  queries = candidates * heads_dim * inherent
+  if unique is None:
+    width = inherent + 1
+    esu = chosen * values * 2 * config.num_heads + chosen * config.num_heads * values
+    return int(queries + candidates * ranked * width + esu), width
+  width = heads_dim + 1
+  value_heads = config.num_heads * config.value_dim
+  esu = unique * (inherent * heads_dim + values * value_heads) + chosen * (
+      heads_dim + value_heads)
+  return int(queries + candidates * clusters * width + esu), width
 
 
 def peak_gmacs(tf, clusters: int, candidates: int, width: int) -> float:
@@ -216,7 +223,8 @@ def main() -> None:
         cached = CachedKeysPath(version, arrays, vocabularies.spec)
         exact_scores = tf.saved_model.load(str(version)).signatures["serving_default"](
             **{k: tf.constant(v) for k, v in arrays.items()})["scores"].numpy()[0]
-        cached_exact = {**timings(lambda: cached.score("exact"), requests),
+        unique = len(np.unique(cached.retrievers["exact"].search(cached.queries())))
+        cached_exact = {**timings(lambda: cached.score("exact"), requests), "unique": unique,
                         "max_abs_diff_from_in_process": float(np.abs(
                             cached.score("exact") - exact_scores).max())}
         scann = {**timings(lambda: cached.score("scann"), requests),
@@ -226,7 +234,7 @@ def main() -> None:
         fractions = {}
         for path, timed in (("in_process", in_process), ("cached_exact", cached_exact)):
           macs, width = request_macs(model, clusters, args.candidates, ranked,
-                                     cached=path == "cached_exact")
+                                     unique if path == "cached_exact" else None)
           if (clusters, width) not in peaks:
             peaks[clusters, width] = peak_gmacs(tf, clusters, args.candidates, width)
           fractions[path] = macs / (peaks[clusters, width] * 1e9) / (timed["p50_ms"] / 1000)

@@ -3,6 +3,7 @@
 import dataclasses
 
 import numpy as np
+import pytest
 
 from twin_tf.data.feature_spec import KUAIRAND, MOVIELENS
 from twin_tf.model import features
@@ -82,3 +83,40 @@ def test_bound_pruning_changes_no_score():
   assert pruned.shape == (batch, candidates)
   reach = np.asarray(model.gsu_reach(inputs))
   assert np.all(reach >= 100) and np.all(reach < length * gsu.PRUNE_MAX_SHARE)  # it pruned
+
+
+@pytest.mark.parametrize("config", [
+    PRESETS["TwinV2"], PRESETS["Twin"], PRESETS["SimHard"], PRESETS["TwinV2-no-ln-n"],
+    dataclasses.replace(PRESETS["TwinV2"], normalized_attention=False),
+    dataclasses.replace(PRESETS["TwinV2"], gsu_merge="round_robin")], ids=lambda c: c.name)
+def test_chosen_positions_score_as_the_models_own_choice(config):
+  """long_chosen (the esu signature's path: keys, bias and value heads per row, then
+  gathered) scores what the GSU path scores when every candidate chooses what its GSU does:
+  here all positions (L <= K), given in another order and padded with -1."""
+  sizes = {"item_id": 50, "category": 6, "year_bucket": 9}
+  model = build_model(config, MOVIELENS, sizes)
+  batch, candidates, length = 2, 5, 30
+  inputs = features.placeholder_inputs(MOVIELENS, batch=batch, length=length)
+  rng = np.random.default_rng(1)
+  for field, size in sizes.items():
+    inputs[f"long_{field}"] = rng.integers(2, size, (batch, length)).astype(np.int32)
+    inputs[f"target_{field}"] = rng.integers(2, size, (batch, candidates)).astype(np.int32)
+  for key in features.TIME_KEYS:
+    inputs[key] = np.zeros((batch, candidates), np.int32)
+  inputs[features.DENSE] = rng.random((batch, candidates, len(features.DENSE_FEATURES)),
+                                      np.float32)
+  inputs["long_cross"] = rng.integers(1, 4, inputs["long_cross"].shape).astype(np.int32)
+  inputs["long_size"] = rng.integers(1, 21, (batch, length)).astype(np.float32)
+  inputs["long_mask"][:] = True
+  inputs["long_mask"][1, 20:] = False
+  inputs["long_size"][1, 20:] = 0.0
+  if config.long_term == "category":  # SIM-hard keeps only the target's category
+    inputs["long_category"][:] = inputs["target_category"][:, :1]
+    inputs["target_category"][:] = inputs["target_category"][:, :1]
+  expected = np.asarray(model(inputs))
+  order = rng.permutation(length)
+  chosen = np.where(inputs["long_mask"][:, order], order, -1)  # (B, L), -1 at padding
+  chosen = np.concatenate([chosen, -np.ones((batch, 3), int)], axis=1)
+  chosen = np.repeat(chosen[:, None], candidates, axis=1).astype(np.int32)  # (B, C, L + 3)
+  np.testing.assert_allclose(np.asarray(model({**inputs, "long_chosen": chosen})), expected,
+                             rtol=2e-5, atol=1e-6)

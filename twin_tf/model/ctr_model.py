@@ -178,8 +178,8 @@ class CtrModel(keras.Model):
   def long_term_interest(self, inputs, query, target_category):
     """GSU + ESU (or SIM-hard search + ESU over target_category, the spec's primary item
     feature): (B, C, interest_dim). With inputs["long_chosen"] (B, C, K), positions already
-    chosen per candidate (-1: none), the ESU alone runs over them: each long position is
-    featurized once however many candidates chose it."""
+    chosen per candidate (-1: none), the ESU alone runs over them (_esu_of_chosen): each long
+    position is featurized and projected once however many candidates chose it."""
     chosen = inputs.get(CHOSEN)
     if chosen is None:
       inputs = _pad_long_to(inputs, self.config.gsu_top_k, self.spec)
@@ -195,12 +195,12 @@ class CtrModel(keras.Model):
       selected_alpha = ops.take_along_axis(alpha, indices[..., None], axis=2)  # (B, C, K, H)
       return self.esu(ops.transpose(selected_alpha, (0, 1, 3, 2)),
                       gather_selected(values, indices), valid)
-    # 1 / RMS of each row's K_h, (B, L): computed once for the GSU and the ESU
-    key_scale = attention.key_scale(inherent) if attention.normalized else None
     queries = attention.queries(query)  # (B, C, H, d_k)
     if chosen is not None:
-      indices, valid = ops.maximum(chosen, 0), chosen >= 0
-    elif self.config.long_term == "gsu":
+      return self._esu_of_chosen(inherent, cross, values, inputs["long_size"], queries, chosen)
+    # 1 / RMS of each row's K_h, (B, L): computed once for the GSU and the ESU
+    key_scale = attention.key_scale(inherent) if attention.normalized else None
+    if self.config.long_term == "gsu":
       indices, valid = self.gsu.select_by_product(
           *self._gsu_factors(inputs, inherent, cross, queries, key_scale), mask)
     else:  # SIM-hard: same category as the target, the most recent first
@@ -215,6 +215,24 @@ class CtrModel(keras.Model):
       key_scale = gather_selected(key_scale, indices)  # (B, C, K)
     return self._esu_over(gather_selected(values, indices), key_scale, queries,
                           gather_selected(inputs["long_size"], indices), valid)
+
+  def _esu_of_chosen(self, inherent, cross, values, size, queries, chosen):
+    """The ESU over rows chosen per candidate, chosen (B, C, K) (-1: none), of long rows
+    inherent (B, U, D_h), cross (B, U, J, dim), values (B, U, D), size (B, U) that several
+    candidates may share: each row's keys, per-head bias and value heads are computed once,
+    by plain matrix products, then gathered; the scores and the pooling are elementwise. The
+    same alpha' and pooling as the GSU path's _esu_over (up to float rounding), without its
+    (B, C)-batched products of small matrices. -> (B, C, interest_dim)."""
+    attention, heads = self.attention, self.config.num_heads
+    if not self.esu.built:
+      self.esu.build((None, None, heads, None), values.shape)
+    rows = ops.maximum(chosen, 0)
+    keys = gather_selected(attention.item_keys(inherent), rows)  # (B, C, K, H, d_k)
+    bias = gather_selected(attention.bias(cross, size), rows)  # (B, C, K, H)
+    alpha = ops.sum(keys * queries[:, :, None], axis=-1) + bias  # (B, C, K, H)
+    return self.esu.pooled_heads(ops.transpose(alpha, (0, 1, 3, 2)),
+                                 gather_selected(self.esu.value_heads(values), rows),
+                                 chosen >= 0)
 
   def _esu_over(self, values, key_scale, queries, size, valid):
     """The ESU over chosen rows: values (B, C, K, D), key_scale (B, C, K) (their 1 / RMS of

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from twin_tf.model.layers.sequence_ops import MASK_VALUE
+from twin_tf.model.layers.sequence_ops import MASK_VALUE, project_per_head
 
 
 @keras.saving.register_keras_serializable(package="twin_tf")
@@ -38,16 +38,35 @@ class Esu(keras.layers.Layer):
         initializer="glorot_uniform")
 
   def call(self, alpha, values, valid):
-    padding = ops.where(valid, 0.0, MASK_VALUE)[:, :, None, :]  # (B, C, 1, K)
-    weights = ops.softmax(alpha + padding, axis=-1)
-    weights = weights * ops.cast(valid[:, :, None, :], weights.dtype)  # (B, C, H, K)
+    weights = _weights(alpha, valid)  # (B, C, H, K)
     # sum_i w_ih (K_i W_v,h) = (sum_i w_ih K_i) W_v,h: pool the raw values per head first,
     # then project once per (candidate, head) instead of once per (candidate, cluster, head).
     pooled = ops.matmul(weights, values)  # (B, C, H, D), a batched matrix product
-    heads = ops.einsum("bchd,dhv->bchv", pooled, self.value_kernel)  # (B, C, H, value_dim)
+    return self._output(ops.einsum("bchd,dhv->bchv", pooled, self.value_kernel))
+
+  def value_heads(self, values):
+    """K_i W_v,h of every head: (..., D) -> (..., H, value_dim), one matrix product. For rows
+    that several candidates choose (pooled_heads)."""
+    return project_per_head(values, self.value_kernel)
+
+  def pooled_heads(self, alpha, heads, valid):
+    """call() from rows already projected: alpha (B, C, H, K), heads (B, C, K, H, value_dim)
+    (value_heads() of the chosen rows), valid (B, C, K) -> (B, C, output_dim). Elementwise:
+    no (B, C)-batched products of small matrices, the slow part of call() on one core."""
+    weights = ops.transpose(_weights(alpha, valid), (0, 1, 3, 2))  # (B, C, K, H)
+    return self._output(ops.sum(weights[..., None] * heads, axis=2))
+
+  def _output(self, heads):
+    """Per-head pooled values (B, C, H, value_dim) -> (B, C, output_dim)."""
     merged = ops.reshape(heads, ops.shape(heads)[:2] + (-1,))
     return ops.matmul(merged, self.output_kernel)
 
   def get_config(self):
     return {**super().get_config(), "value_dim": self.value_dim,
             "output_dim": self.output_dim}
+
+
+def _weights(alpha, valid):
+  """softmax over the K chosen rows of alpha (B, C, H, K); invalid rows 0 (all invalid: 0)."""
+  weights = ops.softmax(alpha + ops.where(valid, 0.0, MASK_VALUE)[:, :, None, :], axis=-1)
+  return weights * ops.cast(valid[:, :, None, :], weights.dtype)

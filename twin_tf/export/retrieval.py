@@ -70,19 +70,19 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
 
   The maxima of GROUPS-strided groups are one elementwise maximum of GROUPS contiguous
   blocks; the k-th largest group maximum t of a row has at least k scores >= t, so the row's
-  top k are all >= t. Only the ~k-2k scores >= t are sorted. Rows shorter than k * GROUPS are
-  sorted whole.
+  top k are all >= t. Only the ~k-2k scores >= t are sorted. In rows shorter than k * GROUPS
+  every score is its own group (t: the k-th largest score).
   """
   rows, length = scores.shape
   k = min(k, length)
   if k == 0:
     return np.zeros((rows, 0), np.int64)
   width = length // GROUPS
-  if width < k:
-    return np.argsort(-scores, axis=1, kind="stable")[:, :k].astype(np.int64)
-  maxima = scores[:, :width * GROUPS].reshape(rows, GROUPS, width).max(axis=1)  # (C, W)
-  if length > width * GROUPS:  # the columns after the last whole group count alone
-    maxima = np.concatenate([maxima, scores[:, width * GROUPS:]], axis=1)
+  maxima = scores
+  if width >= k:
+    maxima = scores[:, :width * GROUPS].reshape(rows, GROUPS, width).max(axis=1)  # (C, W)
+    if length > width * GROUPS:  # the columns after the last whole group count alone
+      maxima = np.concatenate([maxima, scores[:, width * GROUPS:]], axis=1)
   threshold = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
   flat = np.flatnonzero(scores >= threshold[:, None])  # row-major: rows, then index ascending
   row, column = np.divmod(flat, length)

@@ -38,8 +38,8 @@ class ClientSideGsu:
   def retriever(self, user_id: int, kind: str = "auto"):
     """The user's retriever: "exact", "scann", or "auto": ScaNN where the key cache holds a
     serialized searcher for the user (it builds one above --scann_min_clusters clusters,
-    where exact search is the slower: at 10^5 clusters, one core, 24 ms a request against
-    125 for the exact path; docs/benchmarks.md), exact otherwise."""
+    where exact search is the slower: at 10^5 clusters, one core, 43 ms a request against
+    126 over exact search and 405 for serving_default; docs/benchmarks.md), exact otherwise."""
     record = self.users[user_id]
     if kind == "auto":
       kind = "scann" if record[key_cache.SEARCHER] else "exact"

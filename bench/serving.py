@@ -199,7 +199,7 @@ def main() -> None:
   parser.add_argument("--requests", type=int, default=300,
                       help="timed requests per path (a tenth of it at L >= 10^5)")
   args = parser.parse_args()
-  from timing import in_process_timings, one_core_tensorflow, serving_timings, timings
+  from timing import one_core_tensorflow, serving_timings, timings
   tf = one_core_tensorflow()
 
   from twin_tf.export import saved_model

@@ -64,18 +64,7 @@ def test_bound_pruning_changes_no_score():
   model = build_model(dataclasses.replace(PRESETS["TwinV2"], normalized_attention=False),
                       MOVIELENS, sizes)
   batch, candidates, length = 2, 7, 900
-  inputs = features.placeholder_inputs(MOVIELENS, batch=batch, length=length)
-  rng = np.random.default_rng(3)
-  for field, size in sizes.items():
-    inputs[f"long_{field}"] = rng.integers(2, size, (batch, length)).astype(np.int32)
-    inputs[f"target_{field}"] = rng.integers(2, size, (batch, candidates)).astype(np.int32)
-  for key in features.TIME_KEYS:
-    inputs[key] = np.zeros((batch, candidates), np.int32)
-  inputs[features.DENSE] = rng.random((batch, candidates, len(features.DENSE_FEATURES)),
-                                      np.float32)
-  inputs["long_cross"] = rng.integers(1, 4, inputs["long_cross"].shape).astype(np.int32)
-  inputs["long_size"] = rng.integers(1, 21, (batch, length)).astype(np.float32)
-  inputs["long_mask"][:] = True
+  inputs = _random_inputs(sizes, batch, candidates, length, np.random.default_rng(3))
   inputs["long_mask"][1, 600:] = False
   pruned = np.asarray(model(inputs))
   model.gsu.bound_pruning = False
@@ -96,18 +85,8 @@ def test_chosen_positions_score_as_the_models_own_choice(config):
   sizes = {"item_id": 50, "category": 6, "year_bucket": 9}
   model = build_model(config, MOVIELENS, sizes)
   batch, candidates, length = 2, 5, 30
-  inputs = features.placeholder_inputs(MOVIELENS, batch=batch, length=length)
   rng = np.random.default_rng(1)
-  for field, size in sizes.items():
-    inputs[f"long_{field}"] = rng.integers(2, size, (batch, length)).astype(np.int32)
-    inputs[f"target_{field}"] = rng.integers(2, size, (batch, candidates)).astype(np.int32)
-  for key in features.TIME_KEYS:
-    inputs[key] = np.zeros((batch, candidates), np.int32)
-  inputs[features.DENSE] = rng.random((batch, candidates, len(features.DENSE_FEATURES)),
-                                      np.float32)
-  inputs["long_cross"] = rng.integers(1, 4, inputs["long_cross"].shape).astype(np.int32)
-  inputs["long_size"] = rng.integers(1, 21, (batch, length)).astype(np.float32)
-  inputs["long_mask"][:] = True
+  inputs = _random_inputs(sizes, batch, candidates, length, rng)
   inputs["long_mask"][1, 20:] = False
   inputs["long_size"][1, 20:] = 0.0
   if config.long_term == "category":  # SIM-hard keeps only the target's category
@@ -120,3 +99,20 @@ def test_chosen_positions_score_as_the_models_own_choice(config):
   chosen = np.repeat(chosen[:, None], candidates, axis=1).astype(np.int32)  # (B, C, L + 3)
   np.testing.assert_allclose(np.asarray(model({**inputs, "long_chosen": chosen})), expected,
                              rtol=2e-5, atol=1e-6)
+
+
+def _random_inputs(sizes: dict, batch: int, candidates: int, length: int, rng) -> dict:
+  """MovieLens model inputs, (B, C) targets over L valid long positions, of random ids,
+  cross features and sizes."""
+  inputs = features.placeholder_inputs(MOVIELENS, batch=batch, length=length)
+  for field, size in sizes.items():
+    inputs[f"long_{field}"] = rng.integers(2, size, (batch, length)).astype(np.int32)
+    inputs[f"target_{field}"] = rng.integers(2, size, (batch, candidates)).astype(np.int32)
+  for key in features.TIME_KEYS:
+    inputs[key] = np.zeros((batch, candidates), np.int32)
+  inputs[features.DENSE] = rng.random((batch, candidates, len(features.DENSE_FEATURES)),
+                                      np.float32)
+  inputs["long_cross"] = rng.integers(1, 4, inputs["long_cross"].shape).astype(np.int32)
+  inputs["long_size"] = rng.integers(1, 21, (batch, length)).astype(np.float32)
+  inputs["long_mask"][:] = True
+  return inputs

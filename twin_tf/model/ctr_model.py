@@ -34,7 +34,6 @@ from twin_tf.model.layers import (
 from twin_tf.model.layers.gsu import reaching
 
 LONG_TERM = ("gsu", "category", "none")
-CHOSEN = features.CHOSEN
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +179,7 @@ class CtrModel(keras.Model):
     feature): (B, C, interest_dim). With inputs["long_chosen"] (B, C, K), positions already
     chosen per candidate (-1: none), the ESU alone runs over them (_esu_of_chosen): each long
     position is featurized and projected once however many candidates chose it."""
-    chosen = inputs.get(CHOSEN)
+    chosen = inputs.get(features.CHOSEN)
     if chosen is None:
       inputs = _pad_long_to(inputs, self.config.gsu_top_k, self.spec)
     inherent, cross, values = self._sequence(inputs, "long")

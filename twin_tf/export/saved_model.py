@@ -168,8 +168,7 @@ class ServingModule:
     with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(in_range), [
         f"input {features.CHOSEN}: positions must be -1 or in [0, long_length)"])]):
       inputs = self.model_inputs(self._checked(raw))
-    inputs[features.CHOSEN] = tf.identity(chosen)
-    return {"scores": self.model(inputs)}
+    return {"scores": self.model({**inputs, features.CHOSEN: chosen})}
 
   def _item_keys(self, raw):
     ids = self._lookup(raw, "")

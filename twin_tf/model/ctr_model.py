@@ -229,8 +229,7 @@ class CtrModel(keras.Model):
     keys = gather_selected(attention.item_keys(inherent), rows)  # (B, C, K, H, d_k)
     bias = gather_selected(attention.bias(cross, size), rows)  # (B, C, K, H)
     alpha = ops.sum(keys * queries[:, :, None], axis=-1) + bias  # (B, C, K, H)
-    return self.esu.pooled_heads(ops.transpose(alpha, (0, 1, 3, 2)),
-                                 gather_selected(self.esu.value_heads(values), rows),
+    return self.esu.pooled_heads(alpha, gather_selected(self.esu.value_heads(values), rows),
                                  chosen >= 0)
 
   def _esu_over(self, values, key_scale, queries, size, valid):

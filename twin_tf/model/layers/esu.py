@@ -50,10 +50,11 @@ class Esu(keras.layers.Layer):
     return project_per_head(values, self.value_kernel)
 
   def pooled_heads(self, alpha, heads, valid):
-    """call() from rows already projected: alpha (B, C, H, K), heads (B, C, K, H, value_dim)
-    (value_heads() of the chosen rows), valid (B, C, K) -> (B, C, output_dim). Elementwise:
-    no (B, C)-batched products of small matrices, the slow part of call() on one core."""
-    weights = ops.transpose(_weights(alpha, valid), (0, 1, 3, 2))  # (B, C, K, H)
+    """call() from rows already projected, rows before heads: alpha (B, C, K, H), heads
+    (B, C, K, H, value_dim) (value_heads() of the chosen rows), valid (B, C, K)
+    -> (B, C, output_dim). Elementwise: no (B, C)-batched products of small matrices, the
+    slow part of call() on one core."""
+    weights = _weights(alpha, valid, heads_first=False)  # (B, C, K, H)
     return self._output(ops.sum(weights[..., None] * heads, axis=2))
 
   def _output(self, heads):
@@ -66,7 +67,9 @@ class Esu(keras.layers.Layer):
             "output_dim": self.output_dim}
 
 
-def _weights(alpha, valid):
-  """softmax over the K chosen rows of alpha (B, C, H, K); invalid rows 0 (all invalid: 0)."""
-  weights = ops.softmax(alpha + ops.where(valid, 0.0, MASK_VALUE)[:, :, None, :], axis=-1)
-  return weights * ops.cast(valid[:, :, None, :], weights.dtype)
+def _weights(alpha, valid, heads_first: bool = True):
+  """softmax over the K chosen rows of alpha, (B, C, H, K) (heads_first) or (B, C, K, H);
+  invalid rows 0 (all invalid: 0). valid (B, C, K)."""
+  valid = valid[:, :, None, :] if heads_first else valid[..., None]
+  weights = ops.softmax(alpha + ops.where(valid, 0.0, MASK_VALUE), axis=-1 if heads_first else 2)
+  return weights * ops.cast(valid, weights.dtype)

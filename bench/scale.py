@@ -1,6 +1,6 @@
 """Benchmark: a SYNTHETIC life-cycle log of >= 10^7 behaviors through the whole path.
 
-  synth (U users x B behaviors, plus one user of `--largest`) -> embeddings (bootstrap)
+  synth (U users x B behaviors, plus one user of `--largest`) -> embeddings (spectral)
   -> cluster (Beam, FnApiRunner, one worker) -> build-examples (Beam)
   -> train one epoch (TwinV2, TensorFlow, CPU, streaming input) on half the users, then on
      all of them (peak RSS must not grow with the users)
@@ -11,8 +11,6 @@
 Every stage runs in its own process; its peak RSS is the largest ru_maxrss of that process
 and its children (Beam's workers). Each user's last 0.5% of behaviors are the impressions
 (--cutoff-quantile), so training stays an epoch of ~5x10^4 impressions over full life-cycles.
-
-Stage "embeddings" learns from every 10th user only (see stage_embeddings).
 
   python bench/scale.py --work work_dir/scale [--users 500 --behaviors 20000 --largest 100000]
 
@@ -54,25 +52,18 @@ def stage_synth(work: pathlib.Path, args) -> dict:
   columns = schema.concat([many, largest])
   logs.write_behavior_log(columns, work / LOG)
   SPEC.save(work)
-  (work / "sample").mkdir(exist_ok=True)  # every 10th user, for the embeddings
-  logs.write_behavior_log(schema.take(columns, columns[schema.USER_ID] % 10 == 0),
-                          work / "sample" / LOG)
-  SPEC.save(work / "sample")
   return {"behaviors": len(columns[schema.USER_ID]),
           "users": len(np.unique(columns[schema.USER_ID])), "largest_user": args.users}
 
 
 def stage_embeddings(work: pathlib.Path, args) -> dict:
-  """Bootstrap embeddings from every 10th user's behaviors before the cutoff (10^6 of them):
-  PPMI-SVD over all 10^7 did not finish in 10 minutes (9 GB, 2x10^8 co-occurrences); items
-  only the other users have get no vector (zeros) and cluster together."""
+  """Spectral bootstrap embeddings (streamed co-occurrence, memory bounded by the items)
+  from every user's behaviors before the cutoff."""
   from twin_tf import commands
-  from twin_tf.config import ClusteringConfig
-  result = commands.embeddings(work / "sample" / LOG, work / "embeddings.npz",
-                               cutoff=ClusteringConfig(cutoff_quantile=args.cutoff_quantile))
-  sampled = (args.users + 9) // 10 * args.behaviors + (args.largest if args.users % 10 == 0
-                                                        else 0)
-  return {**result, "behaviors": sampled}
+  from twin_tf.config import ClusteringConfig, EmbeddingConfig
+  return commands.embeddings(work / LOG, work / "embeddings.npz",
+                             EmbeddingConfig(method="spectral"),
+                             cutoff=ClusteringConfig(cutoff_quantile=args.cutoff_quantile))
 
 
 def stage_cluster(work: pathlib.Path, args) -> dict:

@@ -70,3 +70,16 @@ def test_gsu_pruning_bench_factors_reach_more_clusters_as_the_target_term_grows(
     assert positions.shape == (1, 3000, 49) and queries.shape == (1, 20, 49)
     reach.append(int(np.asarray(gsu.reaching(positions, queries, 100)[1]).sum()))
   assert 100 <= reach[0] < 3000 * gsu.PRUNE_MAX_SHARE < reach[1]
+
+
+def test_embeddings_bench_scores_recovery_of_the_true_vectors():
+  """A table equal to the truth recovers it perfectly; a random one does not."""
+  from twin_tf.clustering.embeddings import ItemEmbeddingTable
+  truth = np.random.default_rng(0).standard_normal((300, 8))
+  truth /= np.linalg.norm(truth, axis=1, keepdims=True)
+  perfect = _bench("embeddings").recovery(ItemEmbeddingTable(np.arange(1, 301), truth), truth)
+  assert perfect["cosine_correlation"] == 1.0 and perfect["neighbor_true_cosine"] > 0.5
+  noise = np.random.default_rng(1).standard_normal((300, 8))
+  random = _bench("embeddings").recovery(ItemEmbeddingTable(np.arange(1, 301), noise), truth)
+  assert abs(random["cosine_correlation"]) < 0.05
+  assert random["neighbor_true_cosine"] < perfect["neighbor_true_cosine"] - 0.3

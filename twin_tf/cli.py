@@ -33,7 +33,7 @@ import sys
 import twin_tf
 from twin_tf import commands, strict_json
 from twin_tf import config as config_lib
-from twin_tf.config import ClusteringConfig, EmbeddingConfig, TrainConfig
+from twin_tf.config import EMBEDDING_METHODS, ClusteringConfig, EmbeddingConfig, TrainConfig
 from twin_tf.data.longterm import LongTermConfig
 from twin_tf.data.synthetic import SynthConfig
 from twin_tf.experiments import main_job, quality, sweeps
@@ -248,6 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
   emb.add_argument("--min-count", type=int, default=2,
                    help="rarer items get no embedding (their behaviors stay singletons)")
   emb.add_argument("--seed", type=int, default=0, help="seeds the SVD")
+  emb.add_argument("--method", choices=EMBEDDING_METHODS, default="ppmi-svd",
+                   help="ppmi-svd: PPMI + truncated SVD, the co-occurrence matrix in memory; "
+                   "spectral: streamed, memory bounded by the items (large logs)")
   emb.add_argument("--cutoff-quantile", dest="cutoff_quantile", type=float, default=None,
                    help="use only each user's first fraction of behaviors (the ones the "
                    "cluster step clusters), so the embeddings never see an impression; "
@@ -429,7 +432,8 @@ def main(argv=None) -> int:
           args.out or SYNTH_OUT[args.kind],
           synth_config(args)),
       "embeddings": lambda: commands.embeddings(args.input, args.out, EmbeddingConfig(
-          dim=args.dim, window=args.window, min_count=args.min_count, seed=args.seed),
+          dim=args.dim, window=args.window, min_count=args.min_count, seed=args.seed,
+          method=args.method),
           None if args.cutoff_quantile is None else ClusteringConfig(
               cutoff_quantile=args.cutoff_quantile), args.features),
       "cluster": lambda: commands.cluster(args.input, args.embeddings, args.output,

@@ -127,8 +127,10 @@ def embeddings(log: Path, out: Path, config: EmbeddingConfig = EmbeddingConfig()
   from twin_tf.clustering import before_cutoff  # pylint: disable=import-outside-toplevel
   from twin_tf.clustering.embeddings import bootstrap_embeddings  # pylint: disable=import-outside-toplevel
   from twin_tf.data import feature_spec, logs, schema  # pylint: disable=import-outside-toplevel
+  import numpy as np  # pylint: disable=import-outside-toplevel
   print(config_lib.describe(config))
-  columns, dead = logs.read_behavior_log(log, spec=feature_spec.for_log(log, features))
+  columns, dead = logs.read_behavior_log(log, spec=feature_spec.for_log(log, features),
+                                         keep=(schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP))
   if dead:
     dead_path = _write_dead_letters(dead, pathlib.Path(out).with_suffix(".dead_letters.jsonl"))
     print(f"{len(dead):,} malformed rows skipped -> {dead_path}", file=sys.stderr)
@@ -141,7 +143,9 @@ def embeddings(log: Path, out: Path, config: EmbeddingConfig = EmbeddingConfig()
   table.save(out)
   config_lib.save(config, pathlib.Path(out).with_suffix(".config.json"))
   print(f"bootstrap embeddings: {len(table):,} items x {table.dim} -> {out}")
-  return {"items": len(table), "dim": table.dim, "dead_letters": len(dead)}
+  return {"items": len(table), "dim": table.dim, "dead_letters": len(dead),
+          "behaviors": len(columns[schema.USER_ID]),
+          "users": len(np.unique(columns[schema.USER_ID])), "method": config.method}
 
 
 def _write_dead_letters(dead: list[dict], path: pathlib.Path) -> pathlib.Path:

@@ -80,21 +80,34 @@ class ClusteringConfig:
       raise ValueError(f"snapshots must be >= 1, got {self.snapshots}")
 
 
+EMBEDDING_METHODS = ("ppmi-svd", "spectral")
+
+
 @dataclasses.dataclass(frozen=True)
 class EmbeddingConfig:
-  """Bootstrap item embeddings from co-occurrence (PPMI + truncated SVD).
+  """Bootstrap item embeddings from co-occurrence (twin_tf.clustering.embeddings).
 
   Attributes:
     dim: embedding size.
     window: two behaviors of a user co-occur when at most `window` positions apart in time.
     min_count: items seen fewer times get no embedding (their behaviors become singletons).
     seed: seeds the SVD's start vector.
+    method: "ppmi-svd" (the co-occurrence matrix in memory: O(window x behaviors)) or
+      "spectral" (streamed: O(items x dim) memory, for large logs).
   """
 
   dim: int = 32
   window: int = 10
   min_count: int = 2
   seed: int = 0
+  method: str = "ppmi-svd"
+
+  def __post_init__(self):
+    if self.method not in EMBEDDING_METHODS:
+      raise ValueError(f"method must be one of {EMBEDDING_METHODS}, got {self.method!r}")
+    for name in ("dim", "window", "min_count"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Item embedding tables and the PPMI-SVD bootstrap."""
+"""Item embedding tables and the co-occurrence bootstrap (PPMI-SVD and spectral)."""
 
 import numpy as np
 import pytest
@@ -46,8 +46,10 @@ def _two_communities(seed=0):
   return columns
 
 
-def test_bootstrap_separates_communities_and_skips_rare_items():
-  table = bootstrap_embeddings(_two_communities(), EmbeddingConfig(dim=8, min_count=2))
+@pytest.mark.parametrize("method", ["ppmi-svd", "spectral"])
+def test_bootstrap_separates_communities_and_skips_rare_items(method):
+  table = bootstrap_embeddings(_two_communities(),
+                               EmbeddingConfig(dim=8, min_count=2, method=method))
   assert 81 not in table.item_ids
   vectors, found = table.lookup(np.arange(1, 81))
   assert found.all()
@@ -58,7 +60,61 @@ def test_bootstrap_separates_communities_and_skips_rare_items():
   assert cos[same & off_diagonal].mean() > cos[~same].mean() + 0.3
 
 
-def test_bootstrap_is_deterministic():
-  a = bootstrap_embeddings(_two_communities(), EmbeddingConfig(dim=8))
-  b = bootstrap_embeddings(_two_communities(), EmbeddingConfig(dim=8))
+@pytest.mark.parametrize("method", ["ppmi-svd", "spectral"])
+def test_bootstrap_is_deterministic(method):
+  a = bootstrap_embeddings(_two_communities(), EmbeddingConfig(dim=8, method=method))
+  b = bootstrap_embeddings(_two_communities(), EmbeddingConfig(dim=8, method=method))
   np.testing.assert_array_equal(a.vectors, b.vectors)
+
+
+def _spectral_reference(columns, window, dim):
+  """Rows of U Lambda of the dense D^-1/2 C D^-1/2 minus its sqrt(D) direction, top `dim`
+  eigenvalues, L2-normalized; C counted pair by pair here."""
+  order = np.lexsort((columns["timestamp"], columns["user_id"]))
+  users, items = columns["user_id"][order], columns["item_id"][order]
+  ids = np.unique(items)
+  index = np.searchsorted(ids, items)
+  counts = np.zeros((len(ids), len(ids)))
+  for i in range(len(users)):
+    for j in range(max(0, i - window), min(len(users), i + window + 1)):
+      if i != j and users[i] == users[j] and index[i] != index[j]:
+        counts[index[i], index[j]] += 1
+  degrees = counts.sum(axis=1)
+  normalized = counts / np.sqrt(np.outer(degrees, degrees))
+  trivial = np.sqrt(degrees) / np.linalg.norm(np.sqrt(degrees))
+  values, vectors = np.linalg.eigh(normalized - np.outer(trivial, trivial))
+  top = np.argsort(-values)[:dim]
+  rows = vectors[:, top] * values[top]
+  return ids, rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def _four_tastes(users=40, per_user=60, seed=0):
+  """SYNTHETIC: 4 tastes of 30 items each; every user mixes two of them."""
+  rng = np.random.default_rng(seed)
+  columns = MOVIELENS.empty_columns(users * per_user)
+  columns["user_id"][:] = np.repeat(np.arange(users), per_user)
+  tastes = np.stack([rng.choice(4, 2, replace=False) for _ in range(users)])
+  chosen = tastes[np.arange(users).repeat(per_user), rng.integers(0, 2, users * per_user)]
+  columns["item_id"][:] = 1 + 30 * chosen + rng.integers(0, 30, users * per_user)
+  columns["timestamp"][:] = rng.permutation(users * per_user)  # time order != row order
+  return columns
+
+
+@pytest.mark.parametrize("dim", [3, 40])  # LOBPCG; and the dense path (3 x 44 > 120 items)
+def test_spectral_vectors_match_a_dense_eigendecomposition(dim):
+  """The cosines between items equal those of the dense reference: the cosine matrix does
+  not depend on the basis chosen within an eigenspace, nor on signs."""
+  columns = _four_tastes()
+  table = bootstrap_embeddings(columns, EmbeddingConfig(dim=dim, window=3, min_count=1,
+                                                        method="spectral"))
+  ids, reference = _spectral_reference(columns, window=3, dim=dim)
+  np.testing.assert_array_equal(table.item_ids, ids)
+  np.testing.assert_allclose(table.vectors @ table.vectors.T, reference @ reference.T,
+                             atol=2e-3 if dim == 3 else 1e-5)
+
+
+@pytest.mark.parametrize("settings, field", [({"method": "word2vec"}, "method"),
+                                             ({"window": 0}, "window"), ({"dim": 0}, "dim")])
+def test_a_bad_embedding_setting_is_refused_by_name(settings, field):
+  with pytest.raises(ValueError, match=field):
+    EmbeddingConfig(**settings)

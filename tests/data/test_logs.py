@@ -5,6 +5,7 @@ import math
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 import pytest
 
@@ -131,6 +132,26 @@ def test_parquet_nan_and_negative_become_dead_letters(tmp_path):
   assert len(read["user_id"]) == 5
   assert [(d["field"], d["reason"].split(":")[0]) for d in dead] == [
       ("duration", "not a finite number"), ("duration", "negative")]
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".csv"])
+def test_keep_returns_only_those_columns_and_still_validates_the_others(tmp_path, suffix):
+  """`keep` (the embeddings read three columns of a large log) drops the other columns, not
+  their checks: a NaN duration is still a dead letter."""
+  columns = _columns()
+  table = pa.table({n: columns[n] for n in MOVIELENS.field_names})
+  bad = pa.table({n: pa.array(columns[n][:1]) for n in MOVIELENS.field_names})
+  bad = bad.set_column(MOVIELENS.field_names.index("duration"), "duration",
+                       pa.array([math.nan], type=pa.float32()))
+  path = tmp_path / f"log{suffix}"
+  if suffix == ".parquet":
+    pq.write_table(pa.concat_tables([table, bad]), path)
+  else:
+    pcsv.write_csv(pa.concat_tables([table, bad]), path)
+  read, dead = logs.read_behavior_log(path, keep=("user_id", "item_id"))
+  assert sorted(read) == ["item_id", "user_id"]
+  np.testing.assert_array_equal(read["item_id"], columns["item_id"])
+  assert [d["field"] for d in dead] == ["duration"]
 
 
 def test_a_parquet_decimal_id_that_is_not_whole_is_a_dead_letter(tmp_path):

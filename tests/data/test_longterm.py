@@ -28,6 +28,18 @@ def test_clicks_follow_the_tastes_more_than_the_items(generated):
   assert abs(labels.mean() - truth["click_probability"].mean()) < 0.01
 
 
+def test_item_vectors_are_the_ones_the_behaviors_follow(generated):
+  """Consecutive items of one user lie closer in the true space than random pairs do (both
+  come from one of the user's few tastes a fifth of the time): about 0.02 against 0.00 over
+  ~28,000 pairs whose mean has a standard error of ~0.002; other vectors show no gap."""
+  columns, _ = generated
+  vectors = longterm.item_vectors(CONFIG)[columns[schema.ITEM_ID] - 1]
+  same_user = columns[schema.USER_ID][1:] == columns[schema.USER_ID][:-1]
+  consecutive = np.einsum("nd,nd->n", vectors[1:], vectors[:-1])[same_user].mean()
+  shuffled = vectors[np.random.default_rng(0).permutation(len(vectors))]
+  assert consecutive > np.einsum("nd,nd->n", vectors, shuffled).mean() + 0.01
+
+
 def test_dormant_tastes_are_shown_only_at_their_share_after_the_dormancy(generated):
   columns, truth = generated
   users = columns[schema.USER_ID]

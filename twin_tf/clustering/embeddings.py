@@ -2,20 +2,27 @@
 
 Clustering needs an embedding per item. Before any model is trained, `bootstrap_embeddings`
 builds one from the logs: items that a user consumes within `window` behaviors of each other
-co-occur; the positive PMI of that count matrix, factored by truncated SVD, gives vectors
-(the classic PPMI-SVD word embedding, applied to behavior sequences). Any other table, for
-example the trained model's item-id embeddings, is used the same way through
-`ItemEmbeddingTable`.
+co-occur. Two ways to factor that:
+  ppmi-svd   the positive PMI of the count matrix, by truncated SVD (the classic PPMI-SVD
+             word embedding, applied to behavior sequences); the matrix is built in memory,
+             2 x window entries per behavior.
+  spectral   the top eigenvectors of the degree-normalized count matrix, by subspace
+             iteration over a streamed operator (twin_tf.clustering.cooccurrence): memory
+             bounded by the items, not the co-occurrences.
+Any other table, for example the trained model's item-id embeddings, is used the same way
+through `ItemEmbeddingTable`.
 """
 
 from __future__ import annotations
 
 import pathlib
+import warnings
 
 import numpy as np
 import scipy.sparse
 import scipy.sparse.linalg
 
+from twin_tf.clustering import cooccurrence
 from twin_tf.config import EmbeddingConfig
 from twin_tf.data import schema
 
@@ -69,30 +76,49 @@ class ItemEmbeddingTable:
 
 def bootstrap_embeddings(columns: dict[str, np.ndarray],
                          config: EmbeddingConfig = EmbeddingConfig()) -> ItemEmbeddingTable:
-  """PPMI-SVD item embeddings from windowed co-occurrence in each user's behavior sequence.
+  """Item embeddings from windowed co-occurrence in each user's behavior sequence.
 
   Args:
     columns: behavior columns (any order; sorted here by user, then time).
-    config: dimension, window, min_count, seed.
+    config: method, dimension, window, min_count, seed.
   Returns:
-    A table over the items seen at least `min_count` times (rows L2-normalized).
+    A table over the items seen at least `min_count` times (rows L2-normalized; items
+    without any co-occurrence get zeros).
   """
-  items, counts = np.unique(columns[schema.ITEM_ID], return_counts=True)
-  kept = items[counts >= config.min_count]
+  kept, users, index = _item_sequences(columns, config.min_count)
   if len(kept) < 2:
     return ItemEmbeddingTable(kept, np.zeros((len(kept), config.dim), np.float32))
+  factor = _ppmi_svd if config.method == "ppmi-svd" else _spectral
+  vectors = factor(users, index, len(kept), config)
+  vectors = np.pad(vectors, ((0, 0), (0, config.dim - vectors.shape[1]))).astype(np.float32)
+  norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+  return ItemEmbeddingTable(kept, vectors / np.maximum(norms, 1e-12))
+
+
+def _item_sequences(columns: dict[str, np.ndarray], min_count: int
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(kept (V,) item ids seen >= min_count times, users (N,) sorted by user then time,
+  index (N,) int32 row of each behavior's item in `kept`, -1 for a rarer item)."""
+  items, counts = np.unique(columns[schema.ITEM_ID], return_counts=True)
+  kept = items[counts >= min_count]
   order = np.lexsort((columns[schema.TIMESTAMP], columns[schema.USER_ID]))
-  users = columns[schema.USER_ID][order]
-  index = np.searchsorted(kept, columns[schema.ITEM_ID][order])
-  index = np.where(kept[np.minimum(index, len(kept) - 1)] == columns[schema.ITEM_ID][order],
-                   index, -1)  # -1: item below min_count
+  item = columns[schema.ITEM_ID][order]
+  index = np.searchsorted(kept, item)
+  found = kept[np.minimum(index, max(len(kept) - 1, 0))] == item if len(kept) else \
+      np.zeros(len(item), bool)
+  return kept, columns[schema.USER_ID][order], np.where(found, index, -1).astype(np.int32)
+
+
+def _ppmi_svd(users: np.ndarray, index: np.ndarray, num: int,
+              config: EmbeddingConfig) -> np.ndarray:
+  """(V, <= dim) PPMI-SVD vectors: the positive PMI of the co-occurrence counts (built in
+  memory, 2 x window x N entries), factored by truncated SVD, u sqrt(s)."""
   rows, cols = [], []
   for lag in range(1, config.window + 1):  # pairs `lag` positions apart, same user
     a, b = index[:-lag], index[lag:]
     ok = (users[:-lag] == users[lag:]) & (a >= 0) & (b >= 0) & (a != b)
     rows += [a[ok], b[ok]]
     cols += [b[ok], a[ok]]
-  num = len(kept)
   cooc = scipy.sparse.coo_matrix(
       (np.ones(sum(len(r) for r in rows)), (np.concatenate(rows), np.concatenate(cols))),
       shape=(num, num)).tocsr()
@@ -100,10 +126,43 @@ def bootstrap_embeddings(columns: dict[str, np.ndarray],
   dim = min(config.dim, num - 1)
   start = np.random.default_rng(config.seed).standard_normal(num)
   u, s, _ = scipy.sparse.linalg.svds(ppmi, k=dim, v0=start)
-  vectors = (u * np.sqrt(s)).astype(np.float32)
-  vectors = np.pad(vectors, ((0, 0), (0, config.dim - dim)))
-  norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-  return ItemEmbeddingTable(kept, vectors / np.maximum(norms, 1e-12))
+  return u * np.sqrt(s)
+
+
+SPECTRAL_ITERATIONS = 8  # LOBPCG iterations; each is one pass over the behaviors
+SPECTRAL_EXTRA = 4  # block columns beyond `dim`, for the last eigenvectors to converge
+
+
+def _spectral(users: np.ndarray, index: np.ndarray, num: int,
+              config: EmbeddingConfig) -> np.ndarray:
+  """(V, <= dim) spectral vectors: the top eigenvectors of the normalized co-occurrence
+  D^-1/2 C D^-1/2 (D: C's row sums) after the trivial one (sqrt(D), eigenvalue 1) is
+  removed, each scaled by its eigenvalue. C is streamed (WindowCooccurrence), never built;
+  LOBPCG needs about SPECTRAL_ITERATIONS + 4 passes over the behaviors."""
+  cooc = cooccurrence.WindowCooccurrence(users, index, num, config.window)
+  degrees = cooc.degrees()
+  scale = np.where(degrees > 0, 1.0 / np.sqrt(np.maximum(degrees, 1e-300)), 0.0)
+  trivial = np.sqrt(np.maximum(degrees, 0.0))
+  trivial /= max(np.linalg.norm(trivial), 1e-300)
+
+  def normalized(x):  # (V, k) -> (V, k): (D^-1/2 C D^-1/2 - trivial trivial^T) x
+    x = np.asarray(x).reshape(num, -1)
+    return scale[:, None] * cooc.matmat(scale[:, None] * x) - np.outer(trivial, trivial @ x)
+
+  dim = min(config.dim, num - 1)
+  width = min(dim + SPECTRAL_EXTRA, num // 3 + 1)  # LOBPCG needs 3 x width < V
+  start = np.random.default_rng(config.seed).standard_normal((num, width))
+  if 3 * width >= num:  # too few items for LOBPCG: the dense matrix
+    values, vectors = np.linalg.eigh(normalized(np.eye(num)))
+  else:
+    operator = scipy.sparse.linalg.LinearOperator((num, num), matvec=normalized,
+                                                  matmat=normalized, dtype=np.float64)
+    with warnings.catch_warnings():  # it warns when the tolerance is not reached: expected
+      warnings.simplefilter("ignore", UserWarning)
+      values, vectors = scipy.sparse.linalg.lobpcg(operator, start, largest=True, tol=1e-6,
+                                                   maxiter=SPECTRAL_ITERATIONS)
+  top = np.argsort(-values)[:dim]
+  return vectors[:, top] * np.maximum(values[top], 0.0)
 
 
 def _positive_pmi(cooc: scipy.sparse.csr_matrix) -> scipy.sparse.csr_matrix:

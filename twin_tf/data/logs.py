@@ -314,28 +314,37 @@ def iter_raw_records(path: str | pathlib.Path, fmt: str | None = None) -> Iterat
 
 
 def read_behavior_log(path: str | pathlib.Path, fmt: str | None = None,
-                      spec: FeatureSpec = MOVIELENS
+                      spec: FeatureSpec = MOVIELENS, keep: tuple[str, ...] | None = None
                       ) -> tuple[dict[str, np.ndarray], list[dict]]:
-  """Reads and validates a behavior log: (columns of the valid rows, dead letters)."""
+  """Reads and validates a behavior log: (columns of the valid rows, dead letters).
+
+  `keep`: only these columns are returned (every field is still validated); a Parquet log
+  then holds only them in memory, a record batch at a time."""
   if (fmt or detect_format(path)) == "parquet":
-    return _read_parquet_log(path, spec)
+    return _read_parquet_log(path, spec, keep)
   valid, dead = [], []
   for line, record in enumerate(iter_raw_records(path, fmt), start=1):
     try:
       valid.append(validate_record(record, spec))
     except MalformedRecord as error:
       dead.append(dead_letter(record, error, f"{path}:{line}"))
-  return rows_to_columns(valid, spec), dead
+  return _kept(rows_to_columns(valid, spec), keep), dead
 
 
-def _read_parquet_log(path, spec: FeatureSpec) -> tuple[dict[str, np.ndarray], list[dict]]:
+def _kept(columns: dict[str, np.ndarray], keep: tuple[str, ...] | None
+          ) -> dict[str, np.ndarray]:
+  return columns if keep is None else {name: columns[name] for name in keep}
+
+
+def _read_parquet_log(path, spec: FeatureSpec, keep: tuple[str, ...] | None
+                      ) -> tuple[dict[str, np.ndarray], list[dict]]:
   """read_behavior_log of a Parquet file, a record batch at a time (validate_table)."""
   import pyarrow as pa  # pylint: disable=import-outside-toplevel
   import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  parts, dead, offset = [spec.empty_columns()], [], 0
+  parts, dead, offset = [_kept(spec.empty_columns(), keep)], [], 0
   for batch in pq.ParquetFile(path).iter_batches():
     columns, bad = validate_table(pa.Table.from_batches([batch]), spec)
-    parts.append(columns)
+    parts.append(_kept(columns, keep))
     dead += [dead_letter(record, error, f"{path}:{offset + index + 1}")
              for index, record, error in bad]
     offset += batch.num_rows

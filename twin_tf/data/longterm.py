@@ -93,7 +93,7 @@ def longterm_log(config: LongTermConfig = LongTermConfig()
   """(SYNTHETIC behavior columns of SPEC, users in id order and each in time order;
   truth {TRUTH_FIELDS: (N,)} in the same rows)."""
   rng = np.random.default_rng(config.seed)
-  items = _unit(rng.standard_normal((config.num_items, config.dim)))
+  items = _item_vectors(rng, config)
   popularity = 1.0 / np.arange(1, config.num_items + 1)
   popularity = rng.permutation(popularity / popularity.sum())
   item_bias = rng.normal(0.0, config.item_bias_std, config.num_items)
@@ -121,6 +121,16 @@ def longterm_log(config: LongTermConfig = LongTermConfig()
   counts = np.maximum(np.bincount(item, minlength=config.num_items + 1), 1)
   truth["item_probability"] = (sums / counts)[item]
   return columns, truth
+
+
+def item_vectors(config: LongTermConfig) -> np.ndarray:
+  """(num_items, dim) the true unit vectors of the log's items (item id i is row i - 1)."""
+  return _item_vectors(np.random.default_rng(config.seed), config)
+
+
+def _item_vectors(rng: np.random.Generator, config: LongTermConfig) -> np.ndarray:
+  """The generator's first draw from `rng`."""
+  return _unit(rng.standard_normal((config.num_items, config.dim)))
 
 
 def _affinity(vectors: np.ndarray, tastes: np.ndarray, sharpness: float) -> np.ndarray:

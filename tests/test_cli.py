@@ -66,6 +66,19 @@ def test_main_reads_a_dataset_or_a_users_own_log():
     cli.main_job_config(parse(["main", "--features", "kuairand"])[0])
 
 
+def test_main_and_the_longterm_study_take_the_embeddings_method_and_window():
+  parse = cli.build_parser().parse_known_args
+  config = cli.main_job_config(parse(["main", "--embedding-method", "spectral",
+                                      "--embedding-window", "50"])[0])
+  assert (config.embedding_method, config.embedding_window) == ("spectral", 50)
+  defaults = cli.main_job_config(parse(["main"])[0])
+  assert (defaults.embedding_method, defaults.embedding_window) == ("ppmi-svd", 10)
+  study = parse(["longterm-study", "--embedding-method", "ppmi-svd"])[0]
+  assert (study.embedding_method, study.embedding_window) == ("ppmi-svd", 50)
+  with pytest.raises(SystemExit):
+    parse(["main", "--embedding-method", "word2vec"])
+
+
 def test_convert_reads_a_schema_log_with_the_spec_beside_it(kuairand_dir, tmp_path):
   """A KuaiRand log converted once, then read back as a user's own log: the feature spec
   written beside it travels with it, and an item-feature file replaces its features."""

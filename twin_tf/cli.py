@@ -107,6 +107,7 @@ def add_main_job_arguments(parser: argparse.ArgumentParser) -> None:
                       "most recent (default: all)")
   parser.add_argument("--snapshots", type=int, default=defaults.snapshots,
                       help=SNAPSHOTS_HELP + " (default %(default)s)")
+  add_embedding_flags(parser, defaults)
   parser.add_argument("--skip", nargs="+", default=[],
                       choices=sorted(main_job.OPTIONAL_STAGES), metavar="STAGE",
                       help="optional stages not to run, e.g. for a log of millions of "
@@ -124,6 +125,17 @@ def add_main_job_arguments(parser: argparse.ArgumentParser) -> None:
   parser.add_argument("--scann-sizes", dest="scann_sizes", type=int, nargs="*",
                       default=list(defaults.scann_sizes),
                       help="SYNTHETIC key counts for ScaNN against exact (default %(default)s)")
+
+
+def add_embedding_flags(parser: argparse.ArgumentParser, defaults) -> None:
+  """--embedding-method / --embedding-window, defaulting to `defaults`' fields."""
+  parser.add_argument("--embedding-method", dest="embedding_method", choices=EMBEDDING_METHODS,
+                      default=defaults.embedding_method,
+                      help="bootstrap item embeddings (twin-tf embeddings --method; default "
+                      "%(default)s)")
+  parser.add_argument("--embedding-window", dest="embedding_window", type=int,
+                      default=defaults.embedding_window,
+                      help="their co-occurrence window (default %(default)s)")
 
 
 def unix_time(text: str) -> int:
@@ -147,6 +159,7 @@ def main_job_config(args: argparse.Namespace) -> main_job.MainJobConfig:
       workdir=args.workdir, max_users=args.max_users, gamma=args.gamma,
       cutoff_quantile=args.cutoff_quantile, cutoff=args.cutoff,
       max_impressions=args.max_impressions, snapshots=args.snapshots, skip=tuple(args.skip),
+      embedding_method=args.embedding_method, embedding_window=args.embedding_window,
       models=tuple(args.models),
       seeds=tuple(args.seeds), epochs=args.epochs, gammas=tuple(args.gammas),
       scann_sizes=tuple(args.scann_sizes))
@@ -402,6 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="equal-cost sequence budgets L (0: full); none: skip it")
   long_term.add_argument("--snapshots", type=int, default=study.snapshots,
                          help=SNAPSHOTS_HELP)
+  add_embedding_flags(long_term, study)
   return parser
 
 
@@ -482,7 +496,8 @@ def longterm_study(args: argparse.Namespace) -> dict:
       num_items=args.num_items,
       dormant_shares=tuple(args.dormant_shares), models=tuple(args.models),
       seeds=tuple(args.seeds), budgets=tuple(b or None for b in args.budgets),
-      snapshots=args.snapshots)
+      snapshots=args.snapshots, embedding_method=args.embedding_method,
+      embedding_window=args.embedding_window)
   summary = run_study(config, args.out)
   print(strict_json.dumps({k: summary[k] for k in ("oracle", "item_only", "models",
                                                    "twinv2_minus")}, indent=1))

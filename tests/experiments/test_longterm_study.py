@@ -27,7 +27,9 @@ def test_longterm_study_small(tmp_path):
   assert [p["dormant_share_setting"] for p in written["dormancy"]] == [0.3, 0.6]
   first, second = written["dormancy"]
   assert first["dormant_share_of_test"] < second["dormant_share_of_test"]
-  for point in written["equal_cost"] + written["dormancy"]:
+  assert first["equal_cost"] == written["equal_cost"]
+  assert [p["budget"] for p in second["equal_cost"]] == [8, "full"]  # every share's sweep
+  for point in written["equal_cost"] + second["equal_cost"] + written["dormancy"]:
     for name, difference in point.items():
       if name.startswith("twinv2_minus"):
         for metric in ("auc", "gauc"):

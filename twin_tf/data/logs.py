@@ -338,17 +338,22 @@ def _kept(columns: dict[str, np.ndarray], keep: tuple[str, ...] | None
 
 def _read_parquet_log(path, spec: FeatureSpec, keep: tuple[str, ...] | None
                       ) -> tuple[dict[str, np.ndarray], list[dict]]:
-  """read_behavior_log of a Parquet file, a record batch at a time (validate_table)."""
+  """read_behavior_log of a Parquet file, a record batch at a time (validate_table), into
+  columns allocated once for the file's rows (no second copy to concatenate)."""
   import pyarrow as pa  # pylint: disable=import-outside-toplevel
   import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
-  parts, dead, offset = [_kept(spec.empty_columns(), keep)], [], 0
-  for batch in pq.ParquetFile(path).iter_batches():
+  log = pq.ParquetFile(path)
+  out, dead, offset, filled = _kept(spec.empty_columns(log.metadata.num_rows), keep), [], 0, 0
+  for batch in log.iter_batches():
     columns, bad = validate_table(pa.Table.from_batches([batch]), spec)
-    parts.append(_kept(columns, keep))
+    valid = batch.num_rows - len(bad)
+    for name, values in out.items():
+      values[filled:filled + valid] = columns[name]
+    filled += valid
     dead += [dead_letter(record, error, f"{path}:{offset + index + 1}")
              for index, record, error in bad]
     offset += batch.num_rows
-  return schema.concat(parts), dead
+  return {name: values[:filled] for name, values in out.items()}, dead
 
 
 def join_item_features(columns: dict[str, np.ndarray], path: str | pathlib.Path,

@@ -4,9 +4,11 @@ Where TWIN-V2's claim should show: clicks follow lasting item-level tastes, some
 months (twin_tf.data.longterm). For each dormant share of the generator:
   1. a SYNTHETIC long-term log, then the main job on it (cluster snapshots: the whole log
      trains), `models` x `seeds` beside the GBDT, the oracle and the item-only score;
-  2. TwinV2 minus each other model (and the GBDT), paired bootstrap over users.
-On the first share, the equal-cost sweep: TwinV2 against Twin at each sequence budget L
-(sweeps.budget_sweep). Every file and every table says SYNTHETIC.
+  2. TwinV2 minus each other model (and the GBDT), paired bootstrap over users;
+  3. the equal-cost sweep: TwinV2 against Twin at each sequence budget L
+     (sweeps.budget_sweep), where the life-cycle's reach should pay most as the dormant
+     share grows.
+Every file and every table says SYNTHETIC.
 """
 
 from __future__ import annotations
@@ -33,7 +35,9 @@ class LongTermStudyConfig:
     dormant_shares: the dormancy sweep; the first share's log also runs the equal-cost sweep.
     models, seeds: trained on every log (TwinV2 first: every comparison is against it).
     budgets: the equal-cost sweep's sequence budgets L (None: full).
-    cutoff_quantile, snapshots: the main job's (snapshots: training on the whole log).
+    cutoff_quantile, snapshots, embedding_method, embedding_window: the main job's
+      (snapshots: training on the whole log; the embeddings: spectral over a window of 50,
+      which recovers this log's item vectors best, results/embeddings.json).
   """
 
   workdir: str = "work_dir/longterm"
@@ -46,6 +50,8 @@ class LongTermStudyConfig:
   budgets: tuple[Optional[int], ...] = (32,)
   cutoff_quantile: float = 0.8
   snapshots: int = 4
+  embedding_method: str = "spectral"
+  embedding_window: int = 50
 
   def __post_init__(self):
     if self.models[:1] != ("TwinV2",):
@@ -59,6 +65,7 @@ def _job_config(config: LongTermStudyConfig, share: float) -> main_job.MainJobCo
   return main_job.MainJobConfig(
       dataset="log", data=str(folder / LOG_NAME), workdir=str(folder),
       cutoff_quantile=config.cutoff_quantile, snapshots=config.snapshots,
+      embedding_method=config.embedding_method, embedding_window=config.embedding_window,
       models=config.models, seeds=config.seeds, skip=tuple(main_job.OPTIONAL_STAGES))
 
 
@@ -110,7 +117,8 @@ def run_study(config: LongTermStudyConfig, out_dir: str | pathlib.Path) -> dict:
     dormancy.append({
         "dormant_share_setting": share,
         "dormant_share_of_test": result["evaluate"]["references"]["dormant_share"],
-        "models": _models(result["evaluate"]), **_comparisons(job)})
+        "models": _models(result["evaluate"]), **_comparisons(job),
+        "equal_cost": _equal_cost(config, job)})
   job, result = jobs[0]
   references = result["evaluate"]["references"]
   examples = result["build-examples"]
@@ -127,7 +135,7 @@ def run_study(config: LongTermStudyConfig, out_dir: str | pathlib.Path) -> dict:
       "models": dormancy[0]["models"],
       "twinv2_minus": {k[len("twinv2_minus_"):]: v for k, v in dormancy[0].items()
                        if k.startswith("twinv2_minus_")},
-      "equal_cost": _equal_cost(config, job),
+      "equal_cost": dormancy[0]["equal_cost"],
       "dormancy": [{k: v for k, v in point.items() if k != "models"}
                    for point in dormancy]}
   gap = summary["oracle"]["auc"] - summary["item_only"]["auc"]

@@ -22,7 +22,7 @@ import pathlib
 from typing import Optional, Sequence
 
 from twin_tf import commands, strict_json
-from twin_tf.config import ClusteringConfig
+from twin_tf.config import ClusteringConfig, EmbeddingConfig
 from twin_tf.experiments import quality, stages
 from twin_tf.training import examples as training_examples
 
@@ -68,6 +68,8 @@ class MainJobConfig:
       recent (None: all).
     snapshots: cluster snapshots per user (ClusteringConfig.snapshots): with S > 1 the
       periods between them are train impressions too, each reading the snapshot before it.
+    embedding_method, embedding_window: the bootstrap item embeddings' (EmbeddingConfig),
+      which the clustering and the models' item tables start from.
     skip: optional stages not to run (OPTIONAL_STAGES; the stages that need one are skipped
       with it).
   """
@@ -88,6 +90,8 @@ class MainJobConfig:
   scann_sizes: tuple[int, ...] = DEFAULT_SCANN_SIZES
   max_impressions: Optional[int] = None
   snapshots: int = 1
+  embedding_method: str = "ppmi-svd"
+  embedding_window: int = 10
   skip: tuple[str, ...] = ()
 
 
@@ -160,6 +164,8 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   training = {"models": models, "seeds": seeds, **overrides}
   clustering = main_clustering(config)
   cutoff = {"cutoff_quantile": clustering.cutoff_quantile, "cutoff": config.cutoff}
+  embedding_config = EmbeddingConfig(method=config.embedding_method,
+                                     window=config.embedding_window)
   @functools.lru_cache(maxsize=None)  # read the log once, for both stages that need it
   def reference_time() -> int:
     from twin_tf.data import feature_spec, logs  # pylint: disable=import-outside-toplevel
@@ -208,8 +214,8 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
           {"dataset": config.dataset, "max_users": config.max_users,
            "features": config.features}),
       stages.Stage("embeddings", lambda: commands.embeddings(
-          log, embeddings, cutoff=clustering), [log], [embeddings],
-          cutoff),
+          log, embeddings, embedding_config, cutoff=clustering), [log], [embeddings],
+          {**cutoff, "method": config.embedding_method, "window": config.embedding_window}),
       stages.Stage("cluster", lambda: commands.cluster(log, embeddings, clusters, clustering,
                                                        beam_args),
           [log, embeddings], [clusters],

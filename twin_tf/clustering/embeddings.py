@@ -150,13 +150,13 @@ def _spectral(users: np.ndarray, index: np.ndarray, num: int,
     return scale[:, None] * cooc.matmat(scale[:, None] * x) - np.outer(trivial, trivial @ x)
 
   dim = min(config.dim, num - 1)
-  width = min(dim + SPECTRAL_EXTRA, num // 3 + 1)  # LOBPCG needs 3 x width < V
-  start = np.random.default_rng(config.seed).standard_normal((num, width))
-  if 3 * width >= num:  # too few items for LOBPCG: the dense matrix
+  width = dim + SPECTRAL_EXTRA
+  if 3 * width >= num:  # too few items for LOBPCG (it needs 3 x width < V): the dense matrix
     values, vectors = np.linalg.eigh(normalized(np.eye(num)))
   else:
     operator = scipy.sparse.linalg.LinearOperator((num, num), matvec=normalized,
                                                   matmat=normalized, dtype=np.float64)
+    start = np.random.default_rng(config.seed).standard_normal((num, width))
     with warnings.catch_warnings():  # it warns when the tolerance is not reached: expected
       warnings.simplefilter("ignore", UserWarning)
       values, vectors = scipy.sparse.linalg.lobpcg(operator, start, largest=True, tol=1e-6,

@@ -43,7 +43,7 @@ def recovery(table, truth: np.ndarray, seed: int = 1) -> dict:
   similarity = vectors[queries] @ vectors.T
   similarity[np.arange(len(queries)), queries] = -np.inf  # not itself
   nearest = similarity.argmax(axis=1)
-  return {"items_with_vectors": int(len(ids)),
+  return {"items_with_vectors": len(ids),
           "cosine_correlation": round(float(np.corrcoef(learnt_cos, true_cos)[0, 1]), 4),
           "neighbor_true_cosine": round(float(
               np.einsum("nd,nd->n", true[queries], true[nearest]).mean()), 4)}

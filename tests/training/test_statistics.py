@@ -127,3 +127,45 @@ def test_pipeline_statistics_equal_the_library_on_the_whole_log(real_examples, s
                           (subset[schema.TIMESTAMP] == imp[schema.TIMESTAMP][i]))
     np.testing.assert_allclose(imp[examples.DENSE][i, len(statistics.USER_FEATURES):],
                                whole[rows[0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("width", [1, 3600, 6 * 3600, 10**9])
+def test_item_statistics_by_time_bucket_equal_the_whole_log(width):
+  """Each (item shard, time bucket) of build_examples sees only its own behaviors plus the
+  totals of the item's earlier buckets, merged from tables of arbitrary pieces: its item
+  statistics are the whole log's, to the bit, same-second ties and a hot item included."""
+  columns = _synthetic_log(num=2000, users=7, items=9, seed=3)
+  columns[schema.ITEM_ID][::3] = 5  # a hot item
+  whole = statistics.item_statistics(columns)
+  buckets = columns[schema.TIMESTAMP] // width
+  pieces = np.random.default_rng(0).integers(0, 4, len(buckets))
+  table = statistics.earlier_totals(statistics.merge_totals([
+      statistics.item_totals(schema.take(columns, pieces == p), buckets[pieces == p])
+      for p in range(4)]))
+  got = np.zeros_like(whole)
+  for bucket in np.unique(buckets):
+    rows, keys = np.flatnonzero(buckets == bucket), table["bucket"] == bucket
+    earlier = table["totals"][keys][np.searchsorted(table["item"][keys],
+                                                     columns[schema.ITEM_ID][rows])]
+    got[rows] = statistics.item_statistics(schema.take(columns, rows), earlier)
+  np.testing.assert_array_equal(got, whole)
+  if width < 10**9:  # several buckets: without the earlier totals, counts restart
+    bucket = buckets == np.unique(buckets)[-1]
+    alone = statistics.item_statistics(schema.take(columns, bucket))
+    assert np.any(alone[:, 0] < whole[bucket, 0])
+
+
+def test_earlier_totals_add_the_items_previous_buckets():
+  """Per item: zeros and first time inf in its first bucket, then the running sums of the
+  buckets before, the first time of its first bucket."""
+  columns = {schema.ITEM_ID: np.array([1, 1, 1, 2, 1]),
+             schema.TIMESTAMP: np.array([5, 6, 15, 16, 31]),
+             schema.LABEL: np.array([1, 0, 1, 1, 0]),
+             schema.PLAY_TIME: np.array([1, 2, 3, 4, 5], np.float32),
+             schema.DURATION: np.array([2, 0, 4, 8, 10], np.float32)}
+  table = statistics.earlier_totals(statistics.item_totals(columns, columns[schema.TIMESTAMP]
+                                                           // 10))
+  np.testing.assert_array_equal(table["item"], [1, 1, 1, 2])
+  np.testing.assert_array_equal(table["bucket"], [0, 1, 3, 1])
+  np.testing.assert_array_equal(table["totals"], [
+      [0, 0, 0, 0, np.inf], [2, 1, 0.5, 1, 5], [3, 2, 1.25, 2, 5], [0, 0, 0, 0, np.inf]])

@@ -135,11 +135,17 @@ def _checked_columns(table, spec: FeatureSpec):
 
 def by_user(columns: dict[str, np.ndarray]) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
   """(user_id, that user's rows) for each user of `columns`, rows in their order."""
-  order = np.argsort(columns[schema.USER_ID], kind="stable")
-  users, starts, counts = np.unique(columns[schema.USER_ID][order], return_index=True,
-                                    return_counts=True)
-  for user, start, count in zip(users.tolist(), starts, counts):
-    yield user, schema.take(columns, order[start:start + count])
+  return by_key(columns, columns[schema.USER_ID])
+
+
+def by_key(columns: dict[str, np.ndarray], keys: np.ndarray
+           ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
+  """(key, the rows with that key) for each distinct value of `keys` (N,), in key order,
+  rows in their order."""
+  order = np.argsort(keys, kind="stable")
+  values, starts, counts = np.unique(keys[order], return_index=True, return_counts=True)
+  for key, start, count in zip(values.tolist(), starts, counts):
+    yield key, schema.take(columns, order[start:start + count])
 
 
 def _is_missing(value) -> bool:

@@ -65,3 +65,27 @@ def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   """The rows of several column sets with the same names, one after another."""
   return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
+
+
+_NARROW = (np.int8, np.int16, np.int32)
+
+
+def narrowed(columns: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """Every integer column in the narrowest signed integer dtype that holds its values
+  (lossless): 2-3x smaller columns to ship through a shuffle; widened() restores them."""
+  out = {}
+  for name, values in columns.items():
+    if values.dtype.kind in "iu" and len(values):
+      low, high = values.min(), values.max()
+      for dtype in _NARROW:
+        if np.iinfo(dtype).min <= low and high <= np.iinfo(dtype).max:
+          values = values.astype(dtype)
+          break
+    out[name] = values
+  return out
+
+
+def widened(columns: dict[str, np.ndarray], dtypes: dict[str, type]) -> dict[str, np.ndarray]:
+  """The columns named in `dtypes` back in those dtypes (the others as they are)."""
+  return {name: values.astype(dtypes[name], copy=False) if name in dtypes else values
+          for name, values in columns.items()}

@@ -52,11 +52,22 @@ def _prefix(values) -> np.ndarray:
   return np.concatenate([[0.0], np.cumsum(values, dtype=np.float64)])
 
 
-def item_statistics(columns: dict[str, np.ndarray]) -> np.ndarray:
+# The totals of one item over a span of behaviors, the columns of an item_totals table: the
+# behaviors, their labels, their known completion ratios' sum and count, the first timestamp
+# (inf for none). Sums over spans add, first times take the minimum.
+TOTALS = ("count", "positives", "completion_sum", "completion_count", "first_time")
+_FIRST = TOTALS.index("first_time")
+
+
+def item_statistics(columns: dict[str, np.ndarray], earlier: np.ndarray | None = None
+                    ) -> np.ndarray:
   """ITEM_FEATURES of every behavior: its item's behaviors (any user) strictly before it.
 
   Args:
     columns: behavior columns (schema fields), any row order, any number of items.
+    earlier: optional (N, len(TOTALS)) per row, the totals of the row's item over behaviors
+      that are not in `columns` and all strictly before every row of that item in it (the
+      earlier time buckets of item_totals / earlier_totals); None: `columns` is everything.
   Returns:
     (N, len(ITEM_FEATURES)) float32, rows in the order of `columns`.
   """
@@ -70,20 +81,76 @@ def item_statistics(columns: dict[str, np.ndarray]) -> np.ndarray:
   new_moment = new_item | (np.r_[True, times[1:] != times[:-1]] if n else new_item)
   item_start = np.maximum.accumulate(np.where(new_item, np.arange(n), 0))
   moment_start = np.maximum.accumulate(np.where(new_moment, np.arange(n), 0))
-  count = (moment_start - item_start).astype(np.float64)  # strictly earlier, same item
+  prior = np.zeros((n, len(TOTALS))) if earlier is None else earlier[order]
+  if earlier is None:
+    prior[:, _FIRST] = np.inf
+  count = (moment_start - item_start) + prior[:, 0]  # strictly earlier, same item
   positives = _prefix(columns[schema.LABEL][order])
   completion_sum, completion_count = _prefix(np.where(known, ratio, 0.0)), _prefix(known)
-  known_before = completion_count[moment_start] - completion_count[item_start]
+  known_before = completion_count[moment_start] - completion_count[item_start] + prior[:, 3]
   completion_mean = np.where(
-      known_before > 0, (completion_sum[moment_start] - completion_sum[item_start]) /
-      np.maximum(known_before, 1), 0.5)
-  age = np.where(count > 0, times - times[item_start], 0)
+      known_before > 0, (completion_sum[moment_start] - completion_sum[item_start]
+                         + prior[:, 2]) / np.maximum(known_before, 1), 0.5)
+  first = np.minimum(prior[:, _FIRST], times[item_start])
+  age = np.where(count > 0, times - first, 0)
   stats = np.stack([np.log1p(count),
-                    _rate(positives[moment_start] - positives[item_start], count),
+                    _rate(positives[moment_start] - positives[item_start] + prior[:, 1], count),
                     completion_mean, _log_days(age)], axis=1)
   out = np.empty_like(stats, dtype=np.float32)
   out[order] = stats
   return out
+
+
+def item_totals(columns: dict[str, np.ndarray], buckets: np.ndarray) -> dict[str, np.ndarray]:
+  """The TOTALS of each (item, bucket) of the rows.
+
+  Args:
+    columns: behavior columns (schema fields), any order; buckets: (N,) int64 per row.
+  Returns:
+    {"item": (G,), "bucket": (G,), "totals": (G, len(TOTALS)) float64}, sorted by
+    (item, bucket); merge_totals adds tables of the same keys.
+  """
+  order = np.lexsort((buckets, columns[schema.ITEM_ID]))
+  ratio = completion_ratio(columns[schema.PLAY_TIME], columns[schema.DURATION])[order]
+  known = ~np.isnan(ratio)
+  values = np.stack([np.ones(len(order)), columns[schema.LABEL][order],
+                     np.where(known, ratio, 0.0), known,
+                     columns[schema.TIMESTAMP][order].astype(np.float64)], axis=1)
+  return _sum_by_key(columns[schema.ITEM_ID][order], buckets[order], values)
+
+
+def _sum_by_key(items: np.ndarray, buckets: np.ndarray, values: np.ndarray
+                ) -> dict[str, np.ndarray]:
+  """Rows sorted by (item, bucket) -> one row per key: sums, the minimum first time."""
+  if not len(items):
+    return {"item": items, "bucket": buckets, "totals": values.reshape(0, len(TOTALS))}
+  starts = np.flatnonzero(np.r_[True, (items[1:] != items[:-1]) |
+                                (buckets[1:] != buckets[:-1])])
+  totals = np.add.reduceat(values, starts, axis=0)
+  totals[:, _FIRST] = np.minimum.reduceat(values[:, _FIRST], starts)
+  return {"item": items[starts], "bucket": buckets[starts], "totals": totals}
+
+
+def merge_totals(tables: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+  """Several item_totals tables -> one, the totals of equal keys combined."""
+  table = schema.concat(tables)
+  order = np.lexsort((table["bucket"], table["item"]))
+  return _sum_by_key(table["item"][order], table["bucket"][order], table["totals"][order])
+
+
+def earlier_totals(table: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  """A merged item_totals table -> the same keys, each with the totals of its item's
+  earlier buckets (zeros and first time inf for an item's first bucket). Buckets must
+  follow time (every behavior of a bucket before every one of a later bucket), e.g.
+  timestamp // width."""
+  totals = table["totals"]
+  running = np.cumsum(totals, axis=0) - totals  # exclusive, over the whole table
+  first_row = np.r_[True, table["item"][1:] != table["item"][:-1]] if len(totals) else (
+      np.zeros(0, bool))
+  start = np.maximum.accumulate(np.where(first_row, np.arange(len(totals)), 0))
+  earlier = running - running[start]
+  earlier[:, _FIRST] = np.where(first_row, np.inf, totals[start, _FIRST])
+  return {"item": table["item"], "bucket": table["bucket"], "totals": earlier}
 
 
 def user_statistics(history: dict[str, np.ndarray], history_end: np.ndarray,

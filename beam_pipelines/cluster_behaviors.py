@@ -101,8 +101,10 @@ class ClusterUserDoFn(beam.DoFn):
   """(user_id, {"behaviors": column chunks, "previous": records}) -> the user's cluster
   record; its earlier snapshots (config.snapshots > 1) tagged SNAPSHOTS."""
 
-  def __init__(self, embeddings_path: str, config: ClusteringConfig, since: int | None = None):
+  def __init__(self, embeddings_path: str, config: ClusteringConfig, since: int | None = None,
+               dtypes: dict[str, type] | None = None):
     self._embeddings_path, self._config, self._since = embeddings_path, config, since
+    self._dtypes = dtypes or {}  # of the columns, narrowed for the shuffle (schema.narrowed)
     self._ways = {way: beam.metrics.Metrics.counter(NAMESPACE, way) for way in (
         "users_incremental", "users_in_full", "previous_unreadable",
         "previous_without_behaviors")}
@@ -126,7 +128,7 @@ class ClusterUserDoFn(beam.DoFn):
     if not chunks:
       self._ways["previous_without_behaviors"].inc()
       return
-    columns = schema.concat(chunks)
+    columns = schema.widened(schema.concat(chunks), self._dtypes)
     self._grouped.inc(len(columns[schema.USER_ID]))
     start = time.perf_counter()
     user = None
@@ -181,10 +183,11 @@ class ClusterUsers(beam.PTransform):
   users that have one are updated incrementally."""
 
   def __init__(self, embeddings_path: str, config: ClusteringConfig,
-               previous: str | None = None, since: int | None = None):
+               previous: str | None = None, since: int | None = None,
+               spec: feature_spec.FeatureSpec = feature_spec.MOVIELENS):
     super().__init__()
     self._embeddings_path, self._config = embeddings_path, config
-    self._previous, self._since = previous, since
+    self._previous, self._since, self._spec = previous, since, spec
 
   def expand(self, chunks):
     if self._previous:
@@ -193,10 +196,12 @@ class ClusterUsers(beam.PTransform):
                   | "KeyPrevious" >> beam.ParDo(KeyPreviousRecord()))
     else:
       previous = chunks.pipeline | "NoPrevious" >> beam.Create([])
-    users = ({"behaviors": chunks, "previous": previous}
+    narrow = chunks | "Narrow" >> beam.MapTuple(lambda user, c: (user, schema.narrowed(c)))
+    users = ({"behaviors": narrow, "previous": previous}
              | "GroupByUser" >> beam.CoGroupByKey())
+    dtypes = {f.name: f.dtype for f in self._spec.fields}
     clustered = users | "Cluster" >> beam.ParDo(
-        ClusterUserDoFn(self._embeddings_path, self._config, self._since)).with_outputs(
+        ClusterUserDoFn(self._embeddings_path, self._config, self._since, dtypes)).with_outputs(
             SNAPSHOTS, main="records")
     _ = clustered.records | "Progress" >> common.ReportProgress("users clustered", users)
     return clustered
@@ -209,7 +214,8 @@ def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: Clu
   read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
                                                          spec)
   clustered = read["chunks"] | "ClusterUsers" >> ClusterUsers(options.embeddings, config,
-                                                              options.previous, options.since)
+                                                              options.previous, options.since,
+                                                              spec)
   clusters = clustered.records
   output = log.output.rstrip("/")
   _ = (clusters

@@ -122,7 +122,10 @@ def train_impressions(folder: pathlib.Path) -> int:
 
 
 def stage_export(work: pathlib.Path, args) -> dict:
+  import shutil
+
   from twin_tf import commands
+  shutil.rmtree(work / "twin", ignore_errors=True)  # a rerun's: export refuses a version twice
   return commands.export(work / "run_examples", work / "twin", version=1, warmup=0)
 
 

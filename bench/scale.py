@@ -4,7 +4,8 @@
   -> cluster (Beam, FnApiRunner, one worker) -> build-examples (Beam)
   -> train one epoch (TwinV2, TensorFlow, CPU, streaming input) on half the users, then on
      all of them (peak RSS must not grow with the users)
-  -> export -> score the largest user (its clusters, 200 of its impressions as candidates)
+  -> evaluate on the test split (examples read into memory) -> export
+  -> score the largest user (its clusters, 200 of its impressions as candidates)
      in process on one core, through the development server over gRPC, and over its cached
      keys, exact and ScaNN (bench/serving.py's CachedKeysPath).
 
@@ -112,6 +113,16 @@ def stage_train_half(work: pathlib.Path, args) -> dict:
   return stage_train(work, args, "examples_half")
 
 
+def stage_evaluate(work: pathlib.Path, args) -> dict:
+  """The trained run's test AUC and GAUC (trainer.evaluate: the split's examples are read
+  into memory, not streamed)."""
+  from twin_tf.training.trainer import TrainConfig, evaluate
+  result = evaluate(TrainConfig(examples=str(work / "examples"), model="TwinV2",
+                                output_dir=str(work / "run_examples")), "test")
+  return {"users": args.users + 1, "impressions": result["impressions"],
+          "auc": result["auc"], "gauc": result["gauc"]}
+
+
 TRAINED = {"train-half-users": "examples_half", "train": "examples"}
 
 
@@ -185,7 +196,8 @@ def stage_score(work: pathlib.Path, args) -> dict:
 
 STAGES = {"synth": stage_synth, "embeddings": stage_embeddings, "cluster": stage_cluster,
           "build-examples": stage_build_examples, "train-half-users": stage_train_half,
-          "train": stage_train, "export": stage_export, "score": stage_score}
+          "train": stage_train, "evaluate": stage_evaluate, "export": stage_export,
+          "score": stage_score}
 
 
 def run_stage(name: str, argv: list[str]) -> dict:
@@ -231,7 +243,7 @@ def main() -> None:
       serving = {k: v for k, v in result.items() if k not in ("seconds", "peak_rss_mb")}
     row = {"stage": name, "seconds": result["seconds"], "peak_rss_mb": result["peak_rss_mb"],
            "behaviors_per_s": round(result.get("behaviors", behaviors) / result["seconds"])}
-    row.update({k: result[k] for k in ("users",) if k in result})
+    row.update({k: result[k] for k in ("users", "impressions", "auc", "gauc") if k in result})
     if name in TRAINED:
       row["impressions"] = train_impressions(work / TRAINED[name])
     stages.append(row)

@@ -4,7 +4,7 @@
   -> cluster (Beam, FnApiRunner, one worker) -> build-examples (Beam)
   -> train one epoch (TwinV2, TensorFlow, CPU, streaming input) on half the users, then on
      all of them (peak RSS must not grow with the users)
-  -> evaluate on the test split (examples read into memory) -> export
+  -> evaluate on the test split (streamed) -> export
   -> score the largest user (its clusters, 200 of its impressions as candidates)
      in process on one core, through the development server over gRPC, and over its cached
      keys, exact and ScaNN (bench/serving.py's CachedKeysPath).
@@ -114,8 +114,8 @@ def stage_train_half(work: pathlib.Path, args) -> dict:
 
 
 def stage_evaluate(work: pathlib.Path, args) -> dict:
-  """The trained run's test AUC and GAUC (trainer.evaluate: the split's examples are read
-  into memory, not streamed)."""
+  """The trained run's test AUC and GAUC (trainer.evaluate, streamed from the group
+  records)."""
   from twin_tf.training.trainer import TrainConfig, evaluate
   result = evaluate(TrainConfig(examples=str(work / "examples"), model="TwinV2",
                                 output_dir=str(work / "run_examples")), "test")

@@ -248,7 +248,7 @@ def export(run_dir: Path, model_base_path: Path, version: int | None = None,
   from twin_tf.training.input_pipeline import load_example_data  # pylint: disable=import-outside-toplevel
   warmup_requests = []
   if examples and warmup:
-    data = load_example_data(examples, Vocabularies.load(run_dir))
+    data = load_example_data(examples, Vocabularies.load(run_dir), first_test=warmup)
     warmup_requests = requests.warmup_requests(data, warmup, model_name)
   version_dir = saved_model.export_saved_model(run_dir, model_base_path, version,
                                                warmup_requests)

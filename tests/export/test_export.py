@@ -179,15 +179,17 @@ def test_jax_trained_run_exports_with_identical_predictions(real_examples, tmp_p
     completed = subprocess.run([sys.executable, "-m", "twin_tf.cli", command, *flags],
                                capture_output=True, text=True, check=False)
     assert completed.returncode == 0, completed.stderr[-3000:]
-  on_jax = dict(np.load(run_dir / "predictions_test.npz"))
-  data = load_example_data(examples)
+  on_jax = dict(np.load(run_dir / "predictions_test.npz"))  # streamed, keyed by impression
   config = TrainConfig(examples=examples, output_dir=str(run_dir), epochs=1, batch_size=64)
-  evaluate(config, "test", data)  # now on TensorFlow, same weights file
+  evaluate(config, "test")  # now on TensorFlow, same weights file, streamed the same way
   on_tf = dict(np.load(run_dir / "predictions_test.npz"))
-  np.testing.assert_array_equal(on_tf["impression"], on_jax["impression"])
+  for key in ("user_id", "timestamp", "item_id"):
+    np.testing.assert_array_equal(on_tf[key], on_jax[key])
   np.testing.assert_allclose(on_tf["score"], on_jax["score"], rtol=1e-5, atol=1e-6)
+  data = load_example_data(examples)
+  evaluate(config, "test", data)  # in memory: scores by impression index, for the requests
+  indexed = dict(np.load(run_dir / "predictions_test.npz"))
   version = saved_model.export_saved_model(run_dir, tmp_path / "serving" / "twin")
-  impressions = on_tf["impression"][:16]
-  request, _ = requests.impression_requests(data, impressions)
+  request, _ = requests.impression_requests(data, indexed["impression"][:16])
   served = _run_in_session(version, "serving_default", request)
-  np.testing.assert_allclose(served[:, 0], on_tf["score"][:16], rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(served[:, 0], indexed["score"][:16], rtol=1e-5, atol=1e-6)

@@ -44,6 +44,50 @@ def test_twinv2_trains_and_evaluates(trained, data):
     assert os.path.exists(os.path.join(config.output_dir, name))
 
 
+def test_streamed_evaluation_equals_the_in_memory_one(trained, data):
+  """Without `data`, evaluate streams the group records: the same scores for the same
+  impressions (matched by user, time and item), the same AUC, GAUC, logloss, per-bucket GAUC
+  and ranking figures, and liveness figures over its own user sample."""
+  config, _ = trained
+  in_memory = evaluate(config, "test", data)
+  saved = np.load(os.path.join(config.output_dir, "predictions_test.npz"))
+  impressions = data.impressions["test"]
+  expected = {(impressions["user_id"][i], impressions["timestamp"][i],
+               impressions["item_id"][i]): score
+              for i, score in zip(saved["impression"], saved["score"])}
+  streamed = evaluate(config, "test")
+  saved = np.load(os.path.join(config.output_dir, "predictions_test.npz"))
+  assert len(saved["score"]) == len(expected) == streamed["impressions"]
+  got = {key: score for key, score in zip(zip(saved["user_id"], saved["timestamp"],
+                                              saved["item_id"]), saved["score"])}
+  keys = sorted(expected)
+  np.testing.assert_allclose([got[k] for k in keys], [expected[k] for k in keys], atol=2e-6)
+  for name in ("auc", "gauc", "logloss"):
+    assert streamed[name] == pytest.approx(in_memory[name], abs=1e-5), name
+  assert [b["gauc"] for b in streamed["gauc_by_bucket"]] == pytest.approx(
+      [b["gauc"] for b in in_memory["gauc_by_bucket"]], abs=1e-5)
+  assert streamed["ranking"] == pytest.approx(in_memory["ranking"], abs=1e-4)
+  attention = streamed["attention"]
+  assert attention["users"] > 0 and attention["target_std"] > 0 and attention["bias_std"] > 0
+  assert 0 <= attention["jaccard"] <= 1
+
+
+def test_the_first_test_impressions_load_with_only_their_users(real_examples, data):
+  """export's warmup reads the first test impressions and only their users' records."""
+  few = load_example_data(real_examples[0], data.vocabularies, first_test=5)
+  assert list(few.impressions) == ["test"]
+  for name, values in few.impressions["test"].items():
+    if name != "user_row":
+      np.testing.assert_array_equal(values, data.impressions["test"][name][:5])
+  np.testing.assert_array_equal(few.user_ids, np.unique(data.impressions["test"]["user_id"][:5]))
+  rows = np.searchsorted(data.user_ids, few.user_ids)
+  np.testing.assert_array_equal(few.num_pre_cutoff, data.num_pre_cutoff[rows])
+  length = few.history["item_id"].shape[1]
+  np.testing.assert_array_equal(few.history["item_id"], data.history["item_id"][rows, :length])
+  with pytest.raises(ValueError, match="vocabularies"):
+    load_example_data(real_examples[0], first_test=5)
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_every_preset_runs_forward_and_backward(name, data):
   model = build_model(name, data.spec, data.vocabularies.sizes())

@@ -57,8 +57,8 @@ def decode(serialized: bytes) -> dict[str, np.ndarray | int]:
 
 
 def user_id(serialized: bytes) -> int:
-  """The user of a serialized cluster record, without decoding its per-behavior lists (what
-  the pipelines key records by)."""
+  """The user of a serialized cluster (or user) record, without decoding its per-behavior
+  lists into arrays (what the pipelines key records by)."""
   from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
   feature = example_pb2.Example.FromString(serialized).features.feature[schema.USER_ID]
   return int(feature.int64_list.value[0])

@@ -6,7 +6,7 @@ lists. Only TensorFlow's protobuf classes are used (no TF graph), so Beam worker
 
 from __future__ import annotations
 
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -90,11 +90,17 @@ def decode(serialized: bytes) -> dict[str, np.ndarray]:
 
 def read_serialized(pattern: str) -> list[bytes]:
   """Every serialized record in the TFRecord files matching `pattern`, in file order."""
+  return list(iterate_serialized(pattern))
+
+
+def iterate_serialized(pattern: str) -> Iterator[bytes]:
+  """The serialized records of the TFRecord files matching `pattern`, in file order, read
+  as they are consumed."""
   import tensorflow as tf  # pylint: disable=import-outside-toplevel
   files = sorted(tf.io.gfile.glob(pattern))
   if not files:
     raise FileNotFoundError(f"no records match {pattern}")
-  return list(tf.data.TFRecordDataset(files).as_numpy_iterator())
+  return tf.data.TFRecordDataset(files).as_numpy_iterator()
 
 
 def read(pattern: str) -> list[dict[str, np.ndarray]]:

@@ -81,8 +81,9 @@ def evaluated(config: TrainConfig, split: str, data: ExampleData) -> dict:
   from twin_tf.training.trainer import evaluate  # pylint: disable=import-outside-toplevel
   out = pathlib.Path(config.output_dir)
   saved, weights = out / f"metrics_{split}.json", out / "model.weights.h5"
-  if (saved.exists() and (out / f"predictions_{split}.npz").exists() and
-      saved.stat().st_mtime > weights.stat().st_mtime):
+  predictions = out / f"predictions_{split}.npz"
+  if (saved.exists() and predictions.exists() and saved.stat().st_mtime > weights.stat().st_mtime
+      and "impression" in np.load(predictions)):  # in-memory (not streamed) evaluation's
     result = json.loads(saved.read_text())
     if {"auc", "gauc", "diversity", "ranking", "attention"} <= set(result):  # this version
       return result

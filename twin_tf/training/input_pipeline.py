@@ -23,10 +23,12 @@ Long-term sources (what the long-term module attends over):
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import pathlib
 
 import numpy as np
 
+from twin_tf.clustering import records as cluster_records
 from twin_tf.data import feature_spec, schema, tfexample
 from twin_tf.data.feature_spec import FeatureSpec
 from twin_tf.model import features
@@ -98,15 +100,24 @@ def _pad(rows: list[np.ndarray], fill: int = 0) -> np.ndarray:
   return out
 
 
-def load_example_data(folder: str | pathlib.Path,
-                      vocabularies: Vocabularies | None = None) -> ExampleData:
+def load_example_data(folder: str | pathlib.Path, vocabularies: Vocabularies | None = None,
+                      first_test: int | None = None) -> ExampleData:
   """Reads users-* and impressions_<split>-* written by beam_pipelines.build_examples.
 
   Without `vocabularies` (a trained run's), they are built from this data's train split.
+  first_test: read only the first that many test impressions and their users (warmup
+  requests; memory bounded by those users, not the examples); needs `vocabularies`.
   """
   folder = str(folder).rstrip("/")
   spec = feature_spec.load(folder)
-  users = sorted(tfexample.read(f"{folder}/users-*"), key=lambda u: int(u[schema.USER_ID][0]))
+  if first_test is not None and vocabularies is None:
+    raise ValueError("load_example_data(first_test=...) needs the run's vocabularies")
+  impressions = {split: _impressions(folder, split, spec, first_test)
+                 for split in (examples.SPLITS if first_test is None else ("test",))}
+  wanted = None if first_test is None else set(impressions["test"][schema.USER_ID].tolist())
+  users = sorted((tfexample.decode(s) for s in tfexample.iterate_serialized(f"{folder}/users-*")
+                  if wanted is None or cluster_records.user_id(s) in wanted),
+                 key=lambda u: int(u[schema.USER_ID][0]))
   user_ids = np.array([int(u[schema.USER_ID][0]) for u in users], dtype=np.int64)
   fields = spec.sequence_fields
   history = {f: _pad([u[f"history_{f}"] for u in users]) for f in fields}
@@ -118,15 +129,9 @@ def load_example_data(folder: str | pathlib.Path,
       num_pre_cutoff=np.array([int(u[examples.NUM_PRE_CUTOFF][0]) for u in users]),
       clusters=clusters,
       cluster_len=np.array([len(u[f"cluster_{schema.CLUSTER_SIZE}"]) for u in users]),
-      impressions={}, vocabularies=vocabularies)
-  for split in examples.SPLITS:
-    records = tfexample.read(f"{folder}/impressions_{split}-*")
-    table = {name: np.array([r[name][0] for r in records], dtype=np.int64)
-             for name in examples.impression_fields(spec)}
-    table[examples.DENSE] = np.array([r[examples.DENSE] for r in records], np.float32
-                                     ).reshape(len(records), len(statistics.DENSE_FEATURES))
+      impressions=impressions, vocabularies=vocabularies)
+  for table in impressions.values():
     table["user_row"] = np.searchsorted(user_ids, table[schema.USER_ID])
-    data.impressions[split] = table
   if data.vocabularies is None:
     pre_cutoff = np.arange(history[schema.ITEM_ID].shape[1])[None, :] < \
         data.num_pre_cutoff[:, None]
@@ -134,6 +139,17 @@ def load_example_data(folder: str | pathlib.Path,
         f: np.concatenate([data.impressions["train"][f], history[f][pre_cutoff]])
         for f in spec.candidate_fields})
   return data
+
+
+def _impressions(folder: str, split: str, spec, first: int | None) -> dict[str, np.ndarray]:
+  """The impression table {field: (I,)} of a split's records (the first `first` of them)."""
+  records = [tfexample.decode(s) for s in itertools.islice(
+      tfexample.iterate_serialized(f"{folder}/impressions_{split}-*"), first)]
+  table = {name: np.array([r[name][0] for r in records], dtype=np.int64)
+           for name in examples.impression_fields(spec)}
+  table[examples.DENSE] = np.array([r[examples.DENSE] for r in records], np.float32
+                                   ).reshape(len(records), len(statistics.DENSE_FEATURES))
+  return table
 
 
 def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed: int = 0,

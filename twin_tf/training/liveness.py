@@ -90,3 +90,62 @@ def _terms(model, builder, split, chosen):
   positions, queries = model.gsu_factors(inputs)
   target, offset, valid = gsu_terms(np.asarray(positions), np.asarray(queries))
   return target[:, 0], offset, valid  # one candidate per impression
+
+
+class StreamedLiveness:
+  """attention_liveness over streamed batches: the same figures, its user samples being the
+  first max_users users the stream meets (their first max_candidates examples) instead of
+  the first in id order. add() skips the model once the samples are full."""
+
+  def __init__(self, model, max_users: int = 100, max_candidates: int = 16):
+    self._model, self._max_users, self._max_candidates = model, max_users, max_candidates
+    self._live = model.config.long_term == "gsu"
+    self._k = model.config.gsu_top_k if self._live else 0
+    self._seen: dict[int, int] = {}  # user -> examples taken for the variances
+    self._tops: dict[int, list[set]] = {}  # user -> top-k sets (users with > k positions)
+    self._target_var, self._bias_var = [], []
+
+  def add(self, inputs: dict, users: np.ndarray) -> None:
+    """One batch: model inputs {name: (B, ...)}, users (B,)."""
+    take = self._wanted(users, self._seen)
+    if not self._live or not take.any():
+      return
+    positions, queries = self._model.gsu_factors({k: np.asarray(v)[take]
+                                                  for k, v in inputs.items()})
+    target, offset, valid = gsu_terms(np.asarray(positions), np.asarray(queries))
+    target = target[:, 0]  # one candidate per example
+    for user, t, o, v in zip(users[take].tolist(), target, offset, valid):
+      self._seen[user] = self._seen.get(user, 0) + 1
+      if v.sum() >= 2:
+        self._target_var.append(np.var(t[v]))
+        self._bias_var.append(np.var(o[v]))
+      if v.sum() > self._k and (user in self._tops or len(self._tops) < self._max_users):
+        row = np.where(v, t + o, -np.inf)
+        self._tops.setdefault(user, []).append(set(np.argpartition(-row, self._k - 1)[
+            :self._k].tolist()))
+
+  def _wanted(self, users: np.ndarray, taken: dict[int, int]) -> np.ndarray:
+    """(B,) bool: the examples still wanted, at most max_candidates a user, in order."""
+    want = np.zeros(len(users), bool)
+    counts = dict(taken)
+    for i, user in enumerate(users.tolist()):
+      if user not in counts and len(counts) >= self._max_users:
+        continue
+      if counts.get(user, 0) < self._max_candidates:
+        counts[user] = counts.get(user, 0) + 1
+        want[i] = True
+    return want
+
+  def result(self) -> dict | None:
+    """attention_liveness' dict (None without a GSU)."""
+    if not self._live:
+      return None
+    jaccards = [float(np.mean([len(a & b) / len(a | b)
+                               for a, b in itertools.combinations(tops, 2)]))
+                for tops in self._tops.values() if len(tops) >= 2]
+    return {"target_std": float(np.sqrt(np.mean(self._target_var)))
+                          if self._target_var else None,
+            "bias_std": float(np.sqrt(np.mean(self._bias_var))) if self._bias_var else None,
+            "jaccard": float(np.mean(jaccards)) if jaccards else None,
+            "users": len(self._seen), "impressions": int(sum(self._seen.values())),
+            "jaccard_users": len(jaccards), "top_k": self._k}

@@ -45,6 +45,9 @@ EXAMPLE_BUFFER = 4096
 CYCLE_LENGTH = 8
 NUM_PRE_CUTOFF = examples.NUM_PRE_CUTOFF
 FLOAT_FIELDS = (f"impression_{examples.DENSE}",)  # every other group record field is int64
+# An example's keys in a dataset with keys=True: its user, raw item id, raw primary feature
+# (category) and the user's behaviors before the cutoff.
+KEYS = (schema.USER_ID, "raw_item_id", "raw_primary", NUM_PRE_CUTOFF)
 
 
 def files_of(folder: str | pathlib.Path, split: str) -> list[str]:
@@ -223,10 +226,11 @@ class StreamingInput:
     return float(1 - (lengths * count).sum() / max((padded * count).sum(), 1))
 
   def dataset(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
-              multiple_of: int = 1):
+              multiple_of: int = 1, keys: bool = False):
     """Dataset of (inputs, label) batches of one split; shuffled (files, records, examples)
     with `seed`; every batch's size a multiple of `multiple_of` (each bucket leaves out its
-    last len % multiple_of examples)."""
+    last len % multiple_of examples). With `keys`, (inputs, label, keys): per example its
+    user, raw item id and primary feature, the user's num_pre_cutoff and the timestamp."""
     if batch_size % multiple_of:
       raise ValueError(f"batch size {batch_size} is not a multiple of {multiple_of}")
     tf = self._tf
@@ -255,7 +259,8 @@ class StreamingInput:
       ds = ds.map(lambda imp, long: tf.nest.map_structure(
           lambda t: t[:tf.shape(t)[0] // multiple_of * multiple_of], (imp, long)))
       ds = ds.filter(lambda imp, long: tf.shape(imp[schema.LABEL])[0] > 0)
-    ds = ds.map(self._inputs, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.map(lambda imp, long: self._inputs(imp, long, keys),
+                num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.apply(tf.data.experimental.assert_cardinality(
         self.num_batches(split, batch_size, multiple_of)))
     # tf.data's autotuner, on one core, left the core idle for seconds at a time while
@@ -322,9 +327,14 @@ class StreamingInput:
     history = self._indexed({f: record[f"history_{f}"] for f in spec.sequence_fields})
     long = self._long_term(record, history)
     long["length"] = tf.shape(long["size"], tf.int64)[0]
-    impression = self._indexed({f: record[f"impression_{f}"]
-                                for f in examples.group_fields(spec)})
+    raw = {f: record[f"impression_{f}"] for f in examples.group_fields(spec)}
+    impression = self._indexed(raw)
     count = tf.shape(impression[schema.LABEL])[0]
+    # what evaluation reports the example by (keys=True in dataset()), before any indexing
+    impression.update({KEYS[0]: tf.fill([count], record[schema.USER_ID][0]),
+                       KEYS[1]: raw[schema.ITEM_ID],
+                       KEYS[2]: raw.get(spec.primary, raw[schema.ITEM_ID]),
+                       KEYS[3]: tf.fill([count], record[NUM_PRE_CUTOFF][0])})
     # short-term: the SHORT_LENGTH behaviors just before the impression, oldest first
     end = impression.pop("history_end")
     position = end[:, None] - features.SHORT_LENGTH + tf.range(features.SHORT_LENGTH,
@@ -344,9 +354,12 @@ class StreamingInput:
     return ({k: s.shape for k, s in impression_spec.items()},
             {k: (s.shape if k == "length" else padded) for k, s in long_spec.items()})
 
-  def _inputs(self, impression, long):
-    """A padded batch -> (model inputs, label)."""
+  def _inputs(self, impression, long, keys: bool = False):
+    """A padded batch -> (model inputs, label), and with `keys` the examples' KEYS and
+    timestamp {name: (B,)}."""
     tf, spec = self._tf, self.spec
+    impression = dict(impression)
+    named = {k: impression.pop(k) for k in KEYS}
     time = impression[schema.TIMESTAMP]
     inputs = features.target_inputs(tf, spec, impression, time)
     mask = tf.range(tf.shape(long["size"], tf.int64)[1])[None, :] < long["length"][:, None]
@@ -358,4 +371,7 @@ class StreamingInput:
                                            tf.ones_like(short_mask, tf.float32), short_mask,
                                            time[:, None]))
     inputs[features.DENSE] = impression[examples.DENSE]
-    return inputs, tf.cast(impression[schema.LABEL], tf.float32)
+    label = tf.cast(impression[schema.LABEL], tf.float32)
+    if keys:
+      return inputs, label, {**named, schema.TIMESTAMP: time}
+    return inputs, label

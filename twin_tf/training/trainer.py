@@ -34,7 +34,7 @@ from twin_tf.model import features
 from twin_tf.model.ctr_model import PRESETS, build_model
 from twin_tf.model.vocabulary import Vocabularies
 from twin_tf.training import diversity, liveness, metrics, ranking, resume, streaming
-from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData, load_example_data
+from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData
 from twin_tf.training.optimizer import EmbeddingAdam
 
 PRETRAINED_FILE = "item_embeddings.npz"  # the run's copy of TrainConfig.item_embeddings
@@ -220,9 +220,15 @@ def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None 
   """AUC, GAUC, logloss, GAUC per life-cycle-length quartile, the diversity of each user's
   top-10 (training.diversity), per-user NDCG@10 / recall@10 (training.ranking) and the
   attention's liveness (training.liveness; None without a GSU) of a trained run. Writes
-  metrics_<split>.json and the scores, predictions_<split>.npz (impression index, score)."""
+  metrics_<split>.json and the scores, predictions_<split>.npz.
+
+  data: the examples in memory (the studies; predictions by impression index into
+  data.impressions[split], liveness over users in id order), or None: streamed from the
+  group records, memory bounded by the batch (_evaluate_streamed).
+  """
   out = pathlib.Path(config.output_dir)
-  data = data or load_example_data(config.examples, Vocabularies.load(out))
+  if data is None:
+    return _evaluate_streamed(config, split)
   model, builder = load_trained(config, data)
   dataset, order = builder.dataset(split, config.batch_size * 4)
   scores = model.predict(dataset, verbose=0).reshape(-1)
@@ -234,16 +240,52 @@ def evaluate(config: TrainConfig, split: str = "test", data: ExampleData | None 
   return result
 
 
+def _evaluate_streamed(config: TrainConfig, split: str) -> dict:
+  """evaluate() over the split's group records streamed batch by batch (memory bounded by
+  the batch and the (N,) scores and keys); predictions_<split>.npz holds each impression's
+  user_id, timestamp, item_id and score. The attention's liveness samples users in the
+  order the stream meets them (liveness.StreamedLiveness)."""
+  out = pathlib.Path(config.output_dir)
+  model, vocabularies, _ = restore_model(out)
+  streamed = _streaming(config, streaming.scan_records(config.examples, vocabularies))
+  live = liveness.StreamedLiveness(model)
+  scores, labels, keys = [], [], []
+  for inputs, label, key in streamed.dataset(split, config.batch_size * 4,
+                                             keys=True).as_numpy_iterator():
+    scores.append(np.asarray(model.predict_on_batch(inputs)).reshape(-1))
+    labels.append(label)
+    keys.append(key)
+    live.add(inputs, key[schema.USER_ID])
+  scores = np.concatenate(scores) if scores else np.zeros(0, np.float32)
+  labels = np.concatenate(labels) if labels else np.zeros(0, np.float32)
+  key = {k: np.concatenate([b[k] for b in keys]) if keys else np.zeros(0, np.int64)
+         for k in (*streaming.KEYS, schema.TIMESTAMP)}
+  result = {"model": config.model, "seed": config.seed,
+            **impression_metrics(split, labels, scores, key[schema.USER_ID],
+                                 key[streaming.NUM_PRE_CUTOFF], key["raw_primary"]),
+            "attention": live.result()}
+  (out / f"metrics_{split}.json").write_text(strict_json.dumps(result, indent=2) + "\n")
+  np.savez(out / f"predictions_{split}.npz", user_id=key[schema.USER_ID],
+           timestamp=key[schema.TIMESTAMP], item_id=key["raw_item_id"], score=scores)
+  return result
+
+
 def split_metrics(data: ExampleData, split: str, scores: np.ndarray, order: np.ndarray
                   ) -> dict:
   """Every offline metric of scores (N,) for the impressions data.impressions[split][order]:
   AUC, GAUC, logloss, GAUC per activity quartile, top-10 diversity, NDCG@10 / recall@10."""
   impressions = data.impressions[split]
-  labels = impressions[schema.LABEL][order]
-  users = impressions[schema.USER_ID][order]
-  activity = data.num_pre_cutoff[impressions["user_row"][order]]
+  return impression_metrics(split, impressions[schema.LABEL][order], scores,
+                            impressions[schema.USER_ID][order],
+                            data.num_pre_cutoff[impressions["user_row"][order]],
+                            impressions[data.spec.primary][order])
+
+
+def impression_metrics(split: str, labels: np.ndarray, scores: np.ndarray, users: np.ndarray,
+                       activity: np.ndarray, primary: np.ndarray) -> dict:
+  """split_metrics of (N,) arrays per impression: label, score, user, the user's behaviors
+  before the cutoff, the candidate's primary feature."""
   return {"split": split, "impressions": int(len(labels)),
           **metrics.all_metrics(labels, scores, users, activity),
-          "diversity": diversity.diversity(scores, users,
-                                           impressions[data.spec.primary][order]),
+          "diversity": diversity.diversity(scores, users, primary),
           "ranking": ranking.ranking_metrics(scores, users, labels)}

@@ -15,7 +15,7 @@ import time
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from twin_tf.data import feature_spec, logs, schema
 
@@ -68,13 +68,6 @@ def pipeline_options(argv, options_class: type[PipelineOptions],
   standard = options.view_as(StandardOptions)
   if not standard.runner:
     standard.runner = LOCAL_RUNNER
-  workers = options.view_as(DirectOptions).direct_num_workers
-  if standard.runner in (LOCAL_RUNNER, "DirectRunner") and workers != 1:
-    raise SystemExit(
-        f"--direct_num_workers={workers}: Beam's local runner with several workers loses data "
-        "in its shuffles (a SYNTHETIC 10^7-behavior log, two workers: build_examples lost "
-        "265,106 behaviors in its join, with no error of its own). Run locally with one "
-        "worker, or on Dataflow/Flink/Spark for parallelism")
   missing = [name for name in ("input",) * needs_input + ("output",) + tuple(required)
              if getattr(options.view_as(BehaviorLogOptions), name, None) is None
              and getattr(options.view_as(options_class), name, None) is None]

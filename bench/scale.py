@@ -2,6 +2,8 @@
 
   synth (U users x B behaviors, plus one user of `--largest`) -> embeddings (spectral)
   -> cluster (Beam, FnApiRunner, one worker) -> build-examples (Beam)
+  -> both pipelines again with two local workers (multi_processing): workers_identical
+     when their records equal one worker's; reconciled when every run's counts balance
   -> train one epoch (TwinV2, TensorFlow, CPU, streaming input) on half the users, then on
      all of them (peak RSS must not grow with the users)
   -> evaluate on the test split (streamed) -> export
@@ -16,7 +18,8 @@ and its children (Beam's workers). Each user's last 0.5% of behaviors are the im
   python bench/scale.py --work work_dir/scale [--users 500 --behaviors 20000 --largest 100000]
 
 Last line: {"behaviors", "users", "stages": [{"stage", "seconds", "peak_rss_mb",
-"behaviors_per_s"}], "serving": {"clusters", "candidates", "p50_ms", "p99_ms", ...}}.
+"behaviors_per_s"}], "serving": {"clusters", "candidates", "p50_ms", "p99_ms", ...},
+"workers_identical", "reconciled"}.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ import time
 import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
-BEAM_ARGS: list[str] = []  # one local worker: several lose data (beam_pipelines.common)
+BEAM_ARGS: list[str] = []  # one local worker (the workers stage runs two)
+TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
 LOG = "SYNTHETIC_scale.parquet"
 
 
@@ -80,6 +84,51 @@ def stage_build_examples(work: pathlib.Path, args) -> dict:
                                      BEAM_ARGS)
   _write_half(work / "examples", work / "examples_half", args.users // 2)
   return counters
+
+
+def stage_workers(work: pathlib.Path, args) -> dict:
+  """Clusters and examples again with two local workers: are their records those of the
+  one-worker stages (in any order)? Their counters, for the reconciliation."""
+  from twin_tf import commands
+  from twin_tf.config import ClusteringConfig
+  out = work / "two_workers"
+  clustered = commands.cluster(work / LOG, work / "embeddings.npz", out / "clusters",
+                               ClusteringConfig(cutoff_quantile=args.cutoff_quantile),
+                               TWO_WORKERS)
+  built = commands.build_examples(work / LOG, out / "clusters", out / "examples", TWO_WORKERS)
+  kinds = ["clusters/clusters"] + [f"examples/{kind}" for kind in (
+      "users", "impressions_train", "impressions_validation", "impressions_test",
+      "groups_train", "groups_validation", "groups_test")]
+  return {"workers_identical": all(_contents(work / f"{kind}-*") == _contents(
+      out / f"{kind}-*") for kind in kinds), "cluster": clustered, "build-examples": built}
+
+
+def _contents(pattern: pathlib.Path) -> list[str]:
+  """A digest of each record matching `pattern` (its decoded features), sorted."""
+  import hashlib
+
+  from twin_tf.data import tfexample
+  digests = []
+  for serialized in tfexample.iterate_serialized(str(pattern)):
+    record = tfexample.decode(serialized)
+    digests.append(hashlib.sha1(b"".join(name.encode() + record[name].tobytes()
+                                         for name in sorted(record))).hexdigest())
+  return sorted(digests)
+
+
+def reconciled(results: dict) -> bool:
+  """Whether the pipelines' counters of every stage that ran one reconcile (each pipeline
+  checks its own and fails otherwise; this re-checks what the stages returned)."""
+  from beam_pipelines import build_examples, cluster_behaviors, common
+  balances = {"cluster": cluster_behaviors.BALANCES, "build-examples": build_examples.BALANCES}
+  counters = [(results[name], balances[name]) for name in balances] + [
+      (results["workers"][name], balances[name]) for name in balances]
+  try:
+    for counts, balance in counters:
+      common.reconcile(counts, balance, "bench")
+  except common.CountsDoNotReconcile:
+    return False
+  return True
 
 
 def _write_half(folder: pathlib.Path, out: pathlib.Path, users: int) -> None:
@@ -195,7 +244,8 @@ def stage_score(work: pathlib.Path, args) -> dict:
 
 
 STAGES = {"synth": stage_synth, "embeddings": stage_embeddings, "cluster": stage_cluster,
-          "build-examples": stage_build_examples, "train-half-users": stage_train_half,
+          "build-examples": stage_build_examples, "workers": stage_workers,
+          "train-half-users": stage_train_half,
           "train": stage_train, "evaluate": stage_evaluate, "export": stage_export,
           "score": stage_score}
 
@@ -234,9 +284,9 @@ def main() -> None:
     print(json.dumps({**result, "peak_rss_mb": round(_peak_rss_mb(), 1)}, default=str))
     return
   argv = sys.argv[1:]
-  stages, behaviors, users, serving = [], 0, 0, {}
+  stages, behaviors, users, serving, results = [], 0, 0, {}, {}
   for name in STAGES:
-    result = run_stage(name, argv)
+    result = results[name] = run_stage(name, argv)
     if name == "synth":
       behaviors, users = result["behaviors"], result["users"]
     if name == "score":
@@ -255,8 +305,12 @@ def main() -> None:
         f"{serving['dev_server_grpc']['p99_ms']} ms; exact over cached keys p99 "
         f"{serving['cached_exact']['p99_ms']} ms; ScaNN path p99 "
         f"{serving['scann']['p99_ms']} ms, recall@100 {serving['scann']['recall_at_100']}")
+  identical, balanced = results["workers"]["workers_identical"], reconciled(results)
+  print(f"two local workers: records identical to one worker's: {identical}; every "
+        f"pipeline's counts reconcile: {balanced}")
   print(json.dumps({"data": "SYNTHETIC", "behaviors": behaviors, "users": users,
-                    "stages": stages, "serving": serving}))
+                    "stages": stages, "serving": serving, "workers_identical": identical,
+                    "reconciled": balanced}))
 
 
 if __name__ == "__main__":

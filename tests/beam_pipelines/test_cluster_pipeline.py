@@ -282,14 +282,31 @@ def test_a_corrupt_shard_names_the_pipeline_and_its_inputs_and_leaves_no_temp_fo
   assert not list((tmp_path / "e").glob("beam-temp-*"))
 
 
-def test_several_local_workers_are_refused(tmp_path):
-  """The local runner with several workers lost data in its shuffles without an error of
-  its own (build_examples, 10^7 behaviors, two workers): refused."""
-  argv = [f"--input={tmp_path}/log.parquet", f"--output={tmp_path}/out",
-          "--direct_num_workers=2", "--direct_running_mode=multi_processing"]
-  with pytest.raises(SystemExit, match="loses data in its shuffles"):
-    common.pipeline_options(argv, cluster_behaviors.ClusterBehaviorsOptions)
-  common.pipeline_options(argv[:2], cluster_behaviors.ClusterBehaviorsOptions)  # one worker is fine
+@pytest.mark.parametrize("mode", ["multi_processing", "multi_threading"])
+def test_one_and_two_local_workers_write_the_same_records(real_subset, tmp_path, mode):
+  """Both pipelines on the local runner with two workers: the same cluster records, user
+  records, impressions and group records as with one, and counts that reconcile (the old
+  per-behavior build_examples lost behaviors in its join with two workers)."""
+  from beam_pipelines import build_examples
+  from twin_tf.data import tfexample
+  _, folder = real_subset
+  written = []
+  for workers in (1, 2):
+    flags = [f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"]
+    out = tmp_path / str(workers)
+    cluster_behaviors.run([f"--input={folder / 'behaviors.parquet'}",
+                           f"--embeddings={folder / 'emb.npz'}", f"--output={out / 'c'}",
+                           "--cutoff_quantile=0.8", *flags])
+    counts = build_examples.run([f"--input={folder / 'behaviors.parquet'}",
+                                 f"--clusters={out / 'c'}/clusters-*", f"--output={out / 'e'}",
+                                 *flags])
+    assert counts["users_written"] == 40
+    written.append({kind: sorted(tuple((k, v.tobytes()) for k, v in sorted(r.items()))
+                                 for r in tfexample.read(str(out / kind) + "-*"))
+                    for kind in ("c/clusters", "e/users", "e/impressions_train",
+                                 "e/impressions_test", "e/groups_train")})
+  assert written[0]["e/impressions_train"]
+  assert written[0] == written[1]
 
 
 def _dropping(transform_class, keep, where="input"):

@@ -151,7 +151,7 @@ class ItemStatisticsDoFn(beam.DoFn):
   (columns, (N, len(ITEM_FEATURES)) item statistics)) per user shard of the group's rows."""
 
   def __init__(self, spec: feature_spec.FeatureSpec, user_shards: int):
-    self._dtypes, self._user_shards = _dtypes(spec), user_shards
+    self._dtypes, self._user_shards = spec.dtypes, user_shards
     self._counted = beam.metrics.Metrics.counter(NAMESPACE, "behaviors_with_statistics")
 
   def setup(self):
@@ -169,17 +169,13 @@ class ItemStatisticsDoFn(beam.DoFn):
       yield shard, schema.narrowed(rows)
 
 
-def _dtypes(spec: feature_spec.FeatureSpec) -> dict[str, type]:
-  return {f.name: f.dtype for f in spec.fields}
-
-
 class UserExamplesDoFn(beam.DoFn):
   """(user shard, {behaviors, clusters, snapshots}) -> per user: user record; impressions by
   split and group records (tagged); a dead letter for a user without exactly one cluster
   record or without behaviors."""
 
   def __init__(self, config: ExampleConfig, spec: feature_spec.FeatureSpec):
-    self._config, self._spec, self._dtypes = config, spec, _dtypes(spec)
+    self._config, self._spec, self._dtypes = config, spec, spec.dtypes
     self._users = beam.metrics.Metrics.counter(NAMESPACE, "users")
     self._dead = beam.metrics.Metrics.counter(NAMESPACE, "dead_letters")
     self._impressions = {s: beam.metrics.Metrics.counter(NAMESPACE, f"impressions_{s}")

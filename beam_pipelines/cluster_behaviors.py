@@ -199,9 +199,8 @@ class ClusterUsers(beam.PTransform):
     narrow = chunks | "Narrow" >> beam.MapTuple(lambda user, c: (user, schema.narrowed(c)))
     users = ({"behaviors": narrow, "previous": previous}
              | "GroupByUser" >> beam.CoGroupByKey())
-    dtypes = {f.name: f.dtype for f in self._spec.fields}
-    clustered = users | "Cluster" >> beam.ParDo(
-        ClusterUserDoFn(self._embeddings_path, self._config, self._since, dtypes)).with_outputs(
+    clustered = users | "Cluster" >> beam.ParDo(ClusterUserDoFn(
+        self._embeddings_path, self._config, self._since, self._spec.dtypes)).with_outputs(
             SNAPSHOTS, main="records")
     _ = clustered.records | "Progress" >> common.ReportProgress("users clustered", users)
     return clustered

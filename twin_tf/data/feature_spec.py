@@ -102,6 +102,11 @@ class FeatureSpec:
     """What describes a behavior (or cluster) in a sequence, size aside."""
     return self.candidate_fields + (schema.GROUP,) + self.behavior_flags + (schema.TIMESTAMP,)
 
+  @property
+  def dtypes(self) -> dict[str, type]:
+    """{field name: its dtype} of every column (schema.widened's argument)."""
+    return {f.name: f.dtype for f in self.fields}
+
   def empty_columns(self, n: int = 0) -> dict[str, np.ndarray]:
     """Zero-filled columns for `n` behaviors, one array per field."""
     return {f.name: np.zeros(n, dtype=f.dtype) for f in self.fields}

@@ -66,7 +66,6 @@ def concat(parts: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
   return {name: np.concatenate([p[name] for p in parts]) for name in parts[0]}
 
 
-
 _NARROW = (np.int8, np.int16, np.int32)
 
 

@@ -83,11 +83,18 @@ def evaluated(config: TrainConfig, split: str, data: ExampleData) -> dict:
   saved, weights = out / f"metrics_{split}.json", out / "model.weights.h5"
   predictions = out / f"predictions_{split}.npz"
   if (saved.exists() and predictions.exists() and saved.stat().st_mtime > weights.stat().st_mtime
-      and "impression" in np.load(predictions)):  # in-memory (not streamed) evaluation's
+      and _indexed_by_impression(predictions)):
     result = json.loads(saved.read_text())
     if {"auc", "gauc", "diversity", "ranking", "attention"} <= set(result):  # this version
       return result
   return evaluate(config, split, data)
+
+
+def _indexed_by_impression(predictions: pathlib.Path) -> bool:
+  """Whether saved predictions come from the in-memory evaluation (impression indices),
+  not the streamed one (user, time, item keys)."""
+  with np.load(predictions) as saved:
+    return "impression" in saved.files
 
 
 def evaluate_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2), dataset: str = "",

@@ -48,9 +48,26 @@ def jaccard_of_top_k(scores: np.ndarray, valid: np.ndarray, k: int) -> float:
   valid positions (L,); NaN with fewer than two rows or at most k valid positions."""
   if len(scores) < 2 or valid.sum() <= k:
     return float("nan")
-  masked = np.where(valid[None], scores, -np.inf)
-  top = [set(np.argpartition(-row, k - 1)[:k].tolist()) for row in masked]
-  return float(np.mean([len(a & b) / len(a | b) for a, b in itertools.combinations(top, 2)]))
+  return _mean_jaccard([_top_k_set(row, valid, k) for row in scores])
+
+
+def _top_k_set(scores: np.ndarray, valid: np.ndarray, k: int) -> set[int]:
+  """The positions of the k largest of scores (L,) among the valid ones (L,)."""
+  return set(np.argpartition(-np.where(valid, scores, -np.inf), k - 1)[:k].tolist())
+
+
+def _mean_jaccard(tops: list[set]) -> float:
+  return float(np.mean([len(a & b) / len(a | b) for a, b in itertools.combinations(tops, 2)]))
+
+
+def _summary(target_var: list, bias_var: list, jaccards: list, users: int, impressions: int,
+             k: int) -> dict:
+  """The module docstring's figures from per-impression variances and per-user Jaccards."""
+  return {"target_std": float(np.sqrt(np.mean(target_var))) if target_var else None,
+          "bias_std": float(np.sqrt(np.mean(bias_var))) if bias_var else None,
+          "jaccard": float(np.mean(jaccards)) if jaccards else None,
+          "users": users, "impressions": impressions, "jaccard_users": len(jaccards),
+          "top_k": k}
 
 
 def attention_liveness(model, builder, split: str = "test", max_users: int = 100,
@@ -77,11 +94,8 @@ def attention_liveness(model, builder, split: str = "test", max_users: int = 100
     # impressions only through the behaviors' age, so each candidate ranks by its own row.
     target, offset, valid = _terms(model, builder, split, chosen)
     jaccards.append(jaccard_of_top_k(target + offset, valid[0], k))
-  return {"target_std": float(np.sqrt(np.mean(target_var))) if target_var else None,
-          "bias_std": float(np.sqrt(np.mean(bias_var))) if bias_var else None,
-          "jaccard": float(np.mean(jaccards)) if jaccards else None,
-          "users": len(everyone), "impressions": int(sum(map(len, everyone))),
-          "jaccard_users": len(jaccards), "top_k": k}
+  return _summary(target_var, bias_var, jaccards, len(everyone),
+                  int(sum(map(len, everyone))), k)
 
 
 def _terms(model, builder, split, chosen):
@@ -120,9 +134,7 @@ class StreamedLiveness:
         self._target_var.append(np.var(t[v]))
         self._bias_var.append(np.var(o[v]))
       if v.sum() > self._k and (user in self._tops or len(self._tops) < self._max_users):
-        row = np.where(v, t + o, -np.inf)
-        self._tops.setdefault(user, []).append(set(np.argpartition(-row, self._k - 1)[
-            :self._k].tolist()))
+        self._tops.setdefault(user, []).append(_top_k_set(t + o, v, self._k))
 
   def _wanted(self, users: np.ndarray, taken: dict[int, int]) -> np.ndarray:
     """(B,) bool: the examples still wanted, at most max_candidates a user, in order."""
@@ -140,12 +152,6 @@ class StreamedLiveness:
     """attention_liveness' dict (None without a GSU)."""
     if not self._live:
       return None
-    jaccards = [float(np.mean([len(a & b) / len(a | b)
-                               for a, b in itertools.combinations(tops, 2)]))
-                for tops in self._tops.values() if len(tops) >= 2]
-    return {"target_std": float(np.sqrt(np.mean(self._target_var)))
-                          if self._target_var else None,
-            "bias_std": float(np.sqrt(np.mean(self._bias_var))) if self._bias_var else None,
-            "jaccard": float(np.mean(jaccards)) if jaccards else None,
-            "users": len(self._seen), "impressions": int(sum(self._seen.values())),
-            "jaccard_users": len(jaccards), "top_k": self._k}
+    jaccards = [_mean_jaccard(tops) for tops in self._tops.values() if len(tops) >= 2]
+    return _summary(self._target_var, self._bias_var, jaccards, len(self._seen),
+                    int(sum(self._seen.values())), self._k)

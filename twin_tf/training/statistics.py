@@ -81,20 +81,24 @@ def item_statistics(columns: dict[str, np.ndarray], earlier: np.ndarray | None =
   new_moment = new_item | (np.r_[True, times[1:] != times[:-1]] if n else new_item)
   item_start = np.maximum.accumulate(np.where(new_item, np.arange(n), 0))
   moment_start = np.maximum.accumulate(np.where(new_moment, np.arange(n), 0))
-  prior = np.zeros((n, len(TOTALS))) if earlier is None else earlier[order]
   if earlier is None:
-    prior[:, _FIRST] = np.inf
-  count = (moment_start - item_start) + prior[:, 0]  # strictly earlier, same item
+    earlier_count = earlier_positives = earlier_sum = earlier_known = np.zeros(n)
+    earlier_first = np.full(n, np.inf)
+  else:
+    earlier_count, earlier_positives, earlier_sum, earlier_known, earlier_first = (
+        earlier[order].T)  # in TOTALS order
+  count = (moment_start - item_start) + earlier_count  # strictly earlier, same item
   positives = _prefix(columns[schema.LABEL][order])
   completion_sum, completion_count = _prefix(np.where(known, ratio, 0.0)), _prefix(known)
-  known_before = completion_count[moment_start] - completion_count[item_start] + prior[:, 3]
+  known_before = completion_count[moment_start] - completion_count[item_start] + earlier_known
   completion_mean = np.where(
       known_before > 0, (completion_sum[moment_start] - completion_sum[item_start]
-                         + prior[:, 2]) / np.maximum(known_before, 1), 0.5)
-  first = np.minimum(prior[:, _FIRST], times[item_start])
+                         + earlier_sum) / np.maximum(known_before, 1), 0.5)
+  first = np.minimum(earlier_first, times[item_start])
   age = np.where(count > 0, times - first, 0)
   stats = np.stack([np.log1p(count),
-                    _rate(positives[moment_start] - positives[item_start] + prior[:, 1], count),
+                    _rate(positives[moment_start] - positives[item_start] + earlier_positives,
+                          count),
                     completion_mean, _log_days(age)], axis=1)
   out = np.empty_like(stats, dtype=np.float32)
   out[order] = stats

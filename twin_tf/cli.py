@@ -38,6 +38,7 @@ from twin_tf.data.longterm import LongTermConfig
 from twin_tf.data.synthetic import SynthConfig
 from twin_tf.experiments import main_job, quality, sweeps
 from twin_tf.experiments.longterm import LongTermStudyConfig
+from twin_tf.training.processes import Processes
 
 DEFAULT_DATA = {"movielens": os.environ.get("TWIN_TF_DATA", "../shared/data/ml-latest-small"),
                 "kuairand": "../shared/data/KuaiRand-1K"}
@@ -193,6 +194,18 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
                           "data_parallel", "item_embeddings"))
 
 
+def processes_of(args: argparse.Namespace) -> Processes | None:
+  """--num-processes, --process-id and --coordinator; None for a one-process run."""
+  if args.num_processes == 1 and args.process_id == 0:
+    return None
+  if args.coordinator is None:
+    raise SystemExit("--num-processes > 1 needs --coordinator host:port (process 0's)")
+  try:
+    return Processes(args.coordinator, args.num_processes, args.process_id)
+  except ValueError as error:
+    raise SystemExit(str(error)) from None
+
+
 def cluster_config(args: argparse.Namespace) -> ClusteringConfig:
   """--config and flags; without any cutoff, the main job's (and says so) unless
   --no-cutoff asks to cluster every behavior."""
@@ -321,6 +334,14 @@ def build_parser() -> argparse.ArgumentParser:
     command.add_argument("--data-parallel", dest="data_parallel", action="store_true",
                          default=None, help="data parallel over every local device (JAX)")
     if name == "train":
+      command.add_argument("--num-processes", dest="num_processes", type=int, default=1,
+                           help="train data parallel in this many processes (hosts), each "
+                           "started with the same flags and its own --process-id (JAX)")
+      command.add_argument("--process-id", dest="process_id", type=int, default=0,
+                           help="this process's id, 0 .. --num-processes - 1")
+      command.add_argument("--coordinator", default=None,
+                           help="host:port of process 0, reachable from every process "
+                           "(needed with --num-processes > 1)")
       command.add_argument("--item-embeddings", dest="item_embeddings", default=None,
                            help="pretrained item vectors (`twin-tf embeddings`' .npz, built "
                            "before the cutoff) appended, frozen, to every item's inherent "
@@ -460,7 +481,7 @@ def main(argv=None) -> int:
       "cache-keys": lambda: commands.cache_keys(args.model_dir, args.examples, args.output,
                                                 args.reference_time,
                                                 args.scann_min_clusters, extra),
-      "train": lambda: commands.train(train_config(args)),
+      "train": lambda: commands.train(train_config(args), processes_of(args)),
       "evaluate": lambda: commands.evaluate(train_config(args), args.split),
       "experiment": lambda: experiment(args, extra),
       "longterm-study": lambda: longterm_study(args),

@@ -15,6 +15,7 @@ from typing import Sequence
 
 from twin_tf import config as config_lib
 from twin_tf.config import ClusteringConfig, EmbeddingConfig, TrainConfig
+from twin_tf.training.processes import Processes
 
 Path = str | pathlib.Path
 
@@ -220,9 +221,12 @@ def cache_keys(model_dir: Path, examples: Path, output: Path,
   return _report("cache_keys", pipeline.run(argv + list(beam_args)))
 
 
-def train(config: TrainConfig) -> dict:
-  """One run; returns its history rounded to 5 digits."""
+def train(config: TrainConfig, processes: Processes | None = None) -> dict:
+  """One run (with `processes`: this process's part of a run in several processes, JAX);
+  returns its history rounded to 5 digits."""
   from twin_tf.training.trainer import train as train_run  # pylint: disable=import-outside-toplevel
+  if processes is not None:
+    processes.initialize()
   history = train_run(config, verbose=1 if sys.stdout.isatty() else 2)  # one line an epoch
   return {k: [round(float(x), 5) for x in v] for k, v in history.items()}
 

@@ -152,6 +152,12 @@ def scan_records(folder: str | pathlib.Path, vocabularies: Vocabularies | None =
                     std.astype(np.float32), oov)
 
 
+def _slice_of(tf, tensor, index: int, count: int):
+  """Rows [index * B / count, (index + 1) * B / count) of a (B, ...) tensor."""
+  rows = tf.shape(tensor)[0] // count
+  return tensor[index * rows:(index + 1) * rows]
+
+
 class StreamingInput:
   """tf.data datasets of model inputs streamed from group records, for one long-term source.
 
@@ -226,13 +232,19 @@ class StreamingInput:
     return float(1 - (lengths * count).sum() / max((padded * count).sum(), 1))
 
   def dataset(self, split: str, batch_size: int, shuffle: bool = False, seed: int = 0,
-              multiple_of: int = 1, keys: bool = False):
+              multiple_of: int = 1, keys: bool = False,
+              shard: tuple[int, int] | None = None):
     """Dataset of (inputs, label) batches of one split; shuffled (files, records, examples)
     with `seed`; every batch's size a multiple of `multiple_of` (each bucket leaves out its
     last len % multiple_of examples). With `keys`, (inputs, label, keys): per example its
-    user, raw item id and primary feature, the user's num_pre_cutoff and the timestamp."""
+    user, raw item id and primary feature, the user's num_pre_cutoff and the timestamp.
+    With shard = (i, n), process i of n's slice of every batch: its i-th n-th of the rows
+    (the processes' slices, in process order, are the batch; multiple_of divisible by n)."""
     if batch_size % multiple_of:
       raise ValueError(f"batch size {batch_size} is not a multiple of {multiple_of}")
+    if shard is not None and (multiple_of % shard[1] or not 0 <= shard[0] < shard[1]):
+      raise ValueError(f"shard {shard}: expected (i, n) with 0 <= i < n and n dividing the "
+                       f"device count {multiple_of}")
     tf = self._tf
     files = files_of(self.folder, split)
     ds = tf.data.Dataset.from_tensor_slices(files)
@@ -259,6 +271,9 @@ class StreamingInput:
       ds = ds.map(lambda imp, long: tf.nest.map_structure(
           lambda t: t[:tf.shape(t)[0] // multiple_of * multiple_of], (imp, long)))
       ds = ds.filter(lambda imp, long: tf.shape(imp[schema.LABEL])[0] > 0)
+    if shard is not None:
+      ds = ds.map(lambda imp, long: tf.nest.map_structure(
+          lambda t: _slice_of(tf, t, *shard), (imp, long)))
     ds = ds.map(lambda imp, long: self._inputs(imp, long, keys),
                 num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.apply(tf.data.experimental.assert_cardinality(

@@ -33,7 +33,8 @@ from twin_tf.data import schema
 from twin_tf.model import features
 from twin_tf.model.ctr_model import PRESETS, build_model
 from twin_tf.model.vocabulary import Vocabularies
-from twin_tf.training import diversity, liveness, metrics, ranking, resume, streaming
+from twin_tf.training import (diversity, liveness, metrics, processes, ranking, resume,
+                              streaming)
 from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData
 from twin_tf.training.optimizer import EmbeddingAdam
 
@@ -72,7 +73,8 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   import keras  # pylint: disable=import-outside-toplevel
   if config.model not in PRESETS:
     raise ValueError(f"unknown model {config.model!r}; presets: {sorted(PRESETS)}")
-  out = pathlib.Path(config.output_dir)
+  process, processes_count = processes.current()
+  out = run_folder(config, process)
   out.mkdir(parents=True, exist_ok=True)
   print(config_lib.describe(config), flush=True)
   config_lib.save(config, out / "config.json")
@@ -85,15 +87,18 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
       f"{split} " + ", ".join(f"{f} {share:.1%}" for f, share in shares.items())
       for split, shares in oov.items()), flush=True)
   streamed = _streaming(config, scan)
-  devices = _data_parallel(config)
+  devices = _data_parallel(config, processes_count)
+  shard = (process, processes_count) if processes_count > 1 else None
 
   def epoch_data(epoch: int):
     """The training batches of one epoch, shuffled with that epoch's own seed."""
     return streamed.dataset("train", config.batch_size, shuffle=True,
-                            seed=config.seed * 100_003 + epoch, multiple_of=devices)
+                            seed=config.seed * 100_003 + epoch, multiple_of=devices,
+                            shard=shard)
 
   batches_per_epoch = streamed.num_batches("train", config.batch_size, devices)
-  validation_ds = streamed.dataset("validation", config.batch_size * 4, multiple_of=devices)
+  validation_ds = streamed.dataset("validation", config.batch_size * 4, multiple_of=devices,
+                                   shard=shard)
 
   pretrained = None
   if config.item_embeddings:
@@ -152,17 +157,27 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   return history
 
 
-def _data_parallel(config: TrainConfig) -> int:
-  """With config.data_parallel, Keras' DataParallel over every local device (JAX only);
-  returns the number of devices batches are split over (1 without)."""
+def run_folder(config: TrainConfig, process: int = 0) -> pathlib.Path:
+  """Where a process of the run writes: output_dir for process 0 (the run), its own
+  output_dir/process-<i> for the others (their copies, so that nothing is written twice)."""
+  out = pathlib.Path(config.output_dir)
+  return out / f"process-{process}" if process else out
+
+
+def _data_parallel(config: TrainConfig, processes_count: int = 1) -> int:
+  """With config.data_parallel or several processes (training.processes), Keras'
+  DataParallel over every device of every process (JAX only); returns the number of devices
+  batches are split over (1 without). Each process feeds its own slice of a batch."""
   import keras  # pylint: disable=import-outside-toplevel
-  if not config.data_parallel:
+  if not config.data_parallel and processes_count == 1:
     return 1
   if keras.backend.backend() != "jax":
     raise ValueError("data_parallel needs KERAS_BACKEND=jax (Keras' distribution API)")
   devices = keras.distribution.list_devices()
-  keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-  print(f"data parallel over {len(devices)} devices: {devices}", flush=True)
+  keras.distribution.set_distribution(keras.distribution.DataParallel(
+      devices=devices, auto_shard_dataset=False))  # the input is sliced per process already
+  print(f"data parallel over {len(devices)} devices in {processes_count} process(es): "
+        f"{devices}", flush=True)
   return len(devices)
 
 

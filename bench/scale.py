@@ -47,18 +47,19 @@ def _peak_rss_mb() -> float:
 
 
 def stage_synth(work: pathlib.Path, args) -> dict:
-  from twin_tf.data import logs, schema
-  from twin_tf.data.synthetic import SPEC, SynthConfig, synthetic_log
-  many = synthetic_log(SynthConfig(users=args.users, min_behaviors=args.behaviors,
-                                   max_behaviors=args.behaviors, seed=0))
-  largest = synthetic_log(SynthConfig(users=1, min_behaviors=args.largest,
-                                      max_behaviors=args.largest, seed=1))
-  largest[schema.USER_ID] = largest[schema.USER_ID] + args.users
-  columns = schema.concat([many, largest])
-  logs.write_behavior_log(columns, work / LOG)
+  """The log, written one row group at a time (memory bounded by a group, not the log)."""
+  import itertools
+
+  from twin_tf.data import logs
+  from twin_tf.data.synthetic import SPEC, SynthConfig, synthetic_users
+  many = synthetic_users(SynthConfig(users=args.users, min_behaviors=args.behaviors,
+                                     max_behaviors=args.behaviors, seed=0))
+  largest = synthetic_users(SynthConfig(users=1, min_behaviors=args.largest,
+                                        max_behaviors=args.largest, seed=1),
+                            first_user=args.users)
   SPEC.save(work)
-  return {"behaviors": len(columns[schema.USER_ID]),
-          "users": len(np.unique(columns[schema.USER_ID])), "largest_user": args.users}
+  return {**logs.write_parquet_parts(itertools.chain(many, largest), work / LOG),
+          "largest_user": args.users}
 
 
 def stage_embeddings(work: pathlib.Path, args) -> dict:

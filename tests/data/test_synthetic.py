@@ -47,3 +47,24 @@ def test_clicks_follow_lasting_interests_and_the_log_is_valid(columns, tmp_path)
   assert feature_spec.for_log(path) == SPEC
   with pytest.raises(ValueError, match="must say SYNTHETIC"):
     commands.synth(tmp_path / "log.parquet", CONFIG)
+
+
+def test_the_log_written_in_row_groups_reads_back_as_the_whole_log(columns, tmp_path):
+  """synthetic_users through write_parquet_parts (groups smaller than a user, and larger):
+  the same rows as synthetic_log, ids shifted by first_user, and the counts reported."""
+  import pyarrow.parquet as pq
+
+  from twin_tf.data.synthetic import synthetic_users
+  for rows_per_group in (3_000, 10 ** 7):
+    path = tmp_path / f"SYNTHETIC_{rows_per_group}.parquet"
+    counts = logs.write_parquet_parts(synthetic_users(CONFIG, first_user=5), path,
+                                      rows_per_group)
+    assert counts == {"behaviors": len(columns[schema.USER_ID]), "users": 12}
+    groups = pq.ParquetFile(path).num_row_groups
+    assert groups == 1 if rows_per_group > 10 ** 6 else groups > 1
+    back = logs.read_behavior_log(path, spec=SPEC)[0]
+    for name, values in columns.items():
+      expected = values + 5 if name == schema.USER_ID else values
+      np.testing.assert_array_equal(back[name], expected, err_msg=name)
+  with pytest.raises(ValueError, match="no behaviors"):
+    logs.write_parquet_parts(iter(()), tmp_path / "SYNTHETIC_empty.parquet")

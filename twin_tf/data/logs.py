@@ -449,6 +449,40 @@ def example_from_row(row: Mapping[str, Any]) -> bytes:
   return tfexample.encode({name: np.asarray(value) for name, value in row.items()})
 
 
+def write_parquet_parts(parts, path: str | pathlib.Path, rows_per_group: int = 1 << 20
+                        ) -> dict[str, int]:
+  """Writes an iterable of column sets (the same names and dtypes) to one Parquet file, in
+  row groups of about `rows_per_group`: memory bounded by a group, not the log. Returns
+  {"behaviors", "users"} (distinct user ids)."""
+  import pyarrow as pa  # pylint: disable=import-outside-toplevel
+  import pyarrow.parquet as pq  # pylint: disable=import-outside-toplevel
+  writer, pending, rows, total, users = None, [], 0, 0, set()
+
+  def flush():
+    nonlocal writer, pending, rows
+    table = pa.table(schema.concat(pending))
+    writer = writer or pq.ParquetWriter(str(path), table.schema)
+    writer.write_table(table)
+    pending, rows = [], 0
+
+  try:
+    for part in parts:
+      pending.append(part)
+      rows += len(part[schema.USER_ID])
+      total += len(part[schema.USER_ID])
+      users.update(np.unique(part[schema.USER_ID]).tolist())
+      if rows >= rows_per_group:
+        flush()
+    if pending or writer is None:
+      if not pending:
+        raise ValueError(f"{path}: no behaviors to write")
+      flush()
+  finally:
+    if writer is not None:
+      writer.close()
+  return {"behaviors": total, "users": len(users)}
+
+
 def write_behavior_log(columns: dict[str, np.ndarray], path: str | pathlib.Path,
                        fmt: str | None = None) -> None:
   """Writes behavior columns (every column given) as Parquet, CSV or TFRecord (format from

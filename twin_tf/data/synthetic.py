@@ -52,6 +52,12 @@ def sigmoid(x):
 
 def synthetic_log(config: SynthConfig = SynthConfig()) -> dict[str, np.ndarray]:
   """SYNTHETIC behavior columns (SPEC's fields), users in id order, each in time order."""
+  return schema.concat(list(synthetic_users(config)))
+
+
+def synthetic_users(config: SynthConfig = SynthConfig(), first_user: int = 0):
+  """synthetic_log's columns one user at a time (memory bounded by the largest user), with
+  user ids from `first_user`."""
   rng = np.random.default_rng(config.seed)
   topic_of_item = rng.choice(config.num_topics, config.num_items,
                              p=_zipf(config.num_topics, 1.1, rng))
@@ -61,9 +67,9 @@ def synthetic_log(config: SynthConfig = SynthConfig()) -> dict[str, np.ndarray]:
   duration = np.exp(rng.normal(np.log(60.0), 0.6, config.num_items)).astype(np.float32)
   sizes = np.exp(rng.uniform(np.log(config.min_behaviors), np.log(config.max_behaviors + 1),
                              config.users)).astype(np.int64)
-  parts = [_user(u, int(n), rng, config, topic_of_item, by_topic, topic_start, release,
-                 duration) for u, n in enumerate(sizes)]
-  return schema.concat(parts)
+  for u, n in enumerate(sizes):
+    yield _user(first_user + u, int(n), rng, config, topic_of_item, by_topic, topic_start,
+                release, duration)
 
 
 def _zipf(n: int, exponent: float, rng) -> np.ndarray:

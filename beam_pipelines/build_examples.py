@@ -17,7 +17,9 @@ record; impression records carry the target, `history_end` and the dense statist
 one element per behavior. An item's statistics need every user's behaviors on it before
 each one: they are computed per (item shard, time bucket) (--item_shards,
 --item_bucket_days) and add the totals of the item's earlier buckets, so no worker holds a
-hot item's whole history. Users meet their cluster records in --user_shards groups.
+hot item's whole history. Users meet their cluster records in --user_shards groups. With
+the local runner both groupings move their column batches through files (--spill_dir,
+beam_pipelines/spill.py), so its memory does not grow with the log.
 With --cluster_snapshots (cluster_behaviors' snapshots-*, ClusteringConfig.snapshots), the
 behaviors from each user's first snapshot to the cutoff are train impressions too, each
 group record with the snapshot it reads. Users without a cluster record (or without
@@ -39,7 +41,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines import common
+from beam_pipelines import common, spill
 from twin_tf.clustering import records as cluster_records
 from twin_tf.data import feature_spec, logs, schema, tfexample
 from twin_tf.training import statistics
@@ -159,7 +161,7 @@ class ItemStatisticsDoFn(beam.DoFn):
 
   def process(self, element):
     _, grouped = element
-    pieces, (earlier,) = list(grouped["behaviors"]), list(grouped["earlier"])
+    pieces, (earlier,) = spill.load(grouped["behaviors"]), list(grouped["earlier"])
     columns = schema.widened(schema.concat(pieces), self._dtypes)
     rows = np.searchsorted(earlier["item"], columns[schema.ITEM_ID])
     stats = statistics.item_statistics(columns, earlier["totals"][rows])
@@ -188,7 +190,7 @@ class UserExamplesDoFn(beam.DoFn):
 
   def process(self, element):
     _, grouped = element
-    pieces = list(grouped["behaviors"])
+    pieces = spill.load(grouped["behaviors"])
     behaviors = dict(logs.by_user(schema.widened(schema.concat(pieces), self._dtypes))
                      ) if pieces else {}
     clusters, snapshots = _by_user(grouped["clusters"]), _by_user(grouped["snapshots"])
@@ -251,8 +253,10 @@ class _KeyedClusterRecords(beam.PTransform):
             | "KeyByShard" >> beam.Map(lambda keyed, n: (keyed[0] % n, keyed), self._shards))
 
 
-def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: ExampleConfig):
-  """Adds the stages; returns the DoOutputsTuple (main: user records; SPLITS; dead letters)."""
+def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: ExampleConfig,
+          spill_folder: str | None = None):
+  """Adds the stages; returns the DoOutputsTuple (main: user records; SPLITS; dead letters).
+  spill_folder: where both groupings' column batches go (spill.py; None: the shuffles)."""
   log = options.view_as(common.BehaviorLogOptions)
   spec = feature_spec.for_log(log.input, log.features)
   read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
@@ -268,9 +272,11 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
   earlier = (by_item[_ByItemGroup.TOTALS]
              | "MergeTotals" >> beam.CombinePerKey(_MergeTotals())
              | "EarlierTotals" >> beam.FlatMap(_earlier_by_group, options.item_shards))
-  behaviors = ({"behaviors": by_item.groups, "earlier": earlier}
+  groups = spill.spilled(by_item.groups, spill_folder, "SpillItemGroups")
+  behaviors = ({"behaviors": groups, "earlier": earlier}
                | "JoinItemTotals" >> beam.CoGroupByKey()
                | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec, options.user_shards)))
+  behaviors = spill.spilled(behaviors, spill_folder, "SpillUserShards")
   clusters = pipeline | "Clusters" >> _KeyedClusterRecords(
       options.clusters, "cluster_records_read", options.user_shards)
   snapshots = (pipeline | "Snapshots" >> _KeyedClusterRecords(
@@ -316,7 +322,8 @@ def run(argv=None) -> dict[str, int]:
                          test_fraction=options.test_fraction, num_groups=options.num_groups,
                          max_impressions=options.max_impressions)
   counters = common.run_to_completion(
-      options, lambda p: build(p, options, config), NAMESPACE, COUNTERS,
+      options, lambda p, spill_folder: build(p, options, config, spill_folder), NAMESPACE,
+      COUNTERS,
       ("users-*", "impressions_*-*", "groups_*-*", "dead_letters-*", feature_spec.FILE_NAME),
       BALANCES)
   if not counters["impressions_train"]:

@@ -167,7 +167,7 @@ def run(argv=None) -> dict[str, int]:
   options = common.pipeline_options(argv, CacheKeysOptions, ("model_dir", "examples"),
                                     needs_input=False)
   reference_time = options.reference_time or int(time.time())
-  return common.run_to_completion(options, lambda p: build(p, options, reference_time),
+  return common.run_to_completion(options, lambda p, _: build(p, options, reference_time),
                                   NAMESPACE, COUNTERS,
                                   ("item_keys-*", "user_keys-*", "dead_letters-*",
                                    "searchers/*"), BALANCES)

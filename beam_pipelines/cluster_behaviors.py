@@ -44,7 +44,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from beam_pipelines import common
+from beam_pipelines import common, spill
 from twin_tf import config as config_lib
 from twin_tf.clustering import cluster_user, records
 from twin_tf.clustering.embeddings import ItemEmbeddingTable
@@ -124,7 +124,7 @@ class ClusterUserDoFn(beam.DoFn):
 
   def process(self, element):
     _, grouped = element
-    chunks, previous = list(grouped["behaviors"]), list(grouped["previous"])
+    chunks, previous = spill.load(grouped["behaviors"]), list(grouped["previous"])
     if not chunks:
       self._ways["previous_without_behaviors"].inc()
       return
@@ -180,14 +180,17 @@ class KeyPreviousRecord(beam.DoFn):
 class ClusterUsers(beam.PTransform):
   """(user_id, column chunk) -> one serialized cluster record per user (main output) and
   the earlier snapshots (SNAPSHOTS); with `previous` (a glob of an earlier run's records),
-  users that have one are updated incrementally."""
+  users that have one are updated incrementally. With `spill_folder`, the chunks go through
+  files (spill.py)."""
 
   def __init__(self, embeddings_path: str, config: ClusteringConfig,
                previous: str | None = None, since: int | None = None,
-               spec: feature_spec.FeatureSpec = feature_spec.MOVIELENS):
+               spec: feature_spec.FeatureSpec = feature_spec.MOVIELENS,
+               spill_folder: str | None = None):
     super().__init__()
     self._embeddings_path, self._config = embeddings_path, config
     self._previous, self._since, self._spec = previous, since, spec
+    self._spill_folder = spill_folder
 
   def expand(self, chunks):
     if self._previous:
@@ -196,7 +199,9 @@ class ClusterUsers(beam.PTransform):
                   | "KeyPrevious" >> beam.ParDo(KeyPreviousRecord()))
     else:
       previous = chunks.pipeline | "NoPrevious" >> beam.Create([])
-    narrow = chunks | "Narrow" >> beam.MapTuple(lambda user, c: (user, schema.narrowed(c)))
+    narrow = spill.spilled(
+        chunks | "Narrow" >> beam.MapTuple(lambda user, c: (user, schema.narrowed(c))),
+        self._spill_folder)
     users = ({"behaviors": narrow, "previous": previous}
              | "GroupByUser" >> beam.CoGroupByKey())
     clustered = users | "Cluster" >> beam.ParDo(ClusterUserDoFn(
@@ -206,15 +211,17 @@ class ClusterUsers(beam.PTransform):
     return clustered
 
 
-def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: ClusteringConfig):
-  """Adds the pipeline's stages; returns (cluster records, dead letters) PCollections."""
+def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: ClusteringConfig,
+          spill_folder: str | None = None):
+  """Adds the pipeline's stages; returns (cluster records, dead letters) PCollections.
+  spill_folder: where the user grouping's column chunks go (spill.py; None: the shuffle)."""
   log = options.view_as(common.BehaviorLogOptions)
   spec = feature_spec.for_log(log.input, log.features)
   read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
                                                          spec)
   clustered = read["chunks"] | "ClusterUsers" >> ClusterUsers(options.embeddings, config,
                                                               options.previous, options.since,
-                                                              spec)
+                                                              spec, spill_folder)
   clusters = clustered.records
   output = log.output.rstrip("/")
   _ = (clusters
@@ -240,7 +247,8 @@ def run(argv=None, config: ClusteringConfig | None = None) -> dict[str, int]:
   options = common.pipeline_options(argv, ClusterBehaviorsOptions, ("embeddings",))
   config = config or clustering_config(options)
   logging.info("%s", config_lib.describe(config))
-  counters = common.run_to_completion(options, lambda p: build(p, options, config), NAMESPACE,
+  counters = common.run_to_completion(options, lambda p, spill_folder: build(
+      p, options, config, spill_folder), NAMESPACE,
                                       COUNTERS, ("clusters-*", f"{SNAPSHOTS}-*", "dead_letters-*"),
                                       BALANCES)
   if not counters["users"]:

@@ -17,6 +17,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
+from beam_pipelines import spill
 from twin_tf.data import feature_spec, logs, schema
 
 DEAD_LETTER = "dead_letter"
@@ -54,6 +55,11 @@ class BehaviorLogOptions(PipelineOptions):
                         help="the log's item features and flags: a preset "
                         f"({', '.join(feature_spec.PRESETS)}) or a feature_spec.json "
                         "(default: the feature_spec.json beside --input, else movielens)")
+    parser.add_argument("--spill_dir", default=None,
+                        help="a folder for the large shuffled column batches, only their "
+                        "references going through the runner's shuffle (beam_pipelines/"
+                        "spill.py); default: a temporary folder under --output with the local "
+                        "runner, whose shuffles are held in memory; none: the runner's shuffle")
 
 
 def pipeline_options(argv, options_class: type[PipelineOptions],
@@ -162,8 +168,7 @@ class ReadBehaviorLog(beam.PTransform):
 # each, spread by a Reshuffle, never a splittable read: at 10^7 behaviors, one local worker,
 # clustering took 59.5 s instead of 95.6 and build_examples 246.6 s instead of 453.5
 # (bench/scale.py). With two local workers, Beam's splittable Parquet read lost 27 of 501
-# users before clustering; these reads kept all of them, but the local runner's shuffles
-# still lose data with two workers (pipeline_options refuses them).
+# users before clustering; these reads kept all of them.
 
 
 def _files(pattern: str) -> list[str]:
@@ -339,18 +344,21 @@ class ReportProgress(beam.PTransform):
 def run_to_completion(options: PipelineOptions, build, namespace: str,
                       names: tuple[str, ...], outputs: tuple[str, ...] = (),
                       balances: tuple = ()) -> dict[str, int]:
-  """Builds a pipeline with `build(pipeline)`, runs it, waits; returns its counters, once
-  they reconcile by `balances` (reconcile(): CountsDoNotReconcile otherwise).
+  """Builds a pipeline with `build(pipeline, spill folder or None)` (spill.folder_for;
+  removed when the run ends), runs it, waits; returns its counters, once they reconcile by
+  `balances` (reconcile(): CountsDoNotReconcile otherwise).
 
   `outputs`: the globs (under --output) of what the pipeline writes; what a previous run
   left there is removed first, so the folder holds this run's outputs only (a rerun with
   another shard count would otherwise leave old shards beside the new ones).
   """
-  output = options.view_as(BehaviorLogOptions).output
+  log = options.view_as(BehaviorLogOptions)
+  output = log.output
   refuse_to_delete_inputs(options, output, outputs)
   clear_previous_outputs(output, outputs)
+  folder = spill.folder_for(output, log.spill_dir, options.view_as(StandardOptions).runner)
   pipeline = beam.Pipeline(options=options)
-  build(pipeline)
+  build(pipeline, folder)
   try:
     result = pipeline.run()
     result.wait_until_finish()
@@ -362,6 +370,8 @@ def run_to_completion(options: PipelineOptions, build, namespace: str,
     raise PipelineFailed(
         f"{namespace} failed{f' in stage {stage.group(1)}' if stage else ''} reading "
         f"{inputs}: {type(error).__name__}: {str(error)[:500]}") from error
+  finally:
+    spill.remove_folder(folder)
   counts = counters(result, namespace, names)
   reconcile(counts, balances, namespace)
   return counts

@@ -364,7 +364,8 @@ def test_examples_do_not_depend_on_item_shards_time_buckets_or_user_shards(real_
                                                                           tmp_path):
   """build_examples computes item statistics per (item shard, time bucket) and meets users
   in user shards: one shard and one bucket, and an hour's buckets over 3 shards, write the
-  same records as the defaults."""
+  same records as the defaults; so do both groupings through the runner's shuffle instead of
+  spill files (--spill_dir=none)."""
   from beam_pipelines import build_examples
   from twin_tf.data import tfexample
   _, folder = real_subset
@@ -375,7 +376,7 @@ def test_examples_do_not_depend_on_item_shards_time_buckets_or_user_shards(real_
   for i, flags in enumerate(([], ["--item_shards=1", "--item_bucket_days=100000",
                                   "--user_shards=1"],
                              ["--item_shards=3", "--item_bucket_days=0.0417",
-                              "--user_shards=7"])):
+                              "--user_shards=7"], ["--spill_dir=none"])):
     build_examples.run([f"--input={folder / 'behaviors.parquet'}",
                         f"--clusters={tmp_path / 'c'}/clusters-*",
                         f"--output={tmp_path / str(i)}", *flags])
@@ -384,7 +385,8 @@ def test_examples_do_not_depend_on_item_shards_time_buckets_or_user_shards(real_
                     for kind in ("users", "impressions_train", "impressions_test",
                                  "groups_train")})
   assert written[0]["impressions_train"]
-  assert written[0] == written[1] == written[2]
+  assert written[0] == written[1] == written[2] == written[3]
+  assert not list(tmp_path.glob("*/spill-*"))  # each run removed its spill folder
   for flag in ("--item_shards=0", "--user_shards=-2", "--item_bucket_days=0"):
     with pytest.raises(SystemExit, match=flag.split("=")[0]):
       build_examples.run([f"--input={folder / 'behaviors.parquet'}",

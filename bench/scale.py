@@ -1,7 +1,9 @@
-"""Benchmark: a SYNTHETIC life-cycle log of >= 10^7 behaviors through the whole path.
+"""Benchmark: a SYNTHETIC life-cycle log of >= 3x10^7 behaviors through the whole path.
 
-  synth (U users x B behaviors, plus one user of `--largest`) -> embeddings (spectral)
-  -> cluster (Beam, FnApiRunner, one worker) -> build-examples (Beam)
+  synth (U users x B behaviors, plus one user of `--largest`, written a row group at a time)
+  -> embeddings (spectral)
+  -> cluster (Beam, FnApiRunner, one worker; column batches spilled to files, not held in
+     the runner's in-memory shuffle) -> build-examples (Beam, the same)
   -> both pipelines again with two local workers (multi_processing): workers_identical
      when their records equal one worker's; reconciled when every run's counts balance
   -> train one epoch (TwinV2, TensorFlow, CPU, streaming input) on half the users, then on
@@ -15,7 +17,7 @@ Every stage runs in its own process; its peak RSS is the largest ru_maxrss of th
 and its children (Beam's workers). Each user's last 0.5% of behaviors are the impressions
 (--cutoff-quantile), so training stays an epoch of ~5x10^4 impressions over full life-cycles.
 
-  python bench/scale.py --work work_dir/scale [--users 500 --behaviors 20000 --largest 100000]
+  python bench/scale.py --work work_dir/scale [--users 1500 --behaviors 20000 --largest 100000]
 
 Last line: {"behaviors", "users", "stages": [{"stage", "seconds", "peak_rss_mb",
 "behaviors_per_s"}], "serving": {"clusters", "candidates", "p50_ms", "p99_ms", ...},
@@ -270,7 +272,7 @@ def run_stage(name: str, argv: list[str]) -> dict:
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--work", default=str(REPO / "work_dir/scale"))
-  parser.add_argument("--users", type=int, default=500)
+  parser.add_argument("--users", type=int, default=1500)
   parser.add_argument("--behaviors", type=int, default=20_000)
   parser.add_argument("--largest", type=int, default=100_000)
   parser.add_argument("--cutoff-quantile", dest="cutoff_quantile", type=float, default=0.995)

@@ -83,3 +83,22 @@ def test_embeddings_bench_scores_recovery_of_the_true_vectors():
   random = _bench("embeddings").recovery(ItemEmbeddingTable(np.arange(1, 301), noise), truth)
   assert abs(random["cosine_correlation"]) < 0.05
   assert random["neighbor_true_cosine"] < perfect["neighbor_true_cosine"] - 0.3
+
+
+def test_scale_bench_stages_run_through_the_pipelines_at_a_toy_size(tmp_path):
+  """bench/scale.py's data stages on a SYNTHETIC log of 6 users: the log streamed to
+  Parquet, every user's embeddings, both pipelines (spilling to files), counts that
+  reconcile and the half-users examples."""
+  import argparse
+  bench = _bench("scale")
+  args = argparse.Namespace(users=6, behaviors=600, largest=2_000, cutoff_quantile=0.9)
+  synth = bench.stage_synth(tmp_path, args)
+  assert synth == {"behaviors": 6 * 600 + 2_000, "users": 7, "largest_user": 6}
+  assert bench.stage_embeddings(tmp_path, args)["users"] == 7
+  results = {"cluster": bench.stage_cluster(tmp_path, args),
+             "build-examples": bench.stage_build_examples(tmp_path, args)}
+  results["workers"] = dict(results)  # reconciled() re-checks the two-worker runs too
+  assert results["build-examples"]["users_written"] == 7
+  assert bench.reconciled(results)
+  assert list((tmp_path / "examples_half").glob("groups_train-*"))
+  assert not list(tmp_path.glob("*/spill-*"))

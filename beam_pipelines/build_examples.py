@@ -69,7 +69,6 @@ BALANCES = ((("behaviors_read",), ("behaviors_with_statistics",), "behaviors"),
             (("dead_letters",), ("dead_letters_written",), "dead letters")) + tuple(
                 ((f"impressions_{s}",), (f"impressions_written_{s}",), f"{s} impressions")
                 for s in SPLITS)
-BATCH_ROWS = 500_000  # behaviors per batch split into item groups
 # Columns added to behavior pieces on their way: the time bucket, the item statistics (N, 4).
 _BUCKET, _ITEM_STATISTICS = "__bucket", "__item_statistics"
 
@@ -95,9 +94,6 @@ class BuildExamplesOptions(PipelineOptions):
     parser.add_argument("--item_bucket_days", type=float, default=30.0,
                         help="the time buckets' width: one worker holds one item shard's "
                         "behaviors of one bucket, never a hot item's whole history")
-    parser.add_argument("--user_shards", type=int, default=64,
-                        help="users meet their cluster records in this many groups; one "
-                        "worker holds one group's behaviors")
 
 
 class _ByItemGroup(beam.DoFn):
@@ -261,11 +257,8 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
   spec = feature_spec.for_log(log.input, log.features)
   read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
                                                          spec)
-  rows = (read["chunks"]
-          | "Columns" >> beam.Values()
-          | "Batch" >> beam.BatchElements(min_batch_size=BATCH_ROWS, max_batch_size=BATCH_ROWS,
-                                          element_size_fn=lambda c: len(c[schema.USER_ID]))
-          | "Concat" >> beam.Map(schema.concat))
+  shards = common.user_shards(options)
+  rows = read["chunks"] | "ColumnBatches" >> common.ColumnBatches()
   by_item = rows | "ByItemGroup" >> beam.ParDo(_ByItemGroup(
       options.item_shards, round(options.item_bucket_days * statistics.DAY))).with_outputs(
           _ByItemGroup.TOTALS, main="groups")
@@ -275,12 +268,12 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
   groups = spill.spilled(by_item.groups, spill_folder, "SpillItemGroups")
   behaviors = ({"behaviors": groups, "earlier": earlier}
                | "JoinItemTotals" >> beam.CoGroupByKey()
-               | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec, options.user_shards)))
+               | "ItemStatistics" >> beam.ParDo(ItemStatisticsDoFn(spec, shards)))
   behaviors = spill.spilled(behaviors, spill_folder, "SpillUserShards")
   clusters = pipeline | "Clusters" >> _KeyedClusterRecords(
-      options.clusters, "cluster_records_read", options.user_shards)
+      options.clusters, "cluster_records_read", shards)
   snapshots = (pipeline | "Snapshots" >> _KeyedClusterRecords(
-      options.cluster_snapshots, "snapshots_read", options.user_shards)
+      options.cluster_snapshots, "snapshots_read", shards)
                if options.cluster_snapshots else pipeline | "NoSnapshots" >> beam.Create([]))
   joined = ({"behaviors": behaviors, "clusters": clusters, "snapshots": snapshots}
             | "JoinByUserShard" >> beam.CoGroupByKey())
@@ -315,7 +308,8 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
 def run(argv=None) -> dict[str, int]:
   """Runs the pipeline to completion; returns its counters."""
   options = common.pipeline_options(argv, BuildExamplesOptions, ("clusters",))
-  for name, least in (("item_shards", 1), ("user_shards", 1), ("item_bucket_days", 1 / 86400)):
+  common.user_shards(options)
+  for name, least in (("item_shards", 1), ("item_bucket_days", 1 / 86400)):
     if not getattr(options, name) >= least:
       raise SystemExit(f"--{name}={getattr(options, name)}: must be at least {least:.3g}")
   config = ExampleConfig(validation_fraction=options.validation_fraction,

@@ -51,7 +51,7 @@ from twin_tf.clustering.embeddings import ItemEmbeddingTable
 from twin_tf.clustering.incremental import StaleRecord, update_user
 from twin_tf.clustering.user import cluster_snapshots
 from twin_tf.config import ClusteringConfig
-from twin_tf.data import feature_spec, schema
+from twin_tf.data import feature_spec, logs, schema
 
 NAMESPACE = "cluster_behaviors"
 SNAPSHOTS = "snapshots"  # the tag of ClusterUserDoFn's snapshot records, their file prefix
@@ -98,8 +98,9 @@ def clustering_config(options: ClusterBehaviorsOptions) -> ClusteringConfig:
 
 
 class ClusterUserDoFn(beam.DoFn):
-  """(user_id, {"behaviors": column chunks, "previous": records}) -> the user's cluster
-  record; its earlier snapshots (config.snapshots > 1) tagged SNAPSHOTS."""
+  """(user shard, {"behaviors": column batches, "previous": (user_id, record) pairs}) -> per
+  user of the shard, its cluster record; its earlier snapshots (config.snapshots > 1) tagged
+  SNAPSHOTS."""
 
   def __init__(self, embeddings_path: str, config: ClusteringConfig, since: int | None = None,
                dtypes: dict[str, type] | None = None):
@@ -124,12 +125,19 @@ class ClusterUserDoFn(beam.DoFn):
 
   def process(self, element):
     _, grouped = element
-    chunks, previous = spill.load(grouped["behaviors"]), list(grouped["previous"])
-    if not chunks:
-      self._ways["previous_without_behaviors"].inc()
-      return
-    columns = schema.widened(schema.concat(chunks), self._dtypes)
-    self._grouped.inc(len(columns[schema.USER_ID]))
+    batches = spill.load(grouped["behaviors"])
+    previous: dict[int, list[bytes]] = {}
+    for user_id, record in grouped["previous"]:
+      previous.setdefault(user_id, []).append(record)
+    if batches:
+      columns = schema.widened(schema.concat(batches), self._dtypes)
+      self._grouped.inc(len(columns[schema.USER_ID]))
+      for user_id, rows in logs.by_user(columns):
+        yield from self._cluster(user_id, rows, previous.pop(user_id, []))
+    self._ways["previous_without_behaviors"].inc(len(previous))
+
+  def _cluster(self, user_id: int, columns: dict, previous: list[bytes]):
+    """One user's record and snapshots (tagged SNAPSHOTS)."""
     start = time.perf_counter()
     user = None
     if len(previous) == 1:
@@ -143,7 +151,7 @@ class ClusterUserDoFn(beam.DoFn):
         # a record that does not decode or was tampered with: never fail the run for it
         self._ways["previous_unreadable"].inc()
         logging.warning("user %s: previous cluster record unreadable (%s: %s): cluster in "
-                        "full", element[0], type(error).__name__,
+                        "full", user_id, type(error).__name__,
                         str(error)[:200])
     if user is None:
       user = cluster_user(columns, self._table, self._config)
@@ -180,35 +188,45 @@ class KeyPreviousRecord(beam.DoFn):
 class ClusterUsers(beam.PTransform):
   """(user_id, column chunk) -> one serialized cluster record per user (main output) and
   the earlier snapshots (SNAPSHOTS); with `previous` (a glob of an earlier run's records),
-  users that have one are updated incrementally. With `spill_folder`, the chunks go through
-  files (spill.py)."""
+  users that have one are updated incrementally. Users are grouped in `user_shards` shards
+  (a few large elements whatever the number of users); with `spill_folder`, through files
+  (spill.py)."""
 
   def __init__(self, embeddings_path: str, config: ClusteringConfig,
                previous: str | None = None, since: int | None = None,
                spec: feature_spec.FeatureSpec = feature_spec.MOVIELENS,
-               spill_folder: str | None = None):
+               spill_folder: str | None = None, user_shards: int = 64):
     super().__init__()
     self._embeddings_path, self._config = embeddings_path, config
     self._previous, self._since, self._spec = previous, since, spec
-    self._spill_folder = spill_folder
+    self._spill_folder, self._shards = spill_folder, user_shards
 
   def expand(self, chunks):
     if self._previous:
       previous = (chunks.pipeline
                   | "ReadPrevious" >> common.ReadWholeFiles(self._previous, "tfrecord")
-                  | "KeyPrevious" >> beam.ParDo(KeyPreviousRecord()))
+                  | "KeyPrevious" >> beam.ParDo(KeyPreviousRecord())
+                  | "ShardPrevious" >> beam.Map(lambda kv, n: (kv[0] % n, kv), self._shards))
     else:
       previous = chunks.pipeline | "NoPrevious" >> beam.Create([])
-    narrow = spill.spilled(
-        chunks | "Narrow" >> beam.MapTuple(lambda user, c: (user, schema.narrowed(c))),
-        self._spill_folder)
-    users = ({"behaviors": narrow, "previous": previous}
-             | "GroupByUser" >> beam.CoGroupByKey())
-    clustered = users | "Cluster" >> beam.ParDo(ClusterUserDoFn(
+    shards = (chunks
+              | "ColumnBatches" >> common.ColumnBatches()
+              | "ByUserShard" >> beam.FlatMap(_narrowed_by_shard, self._shards))
+    grouped = ({"behaviors": spill.spilled(shards, self._spill_folder), "previous": previous}
+               | "GroupByUserShard" >> beam.CoGroupByKey())
+    clustered = grouped | "Cluster" >> beam.ParDo(ClusterUserDoFn(
         self._embeddings_path, self._config, self._since, self._spec.dtypes)).with_outputs(
             SNAPSHOTS, main="records")
-    _ = clustered.records | "Progress" >> common.ReportProgress("users clustered", users)
+    distinct_users = chunks | "UserIds" >> beam.Keys() | "DistinctUsers" >> beam.Distinct()
+    _ = clustered.records | "Progress" >> common.ReportProgress("users clustered",
+                                                                distinct_users)
     return clustered
+
+
+def _narrowed_by_shard(columns: dict, shards: int):
+  """A batch of behavior columns -> (user shard, its rows, integer columns narrowed)."""
+  for shard, rows in logs.by_key(columns, columns[schema.USER_ID] % shards):
+    yield shard, schema.narrowed(rows)
 
 
 def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: ClusteringConfig,
@@ -221,7 +239,8 @@ def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: Clu
                                                          spec)
   clustered = read["chunks"] | "ClusterUsers" >> ClusterUsers(options.embeddings, config,
                                                               options.previous, options.since,
-                                                              spec, spill_folder)
+                                                              spec, spill_folder,
+                                                              common.user_shards(options))
   clusters = clustered.records
   output = log.output.rstrip("/")
   _ = (clusters

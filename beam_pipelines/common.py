@@ -55,6 +55,9 @@ class BehaviorLogOptions(PipelineOptions):
                         help="the log's item features and flags: a preset "
                         f"({', '.join(feature_spec.PRESETS)}) or a feature_spec.json "
                         "(default: the feature_spec.json beside --input, else movielens)")
+    parser.add_argument("--user_shards", type=int, default=64,
+                        help="users are grouped in this many shards (a worker holds one "
+                        "shard's behaviors; the most parallel a grouping step can be)")
     parser.add_argument("--spill_dir", default=None,
                         help="a folder for the large shuffled column batches, only their "
                         "references going through the runner's shuffle (beam_pipelines/"
@@ -80,6 +83,29 @@ def pipeline_options(argv, options_class: type[PipelineOptions],
   if missing:
     raise SystemExit(f"missing required options: {', '.join('--' + m for m in missing)}")
   return options.view_as(options_class)
+
+
+BATCH_ROWS = 500_000  # behaviors per column batch that is split by key
+
+
+class ColumnBatches(beam.PTransform):
+  """(user_id, columns of some of that user's rows) -> batches of ~BATCH_ROWS rows' columns
+  (any users), so that splitting by a key makes a few large elements, not one per user."""
+
+  def expand(self, chunks):
+    return (chunks
+            | "Columns" >> beam.Values()
+            | "Batch" >> beam.BatchElements(min_batch_size=BATCH_ROWS, max_batch_size=BATCH_ROWS,
+                                            element_size_fn=lambda c: len(c[schema.USER_ID]))
+            | "Concat" >> beam.Map(schema.concat))
+
+
+def user_shards(options: PipelineOptions) -> int:
+  """--user_shards, refused by name unless at least 1."""
+  shards = options.view_as(BehaviorLogOptions).user_shards
+  if not shards >= 1:
+    raise SystemExit(f"--user_shards={shards}: must be at least 1")
+  return shards
 
 
 class _CountingValidator(beam.DoFn):

@@ -96,10 +96,13 @@ def before_cutoff(columns: dict[str, np.ndarray], config: ClusteringConfig) -> n
   users, times = columns[schema.USER_ID], columns[schema.TIMESTAMP]
   if config.cutoff_timestamp is not None:
     return times < config.cutoff_timestamp
-  if config.cutoff_quantile is None:
+  if config.cutoff_quantile is None or not len(times):
     return np.ones(len(times), bool)
   order = np.lexsort((times, users))
-  _, starts, counts = np.unique(users[order], return_index=True, return_counts=True)
+  sorted_users = users[order]  # each user's start from the sorted ids, no second sort
+  starts = np.flatnonzero(np.r_[True, sorted_users[1:] != sorted_users[:-1]])
+  del sorted_users
+  counts = np.diff(np.r_[starts, len(order)])
   position = np.ceil(config.cutoff_quantile * counts).astype(np.int64)
   sorted_times = times[order]
   cutoff = np.where(position < counts, sorted_times[starts + np.minimum(position, counts - 1)],

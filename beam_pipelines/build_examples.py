@@ -257,7 +257,7 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
   spec = feature_spec.for_log(log.input, log.features)
   read = pipeline | "ReadLogs" >> common.ReadBehaviorLog(log.input, log.input_format, NAMESPACE,
                                                          spec)
-  shards = common.user_shards(options)
+  shards = log.user_shards
   rows = read["chunks"] | "ColumnBatches" >> common.ColumnBatches()
   by_item = rows | "ByItemGroup" >> beam.ParDo(_ByItemGroup(
       options.item_shards, round(options.item_bucket_days * statistics.DAY))).with_outputs(
@@ -308,7 +308,6 @@ def build(pipeline: beam.Pipeline, options: BuildExamplesOptions, config: Exampl
 def run(argv=None) -> dict[str, int]:
   """Runs the pipeline to completion; returns its counters."""
   options = common.pipeline_options(argv, BuildExamplesOptions, ("clusters",))
-  common.user_shards(options)
   for name, least in (("item_shards", 1), ("item_bucket_days", 1 / 86400)):
     if not getattr(options, name) >= least:
       raise SystemExit(f"--{name}={getattr(options, name)}: must be at least {least:.3g}")

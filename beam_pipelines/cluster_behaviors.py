@@ -240,7 +240,7 @@ def build(pipeline: beam.Pipeline, options: ClusterBehaviorsOptions, config: Clu
   clustered = read["chunks"] | "ClusterUsers" >> ClusterUsers(options.embeddings, config,
                                                               options.previous, options.since,
                                                               spec, spill_folder,
-                                                              common.user_shards(options))
+                                                              log.user_shards)
   clusters = clustered.records
   output = log.output.rstrip("/")
   _ = (clusters

@@ -71,7 +71,8 @@ def pipeline_options(argv, options_class: type[PipelineOptions],
   """Parses pipeline options; the runner defaults to the local FnApiRunner.
 
   Beam parses every registered options class on every run, so no option is declared
-  required=True; `required` names the ones this pipeline needs, checked here.
+  required=True; `required` names the ones this pipeline needs, checked here, as is
+  --user_shards (before anything is deleted or built).
   """
   options = PipelineOptions(argv)
   standard = options.view_as(StandardOptions)
@@ -82,6 +83,9 @@ def pipeline_options(argv, options_class: type[PipelineOptions],
              and getattr(options.view_as(options_class), name, None) is None]
   if missing:
     raise SystemExit(f"missing required options: {', '.join('--' + m for m in missing)}")
+  shards = options.view_as(BehaviorLogOptions).user_shards
+  if not shards >= 1:
+    raise SystemExit(f"--user_shards={shards}: must be at least 1")
   return options.view_as(options_class)
 
 
@@ -98,14 +102,6 @@ class ColumnBatches(beam.PTransform):
             | "Batch" >> beam.BatchElements(min_batch_size=BATCH_ROWS, max_batch_size=BATCH_ROWS,
                                             element_size_fn=lambda c: len(c[schema.USER_ID]))
             | "Concat" >> beam.Map(schema.concat))
-
-
-def user_shards(options: PipelineOptions) -> int:
-  """--user_shards, refused by name unless at least 1."""
-  shards = options.view_as(BehaviorLogOptions).user_shards
-  if not shards >= 1:
-    raise SystemExit(f"--user_shards={shards}: must be at least 1")
-  return shards
 
 
 class _CountingValidator(beam.DoFn):

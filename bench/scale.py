@@ -15,7 +15,7 @@
 
 Every stage runs in its own process; its peak RSS is the largest ru_maxrss of that process
 and its children (Beam's workers). Each user's last 0.5% of behaviors are the impressions
-(--cutoff-quantile), so training stays an epoch of ~5x10^4 impressions over full life-cycles.
+(--cutoff-quantile), so training stays an epoch of ~10^5 impressions over full life-cycles.
 
   python bench/scale.py --work work_dir/scale [--users 1500 --behaviors 20000 --largest 100000]
 

@@ -473,10 +473,10 @@ def write_parquet_parts(parts, path: str | pathlib.Path, rows_per_group: int = 1
       users.update(np.unique(part[schema.USER_ID]).tolist())
       if rows >= rows_per_group:
         flush()
-    if pending or writer is None:
-      if not pending:
-        raise ValueError(f"{path}: no behaviors to write")
+    if pending:
       flush()
+    if writer is None:
+      raise ValueError(f"{path}: no behaviors to write")
   finally:
     if writer is not None:
       writer.close()

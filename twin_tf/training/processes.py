@@ -35,7 +35,6 @@ class Processes:
     if not 0 <= self.index < self.count:
       raise ValueError(f"process_id {self.index}: expected 0 .. {self.count - 1}")
 
-
   def initialize(self) -> None:
     """Joins the distributed runtime; call before anything runs on a JAX device."""
     import keras  # pylint: disable=import-outside-toplevel

@@ -350,6 +350,8 @@ def test_short_term_attention_matches_numpy():
         p = np.exp(s - s.max()) / np.exp(s - s.max()).sum()
         heads.append(p @ (k[b] @ wv[:, h]))
       np.testing.assert_allclose(got[b, c], np.concatenate(heads) @ wo, **TOL)
+  mask[0] = False  # a user without a recent behavior gets zeros
+  np.testing.assert_array_equal(np.asarray(layer(q, k, mask))[0], 0.0)
 
 
 def test_din_attention_ignores_padding():

@@ -42,7 +42,7 @@ class Esu(keras.layers.Layer):
     # sum_i w_ih (K_i W_v,h) = (sum_i w_ih K_i) W_v,h: pool the raw values per head first,
     # then project once per (candidate, head) instead of once per (candidate, cluster, head).
     pooled = ops.matmul(weights, values)  # (B, C, H, D), a batched matrix product
-    return self._output(ops.einsum("bchd,dhv->bchv", pooled, self.value_kernel))
+    return self._output(ops.einsum("bchd,dhv->bchv", pooled, self.value_kernel), valid)
 
   def value_heads(self, values):
     """K_i W_v,h of every head: (..., D) -> (..., H, value_dim), one matrix product. For rows
@@ -55,12 +55,14 @@ class Esu(keras.layers.Layer):
     -> (B, C, output_dim). Elementwise: no (B, C)-batched products of small matrices, the
     slow part of call() on one core."""
     weights = _weights(alpha, valid, heads_first=False)  # (B, C, K, H)
-    return self._output(ops.sum(weights[..., None] * heads, axis=2))
+    return self._output(ops.sum(weights[..., None] * heads, axis=2), valid)
 
-  def _output(self, heads):
-    """Per-head pooled values (B, C, H, value_dim) -> (B, C, output_dim)."""
+  def _output(self, heads, valid):
+    """Per-head pooled values (B, C, H, value_dim) -> (B, C, output_dim); zero for a
+    candidate without a valid row (valid (B, C, K))."""
     merged = ops.reshape(heads, ops.shape(heads)[:2] + (-1,))
-    return ops.matmul(merged, self.output_kernel)
+    any_valid = ops.cast(ops.any(valid, axis=-1), merged.dtype)[..., None]  # (B, C, 1)
+    return ops.matmul(merged, self.output_kernel) * any_valid
 
   def get_config(self):
     return {**super().get_config(), "value_dim": self.value_dim,
@@ -69,7 +71,9 @@ class Esu(keras.layers.Layer):
 
 def _weights(alpha, valid, heads_first: bool = True):
   """softmax over the K chosen rows of alpha, (B, C, H, K) (heads_first) or (B, C, K, H);
-  invalid rows 0 (all invalid: 0). valid (B, C, K)."""
-  valid = valid[:, :, None, :] if heads_first else valid[..., None]
-  weights = ops.softmax(alpha + ops.where(valid, 0.0, MASK_VALUE), axis=-1 if heads_first else 2)
-  return weights * ops.cast(valid, weights.dtype)
+  invalid rows' weight underflows to exactly 0 when a row is valid (the caller zeroes
+  candidates without one: a broadcast product over the weights was a slow op on one core).
+  valid (B, C, K)."""
+  offset = ops.where(valid, 0.0, MASK_VALUE)
+  offset = offset[:, :, None, :] if heads_first else offset[..., None]
+  return ops.softmax(alpha + offset, axis=-1 if heads_first else 2)

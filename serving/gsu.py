@@ -86,7 +86,11 @@ def esu_long_inputs(clusters: dict, chosen: np.ndarray) -> dict:
   """The esu signature's long inputs (B = 1) for a user's clusters {f: (L,)} (sequence fields
   and cluster_size) and the (C, K) positions each candidate chose: long_* hold the clusters
   some candidate chose, each once, and long_chosen (1, C, K) their positions there."""
-  unique, positions = np.unique(chosen, return_inverse=True)
+  length = len(clusters[schema.CLUSTER_SIZE])
+  picked = np.zeros(length, bool)
+  picked[chosen.reshape(-1)] = True  # no sort: chosen lie in [0, L)
+  unique = np.flatnonzero(picked)
+  positions = (np.cumsum(picked) - 1)[chosen]  # each chosen row's place among the unique
   request = {f"long_{f}": np.asarray(v)[unique][None].astype(np.int64)
              for f, v in clusters.items() if f != schema.CLUSTER_SIZE}
   request["long_size"] = np.asarray(clusters[schema.CLUSTER_SIZE])[unique][None].astype(

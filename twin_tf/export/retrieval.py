@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -47,17 +48,28 @@ class ExactRetriever:
 
   One (C, D) x (D, L) product, then a top-K that settles early (top_k_rows): it sorts only
   the scores above a threshold that at least K scores of the row reach, not the whole row.
+  The product runs in TensorFlow over the keys held as (D, L): on one core its oneDNN matmul
+  took 1.6-1.8 ms at L = 10^4, C = 200, D = 65, numpy's BLAS 2.2-2.3.
 
   Args:
     keys: (L, D) augmented key vectors.
   """
 
   def __init__(self, keys: np.ndarray):
+    import tensorflow as tf  # pylint: disable=import-outside-toplevel
     self.keys = np.ascontiguousarray(keys, dtype=np.float32)
+    self._columns = tf.constant(self.keys.T)  # (D, L)
 
   def search(self, queries: np.ndarray, k: int = 100) -> np.ndarray:
     """(C, D) queries -> (C, min(k, L)) int64 indices, best first."""
-    return top_k_rows(np.asarray(queries, np.float32) @ self.keys.T, k)
+    return top_k_rows(_matmul()(np.asarray(queries, np.float32), self._columns).numpy(), k)
+
+
+@functools.cache
+def _matmul():
+  """TensorFlow's matmul as one traced function (shapes generalized after the first)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  return tf.function(tf.linalg.matmul, reduce_retracing=True)
 
 
 # Positions l, l + W, ..., l + (GROUPS - 1) W of a row form a group (W = L // GROUPS).
@@ -70,8 +82,9 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
 
   The maxima of GROUPS-strided groups are one elementwise maximum of GROUPS contiguous
   blocks; the k-th largest group maximum t of a row has at least k scores >= t, so the row's
-  top k are all >= t. Only the ~k-2k scores >= t are sorted. In rows shorter than k * GROUPS
-  every score is its own group (t: the k-th largest score).
+  top k are all >= t. Only the ~k-2k scores >= t are sorted, per row, as unique uint64 keys
+  (value descending in the high 32 bits, column in the low 32). In rows shorter than
+  k * GROUPS every score is its own group (t: the k-th largest score).
   """
   rows, length = scores.shape
   k = min(k, length)
@@ -86,17 +99,20 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
   threshold = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
   flat = np.flatnonzero(scores >= threshold[:, None])  # row-major: rows, then index ascending
   row, column = np.divmod(flat, length)
-  order = np.argsort(_descending_key(row, scores.reshape(-1)[flat]), kind="stable")
-  starts = np.searchsorted(row, np.arange(rows))  # every row has >= k entries
-  return column[order][starts[:, None] + np.arange(k)].astype(np.int64)
+  keys = (_descending(scores.reshape(-1)[flat]) << np.uint64(32)) | column.astype(np.uint64)
+  counts = np.bincount(row, minlength=rows)  # every row has >= k
+  table = np.full((rows, counts.max()), np.iinfo(np.uint64).max, np.uint64)  # (C, M)
+  table[row, np.arange(len(flat)) - (np.cumsum(counts) - counts)[row]] = keys
+  table.sort(axis=1)
+  return (table[:, :k] & np.uint64(0xFFFFFFFF)).astype(np.int64)
 
 
-def _descending_key(row: np.ndarray, value: np.ndarray) -> np.ndarray:
-  """int64 keys that sort (row ascending, float32 value descending) exactly: the value's bits
-  made monotone as an int32 in the low 32 bits (4x faster than a lexsort of the two)."""
-  bits = (value + np.float32(0.0)).view(np.int32).astype(np.int64)  # -0.0 counts as +0.0
-  ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # increasing with the value
-  return (row.astype(np.int64) << 32) + (0x7FFFFFFF - ordered)
+def _descending(value: np.ndarray) -> np.ndarray:
+  """float32 values -> uint64 in [0, 2^32) that decrease as the value increases, exactly: the
+  value's bits made monotone (-0.0 counts as +0.0), then reversed."""
+  bits = (value + np.float32(0.0)).view(np.int32).astype(np.int64)
+  increasing = bits ^ ((bits >> 31) & 0x7FFFFFFF)  # int32 range, increasing with the value
+  return (0x7FFFFFFF - increasing).astype(np.uint64)
 
 
 @dataclasses.dataclass(frozen=True)

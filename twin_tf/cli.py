@@ -391,11 +391,12 @@ def build_parser() -> argparse.ArgumentParser:
   experiment.add_argument("--out", default="results", help="quality.json / .md folder")
   experiment.add_argument("--models", nargs="+", default=list(quality.MODELS),
                           help="presets to train and compare")
-  experiment.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
+  experiment.add_argument("--seeds", type=int, nargs="+", default=list(quality.SEEDS),
                           help="seeds of every model's runs")
   experiment.add_argument("--sweep-seeds", dest="sweep_seeds", type=int, nargs="+",
-                          default=[0, 1, 2, 3, 4], help="seeds of every sweep point")
-  experiment.add_argument("--budgets", type=int, nargs="*", default=[8, 16, 32, 64, 128, 0],
+                          default=list(quality.SEEDS), help="seeds of every sweep point")
+  experiment.add_argument("--budgets", type=int, nargs="*",
+                          default=[b or 0 for b in sweeps.BUDGETS],
                           help="sequence budgets L (0: full); none: skip the sweep")
   experiment.add_argument("--groups", type=int, nargs="*", default=[1, 2, 5, 10],
                           help="completion groups M; none: skip the sweep")
@@ -405,7 +406,8 @@ def build_parser() -> argparse.ArgumentParser:
                           default=list(sweeps.STALENESS_DAYS),
                           help="cluster staleness of the freshness sweep (plus incremental "
                           f"from {sweeps.INCREMENTAL_FROM_DAYS} days); none: skip it")
-  experiment.add_argument("--epochs", type=int, default=2, help="epochs per run (cosine "
+  experiment.add_argument("--epochs", type=int, default=quality.EPOCHS,
+                          help="epochs per run (cosine "
                           "learning-rate decay over them, early stopping on validation AUC)")
   experiment.add_argument("--no-tuning", dest="tuning", action="store_false",
                           help="skip the grid (quality.GRID); every model at the defaults")

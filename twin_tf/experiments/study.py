@@ -25,8 +25,8 @@ from twin_tf.experiments import quality, sweeps
 
 
 def run_study(log, embeddings, examples, workdir, out_dir, models=quality.MODELS,
-              seeds=(0, 1, 2, 3, 4),
-              sweep_seeds=(0, 1, 2, 3, 4), budgets=sweeps.BUDGETS, groups=sweeps.GROUPS,
+              seeds=quality.SEEDS,
+              sweep_seeds=quality.SEEDS, budgets=sweeps.BUDGETS, groups=sweeps.GROUPS,
               methods=sweeps.METHODS, staleness_days=sweeps.STALENESS_DAYS,
               incremental_from=sweeps.INCREMENTAL_FROM_DAYS, grid=quality.GRID,
               clustering: ClusteringConfig = ClusteringConfig(gamma=20, cutoff_quantile=0.5),

@@ -33,7 +33,7 @@ from twin_tf.experiments import bootstrap, quality
 from twin_tf.training import examples as training_examples
 from twin_tf.training.input_pipeline import ExampleData, load_example_data
 
-BUDGETS = (8, 16, 32, 64, 128, None)  # None: no budget ("full")
+BUDGETS = (16, 32, 64, 128, None)  # None: no budget ("full")
 BUDGET_MODELS = ("TwinV2", "Twin", "TwinV2-uniform")
 GROUPS = (1, 2, 5, 10)
 METHODS = ("hierarchical", "time_chunks")

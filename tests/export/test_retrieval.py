@@ -43,6 +43,8 @@ def test_top_k_rows_equals_a_stable_argsort(length):
 def test_fewer_keys_than_k():
   got = ExactRetriever(np.eye(3, dtype=np.float32)).search(np.ones((2, 3), np.float32), k=100)
   assert got.shape == (2, 3)
+  assert ExactRetriever(np.eye(3, dtype=np.float32)).search(
+      np.ones((0, 3), np.float32)).shape == (0, 3)
 
 
 def test_augmented_vectors_rank_as_alpha_summed_over_heads():

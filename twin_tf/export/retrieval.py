@@ -57,8 +57,7 @@ class ExactRetriever:
 
   def __init__(self, keys: np.ndarray):
     import tensorflow as tf  # pylint: disable=import-outside-toplevel
-    self.keys = np.ascontiguousarray(keys, dtype=np.float32)
-    self._columns = tf.constant(self.keys.T)  # (D, L)
+    self._columns = tf.constant(np.asarray(keys, np.float32).T)  # (D, L)
 
   def search(self, queries: np.ndarray, k: int = 100) -> np.ndarray:
     """(C, D) queries -> (C, min(k, L)) int64 indices, best first."""
@@ -88,8 +87,8 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
   """
   rows, length = scores.shape
   k = min(k, length)
-  if k == 0:
-    return np.zeros((rows, 0), np.int64)
+  if k == 0 or rows == 0:
+    return np.zeros((rows, k), np.int64)
   width = length // GROUPS
   maxima = scores
   if width >= k:
@@ -97,7 +96,7 @@ def top_k_rows(scores: np.ndarray, k: int) -> np.ndarray:
     if length > width * GROUPS:  # the columns after the last whole group count alone
       maxima = np.concatenate([maxima, scores[:, width * GROUPS:]], axis=1)
   threshold = np.partition(maxima, maxima.shape[1] - k, axis=1)[:, maxima.shape[1] - k]
-  flat = np.flatnonzero(scores >= threshold[:, None])  # row-major: rows, then index ascending
+  flat = np.flatnonzero(scores >= threshold[:, None])  # row-major
   row, column = np.divmod(flat, length)
   keys = (_descending(scores.reshape(-1)[flat]) << np.uint64(32)) | column.astype(np.uint64)
   counts = np.bincount(row, minlength=rows)  # every row has >= k

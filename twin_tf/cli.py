@@ -407,8 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
                           help="cluster staleness of the freshness sweep (plus incremental "
                           f"from {sweeps.INCREMENTAL_FROM_DAYS} days); none: skip it")
   experiment.add_argument("--epochs", type=int, default=quality.EPOCHS,
-                          help="epochs per run (cosine "
-                          "learning-rate decay over them, early stopping on validation AUC)")
+                          help="epochs per run (early stopping on validation AUC; over more "
+                          "than one, a cosine learning-rate decay)")
   experiment.add_argument("--no-tuning", dest="tuning", action="store_false",
                           help="skip the grid (quality.GRID); every model at the defaults")
   experiment.add_argument("--dataset", default="MovieLens ml-latest-small",
@@ -506,7 +506,7 @@ def experiment(args: argparse.Namespace, beam_args) -> dict:
       groups=tuple(args.groups), methods=tuple(args.methods),
       staleness_days=tuple(int(d) if d == int(d) else d for d in args.staleness_days),
       grid=quality.GRID if args.tuning else (), dataset=args.dataset, beam_args=beam_args,
-      epochs=args.epochs, cosine_decay=True,
+      epochs=args.epochs, cosine_decay=args.epochs > 1,
       item_embeddings=str(work / "item_embeddings.npz"))
   print((pathlib.Path(args.out) / "quality.md").read_text())
   return summary

@@ -30,11 +30,11 @@ bench: setup
 	test -d work_dir/runs/TwinV2-seed0 || $(BIN)/twin-tf main $(if $(DATA),--data=$(DATA))
 	$(BIN)/python bench/serving.py --run-dir work_dir/runs/TwinV2-seed0
 
-# The quality study: every model tuned on one grid and trained over 5 seeds beside a GBDT, then
+# The quality study: every model tuned on one grid and trained over 3 seeds beside a GBDT, then
 # TWIN-V2 against TWIN at equal sequence budgets, the completion groups M and the clustering
 # method, on the main job's work folder -> results/quality.json, quality.md, quality_report/.
-# Several hours on 2 cores at the defaults; see docs/results.md for the settings of the
-# committed figures.
+# About 25 minutes on 2 cores at the defaults (3 seeds, one epoch a run), which is what
+# results/ holds; see docs/results.md.
 experiment: setup
 	test -d work_dir/examples || $(BIN)/twin-tf main $(if $(DATA),--data=$(DATA))
 	$(BIN)/twin-tf experiment --workdir work_dir --out results $(EXPERIMENT_FLAGS)

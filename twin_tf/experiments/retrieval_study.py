@@ -24,6 +24,7 @@ from twin_tf.export.retrieval import (
   gsu_query_vectors,
   recall_at_k,
   scann_config,
+  tree_ah_config,
 )
 
 
@@ -50,13 +51,6 @@ def median_ms(call, repeats: int = 7) -> float:
     call()
     times.append(time.perf_counter() - start)
   return float(np.median(times) * 1000)
-
-
-def tree_config(num_keys: int, k: int = 100) -> ScannConfig:
-  """The partitioning-tree + AH setting scann_config picks for large users, at any size."""
-  leaves = max(int(np.sqrt(num_keys)), 2)
-  return ScannConfig("tree_ah", num_leaves=leaves, leaves_to_search=max(leaves // 10, 2),
-                     reorder=4 * k)
 
 
 def compare(keys: np.ndarray, queries: np.ndarray, config: ScannConfig | None = None,
@@ -97,7 +91,7 @@ def study(key_cache_dir: str, version_dir: str, examples,
   `compare` returns, plus "keys": "real (pooled over users)" or "SYNTHETIC"."""
   keys, queries = real_keys(key_cache_dir, version_dir, examples, candidates)
   runs = []
-  for config in (scann_config(len(keys)), tree_config(len(keys))):
+  for config in (scann_config(len(keys)), tree_ah_config(len(keys))):
     runs.append({"keys": "real (pooled over users)", **compare(keys, queries, config)})
     _print(runs[-1])
   for size in synthetic_sizes:

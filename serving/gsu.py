@@ -33,7 +33,7 @@ class ClientSideGsu:
     self.users = {r[schema.USER_ID]: r for r in
                   (key_cache.decode(s) for s in
                    tfexample.read_serialized(f"{str(cache_folder).rstrip('/')}/user_keys-*"))}
-    self._searchers: dict[int, object] = {}
+    self._retrievers: dict[tuple[int, str], object] = {}  # (user, kind), built once
 
   def retriever(self, user_id: int, kind: str = "auto"):
     """The user's retriever: "exact", "scann", or "auto": ScaNN where the key cache holds a
@@ -43,15 +43,19 @@ class ClientSideGsu:
     record = self.users[user_id]
     if kind == "auto":
       kind = "scann" if record[key_cache.SEARCHER] else "exact"
+    if kind not in ("exact", "scann"):
+      raise ValueError(f"retriever must be 'auto', 'exact' or 'scann', got {kind!r}")
+    if (user_id, kind) not in self._retrievers:
+      self._retrievers[user_id, kind] = self._built(record, kind)
+    return self._retrievers[user_id, kind]
+
+  def _built(self, record: dict, kind: str):
+    """A user key record's retriever; ScaNN from its serialized searcher, or built here."""
     if kind == "exact":
       return ExactRetriever(record["key_vectors"])
-    if kind != "scann":
-      raise ValueError(f"retriever must be 'auto', 'exact' or 'scann', got {kind!r}")
-    if user_id not in self._searchers:  # a serialized searcher, or one built on the fly
-      self._searchers[user_id] = (ScannRetriever.load(record[key_cache.SEARCHER])
-                                  if record[key_cache.SEARCHER]
-                                  else ScannRetriever(record["key_vectors"], self.top_k))
-    return self._searchers[user_id]
+    if record[key_cache.SEARCHER]:
+      return ScannRetriever.load(record[key_cache.SEARCHER])
+    return ScannRetriever(record["key_vectors"], self.top_k)
 
   def score(self, user_id: int, candidates: dict, short: dict, request_time: int,
             retriever: str = "auto") -> np.ndarray:

@@ -91,7 +91,7 @@ def synth(out: Path, config) -> dict:
   """
   import numpy as np  # pylint: disable=import-outside-toplevel
 
-  from twin_tf.data import logs, longterm, synthetic  # pylint: disable=import-outside-toplevel
+  from twin_tf.data import logs, longterm, schema, synthetic  # pylint: disable=import-outside-toplevel
   out = pathlib.Path(out)
   if "SYNTHETIC" not in out.name.upper():
     raise ValueError(f"{out.name}: a synthetic log's file name must say SYNTHETIC")
@@ -103,6 +103,8 @@ def synth(out: Path, config) -> dict:
     longterm.SPEC.save(out.parent)
     result["truth"] = str(longterm.truth_path(out))
     result["dormant_share_of_shown"] = float(truth["dormant"].mean())
+    result["absent_share_of_shown"] = float(longterm.absent_from_recent(
+        columns[schema.USER_ID], columns[schema.TIMESTAMP], truth["taste"]).mean())
   else:
     columns = synthetic.synthetic_log(config)
     synthetic.SPEC.save(out.parent)

@@ -74,11 +74,34 @@ def test_synth_writes_the_log_its_spec_and_the_truth_it_is_looked_up_by(tmp_path
   rows = np.arange(0, len(columns[schema.USER_ID]), 7)
   found = longterm.truth_of(path, columns[schema.USER_ID][rows],
                             columns[schema.TIMESTAMP][rows], columns[schema.ITEM_ID][rows])
-  assert set(found) == set(longterm.TRUTH_FIELDS)
+  assert set(found) == set(longterm.TRUTH_FIELDS) | {"absent_from_recent"}
   assert np.all((found["click_probability"] > 0) & (found["click_probability"] < 1))
   with pytest.raises(ValueError, match="no truth for user"):
     longterm.truth_of(path, columns[schema.USER_ID][:1], columns[schema.TIMESTAMP][:1] + 1,
                       columns[schema.ITEM_ID][:1])
+  saved = dict(np.load(path))
+  del saved["taste"]
+  np.savez(path, **saved)
+  with pytest.raises(ValueError, match="no truth field 'taste'"):
+    longterm.truth_of(path, columns[schema.USER_ID][:1], columns[schema.TIMESTAMP][:1],
+                      columns[schema.ITEM_ID][:1])
+
+
+def test_absent_from_recent_matches_a_loop_over_each_users_window(generated):
+  """Against a plain loop per behavior, with the rows shuffled (any row order) and a window
+  of 3 that makes both outcomes common."""
+  columns, truth = generated
+  users, times, tastes = columns[schema.USER_ID], columns[schema.TIMESTAMP], truth["taste"]
+  expected = np.zeros(len(users), bool)
+  for user in np.unique(users):
+    rows = np.flatnonzero(users == user)
+    rows = rows[np.argsort(times[rows])]
+    for i, row in enumerate(rows):
+      expected[row] = tastes[row] >= 0 and tastes[row] not in tastes[rows[max(i - 3, 0):i]]
+  shuffle = np.random.default_rng(0).permutation(len(users))
+  found = longterm.absent_from_recent(users[shuffle], times[shuffle], tastes[shuffle], 3)
+  np.testing.assert_array_equal(found, expected[shuffle])
+  assert 0.05 < expected.mean() < 0.5
 
 
 def test_synth_refuses_a_long_term_setting_for_the_lifecycle_kind(tmp_path):

@@ -27,6 +27,7 @@ def test_longterm_study_small(tmp_path):
   assert [p["dormant_share_setting"] for p in written["dormancy"]] == [0.3, 0.6]
   first, second = written["dormancy"]
   assert first["dormant_share_of_test"] < second["dormant_share_of_test"]
+  assert all(0 <= p["absent_share_of_test"] < 1 for p in written["dormancy"])
   assert first["equal_cost"] == written["equal_cost"]
   assert [p["budget"] for p in second["equal_cost"]] == [8, "full"]  # every share's sweep
   for point in written["equal_cost"] + second["equal_cost"] + written["dormancy"]:

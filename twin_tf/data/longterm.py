@@ -23,8 +23,11 @@ categories or recent behaviors. The generative model:
              groups carry the taste too.
 Truth (`truth_path(log)`, SYNTHETIC in its name): per behavior, in the log's row order, the
 user, timestamp, item, `click_probability` (the oracle), `item_probability` (the item's mean
-true click probability over every user: the item-only score) and `dormant` (shown from a
-dormant taste).
+true click probability over every user: the item-only score), `dormant` (shown from a
+dormant taste) and `taste` (the user's taste it was shown from, -1 for a popular item).
+truth_of adds `absent_from_recent`: shown from a taste that none of the user's previous
+RECENT_WINDOW behaviors was shown from. Note that `dormant_share` does not set that share:
+a dormant taste shown at any share above ~1/50 is back in the recent window at once.
 The feature spec is movielens-shaped (category, year_bucket; tagged) under the name
 "synthetic_longterm".
 """
@@ -43,7 +46,8 @@ from twin_tf.data.synthetic import START, sigmoid
 SPEC = FeatureSpec("synthetic_longterm", (ItemFeature("category"), ItemFeature("year_bucket")),
                    ("tagged",))
 HOUR = 3_600
-TRUTH_FIELDS = ("click_probability", "item_probability", "dormant")
+TRUTH_FIELDS = ("click_probability", "item_probability", "dormant", "taste")
+RECENT_WINDOW = 50
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,7 +186,8 @@ def _user(user, n, rng, config, items, popularity, item_bias, affinity_mean):
   columns["completion"] = completion
   columns["tagged"] = (click & (rng.random(n) < 0.02)).astype(np.int64)
   truth = {"click_probability": probability.astype(np.float32),
-           "dormant": (~explore & dormant_taste[slot] & late)}
+           "dormant": (~explore & dormant_taste[slot] & late),
+           "taste": np.where(explore, -1, slot).astype(np.int8)}
   return columns, truth
 
 
@@ -193,13 +198,36 @@ def save_truth(columns: dict[str, np.ndarray], truth: dict[str, np.ndarray],
            **{k: truth[k] for k in TRUTH_FIELDS})
 
 
+def absent_from_recent(users: np.ndarray, timestamps: np.ndarray, tastes: np.ndarray,
+                       window: int = RECENT_WINDOW) -> np.ndarray:
+  """(N,) bool: behavior n was shown from a taste (>= 0) that none of its user's previous
+  `window` behaviors (in time order) was shown from. Inputs (N,), any row order."""
+  order = np.lexsort((timestamps, users))  # each user's behaviors contiguous, in time order
+  position = np.empty(len(order), np.int64)
+  position[order] = np.arange(len(order))
+  by_taste = np.lexsort((position, tastes, users))  # each (user, taste) run in time order
+  same = np.zeros(len(by_taste), bool)
+  same[1:] = ((users[by_taste][1:] == users[by_taste][:-1]) &
+              (tastes[by_taste][1:] == tastes[by_taste][:-1]))
+  gap = np.full(len(by_taste), window + 1, np.int64)
+  gap[1:] = np.diff(position[by_taste])
+  absent = np.empty(len(order), bool)
+  absent[by_taste] = ~same | (gap > window)
+  return absent & (tastes >= 0)
+
+
 def truth_of(path: str | pathlib.Path, users: np.ndarray, timestamps: np.ndarray,
              items: np.ndarray) -> dict[str, np.ndarray]:
-  """The truth (TRUTH_FIELDS: (N,) each) of behaviors given by their (user, timestamp, item).
+  """The truth (TRUTH_FIELDS and absent_from_recent: (N,) each) of behaviors given by their
+  (user, timestamp, item).
 
   Raises ValueError naming the first behavior the truth does not hold (a log other than the
   one the truth was written with)."""
   saved = np.load(path)
+  missing = [k for k in TRUTH_FIELDS if k not in saved.files]
+  if missing:
+    raise ValueError(f"{path}: no truth field {missing[0]!r} (written by an older generator); "
+                     "make the log again with twin-tf synth --kind long-term")
   keys = np.stack([saved[schema.USER_ID], saved[schema.TIMESTAMP]], axis=1)
   order = np.lexsort((keys[:, 1], keys[:, 0]))
   sorted_keys = keys[order]
@@ -213,4 +241,5 @@ def truth_of(path: str | pathlib.Path, users: np.ndarray, timestamps: np.ndarray
     first = int(np.flatnonzero(~found)[0])
     raise ValueError(f"{path}: no truth for user {wanted[first, 0]} at timestamp "
                      f"{wanted[first, 1]} (item {items[first]}): not this truth's log")
-  return {k: saved[k][rows] for k in TRUTH_FIELDS}
+  absent = absent_from_recent(saved[schema.USER_ID], saved[schema.TIMESTAMP], saved["taste"])
+  return {**{k: saved[k][rows] for k in TRUTH_FIELDS}, "absent_from_recent": absent[rows]}

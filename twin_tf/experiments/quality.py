@@ -167,8 +167,9 @@ def reference_label(name: str, reference: dict) -> str:
 
 def truth_references(data: ExampleData, truth: str) -> dict:
   """Test AUC / GAUC of the SYNTHETIC truth's scores: "oracle" (the true click probability)
-  and "item_only" (the item's mean true click probability, not personalized), and
-  "dormant_share": the share of test impressions shown from a dormant taste."""
+  and "item_only" (the item's mean true click probability, not personalized); the shares of
+  test impressions shown from a dormant taste ("dormant_share") and from a taste absent from
+  the user's previous 50 behaviors ("absent_share", longterm.absent_from_recent)."""
   from twin_tf.data import longterm  # pylint: disable=import-outside-toplevel
   test = data.impressions["test"]
   found = longterm.truth_of(truth, test[schema.USER_ID], test[schema.TIMESTAMP],
@@ -176,6 +177,7 @@ def truth_references(data: ExampleData, truth: str) -> dict:
   out = {name: _auc_gauc(test, found[field])
          for name, field in (("oracle", "click_probability"), ("item_only", "item_probability"))}
   out["dormant_share"] = float(found["dormant"].mean())
+  out["absent_share"] = float(found["absent_from_recent"].mean())
   return out
 
 

@@ -206,13 +206,11 @@ def absent_from_recent(users: np.ndarray, timestamps: np.ndarray, tastes: np.nda
   position = np.empty(len(order), np.int64)
   position[order] = np.arange(len(order))
   by_taste = np.lexsort((position, tastes, users))  # each (user, taste) run in time order
-  same = np.zeros(len(by_taste), bool)
-  same[1:] = ((users[by_taste][1:] == users[by_taste][:-1]) &
-              (tastes[by_taste][1:] == tastes[by_taste][:-1]))
-  gap = np.full(len(by_taste), window + 1, np.int64)
-  gap[1:] = np.diff(position[by_taste])
+  user, taste, at = users[by_taste], tastes[by_taste], position[by_taste]
+  seen = np.zeros(len(by_taste), bool)  # the same taste within `window` behaviors before
+  seen[1:] = (user[1:] == user[:-1]) & (taste[1:] == taste[:-1]) & (np.diff(at) <= window)
   absent = np.empty(len(order), bool)
-  absent[by_taste] = ~same | (gap > window)
+  absent[by_taste] = ~seen
   return absent & (tastes >= 0)
 
 

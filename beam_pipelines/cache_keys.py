@@ -1,7 +1,8 @@
 """Beam pipeline: the GSU key cache of one exported model version.
 
   users-*.tfrecord (build_examples) -> distinct cluster items -> batches -> item_keys
-      signature -> item_keys-*.tfrecord (per item: keys, queries, known, model_version)
+      signature -> item_keys-*.tfrecord (per item: keys, queries, value_heads, known,
+      model_version)
   users + item keys (side input) + cluster_bias signature -> user_keys-*.tfrecord
       (layout: twin_tf/export/key_cache.py); users with more than --scann_min_clusters clusters also
       get a serialized ScaNN searcher under searchers/<user_id>/
@@ -55,7 +56,8 @@ class CacheKeysOptions(PipelineOptions):
 
 
 class ItemKeysDoFn(beam.DoFn):
-  """A batch of item tuples (spec.candidate_fields) -> (item_id, (keys, queries, known))."""
+  """A batch of item tuples (spec.candidate_fields) -> (item_id, (keys, queries, known,
+  value_heads))."""
 
   def __init__(self, model_dir: str):
     self._model_dir, self._model = model_dir, None
@@ -66,11 +68,11 @@ class ItemKeysDoFn(beam.DoFn):
 
   def process(self, batch):
     items = np.asarray(batch, np.int64)  # (N, F)
-    keys, queries, known = self._model.item_keys(
-        dict(zip(self._model.spec.candidate_fields, items.T)))
+    out = self._model.item_keys(dict(zip(self._model.spec.candidate_fields, items.T)))
     self._items.inc(len(items))
     for i, item in enumerate(items[:, 0]):
-      yield int(item), (keys[i], queries[i], bool(known[i]))
+      yield int(item), (out["keys"][i], out["queries"][i], bool(out["known"][i]),
+                        out["value_heads"][i])
 
 
 class UserKeysDoFn(beam.DoFn):
@@ -101,6 +103,7 @@ class UserKeysDoFn(beam.DoFn):
           "record": json.dumps({schema.USER_ID: user_id, "unknown_items": unknown[:100]})})
       return
     item_keys = np.stack([items[i][0] for i in ids]) if len(ids) else np.zeros((0, 1))
+    value_heads = np.stack([items[i][3] for i in ids]) if len(ids) else np.zeros((0, 1))
     bias = self._model.cluster_bias(clusters, self._reference_time)
     vectors = key_cache.key_vectors(item_keys, bias)
     searcher = ""
@@ -110,7 +113,7 @@ class UserKeysDoFn(beam.DoFn):
       self._searchers.inc()
     self._users.inc()
     yield key_cache.encode(user_id, self._model.version, self._reference_time, vectors,
-                           clusters, searcher)
+                           value_heads, clusters, searcher)
 
 
 def _cluster_items(record, spec: FeatureSpec):
@@ -137,7 +140,8 @@ def build(pipeline: beam.Pipeline, options: CacheKeysOptions, reference_time: in
   _ = (items
        | "EncodeItems" >> beam.Map(lambda kv, v: tfexample.encode({
            schema.ITEM_ID: kv[0], "keys": kv[1][0], "queries": kv[1][1],
-           "known": int(kv[1][2]), key_cache.MODEL_VERSION: v}), _version(options.model_dir))
+           "value_heads": kv[1][3], "known": int(kv[1][2]), key_cache.MODEL_VERSION: v}),
+           _version(options.model_dir))
        | "CountItemKeys" >> common.counted(NAMESPACE, "item_keys_written")
        | "WriteItems" >> beam.io.WriteToTFRecord(f"{output}/item_keys",
                                                  file_name_suffix=".tfrecord"))

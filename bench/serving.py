@@ -17,8 +17,9 @@ Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, B
                    signature for the candidates' queries, ExactRetriever (one (C x D) by
                    (D x L) product and an early-settling top-k) over the user's cached GSU key
                    vectors (item_keys + cluster_bias at the request time, as
-                   beam_pipelines.cache_keys builds them offline), then the esu signature on
-                   the chosen clusters, each featurized once (`unique` of them);
+                   beam_pipelines.cache_keys builds them offline), then the esu_cached
+                   signature on the chosen clusters (`unique` of them), their keys and value
+                   heads' inherent part from the cache, their cross features computed;
                    max_abs_diff_from_in_process: its scores against serving_default's;
   scann            the same with ScaNN (scann_config(L)) as the retriever; recall_at_100
                    against the exact top 100 of the same vectors, counting a found cluster whose
@@ -94,9 +95,10 @@ def request_macs(model, clusters: int, candidates: int, ranked: int,
   (C x `ranked`) product over D_h + 1 (ranked: the clusters the GSU multiplies, all of them
   unless its bound pruning pays), and the ESU's per-head scores and pooling of the K chosen
   rows of each candidate. Over cached keys, with `unique` clusters chosen by some candidate:
-  the queries' projection, the (C x L) product over H d_k + 1, the esu signature's keys and
-  value heads of the unique clusters, and its elementwise scores and pooling. The short-term
-  module and the MLP (under 3% at L = 10^3) are left out."""
+  the queries' projection, the (C x L) product over H d_k + 1, the esu_cached signature's
+  value heads of the unique clusters' cross features (their keys and inherent value heads
+  come from the cache), and its elementwise scores and pooling. The short-term module and
+  the MLP (under 3% at L = 10^3) are left out."""
   config = model.config
   inherent = model.item_embedding.output_dim
   heads_dim = config.num_heads * config.key_dim
@@ -109,8 +111,7 @@ def request_macs(model, clusters: int, candidates: int, ranked: int,
     return int(queries + candidates * ranked * width + esu), width
   width = heads_dim + 1
   value_heads = config.num_heads * config.value_dim
-  esu = unique * (inherent * heads_dim + values * value_heads) + chosen * (
-      heads_dim + value_heads)
+  esu = unique * (values - inherent) * value_heads + chosen * (heads_dim + value_heads)
   return int(queries + candidates * clusters * width + esu), width
 
 
@@ -144,7 +145,7 @@ def dead_attention_run(run_dir: str, folder: pathlib.Path) -> pathlib.Path:
 class CachedKeysPath:
   """The paths over the user's cached GSU key vectors: the item_keys signature (queries) ->
   a retriever ("exact": ExactRetriever, one product and an early-settling top-k; "scann")
-  -> the esu signature on the clusters chosen, each featurized once."""
+  -> the esu_cached signature on the clusters chosen, with their cached projections."""
 
   def __init__(self, version_dir: pathlib.Path, request: dict, spec):
     import tensorflow as tf
@@ -155,13 +156,15 @@ class CachedKeysPath:
     self.tf = tf
     keys = ModelKeys(version_dir)
     loaded = tf.saved_model.load(str(version_dir))
-    self.item_keys, self.esu = loaded.signatures["item_keys"], loaded.signatures["esu"]
+    self.item_keys, self.esu = loaded.signatures["item_keys"], loaded.signatures["esu_cached"]
+    self.esu_inputs = set(self.esu.structured_input_signature[1])
     self._loaded = loaded
     self.clusters = {f: request[f"long_{f}"][0] for f in spec.sequence_fields}
-    item_keys, _, _ = keys.item_keys({f: self.clusters[f] for f in spec.candidate_fields})
+    items = keys.item_keys({f: self.clusters[f] for f in spec.candidate_fields})
     self.clusters[schema.CLUSTER_SIZE] = request["long_size"][0]
-    self.vectors = key_vectors(item_keys, keys.cluster_bias(self.clusters,
-                                                            int(request["request_time"][0])))
+    self.vectors = key_vectors(items["keys"], keys.cluster_bias(
+        self.clusters, int(request["request_time"][0])))
+    self.value_vectors = items["value_heads"]
     self.retrievers = {"exact": ExactRetriever(self.vectors),
                        "scann": ScannRetriever(self.vectors)}
     self.candidates = {f: tf.constant(request[f"candidate_{f}"][0])
@@ -177,8 +180,9 @@ class CachedKeysPath:
     from serving.gsu import esu_long_inputs
     chosen = self.retrievers[retriever].search(self.queries())
     inputs = dict(self.fixed)
-    inputs.update({k: self.tf.constant(v)
-                   for k, v in esu_long_inputs(self.clusters, chosen).items()})
+    inputs.update({k: self.tf.constant(v) for k, v in esu_long_inputs(
+        self.clusters, chosen, (self.vectors, self.value_vectors)).items()
+                   if k in self.esu_inputs})
     return self.esu(**inputs)["scores"].numpy()[0]
 
   def recall_at_100(self) -> float:

@@ -53,6 +53,8 @@ from twin_tf.export.saved_model import CANDIDATE_DENSE, EXTRA, WARMUP_FILE
 from twin_tf.model import features
 from twin_tf.model.features import CHOSEN
 
+CACHED = (features.CACHED_KEYS, features.CACHED_VALUE_HEADS)  # esu_cached's (B, U, width)
+
 MAX_REQUEST_ELEMENTS = 20_000_000  # per input; bigger requests are refused, not attempted
 # Messages up to 2 GiB, as TF Serving accepts (gRPC's default is 4 MiB): a request of 10^5
 # clusters (about 5.6 MB) must pass over gRPC, not only over REST.
@@ -211,12 +213,12 @@ def _refuse(name: str, reason: str):
 
 def _check_shapes(arrays: dict[str, np.ndarray]) -> None:
   """Every field of a sequence (and of the candidates) has one shape; lengths, dense
-  features and the esu's chosen positions agree with it."""
+  features, the esu's chosen positions and esu_cached's projections agree with it."""
   candidate = sorted(n for n in arrays if n.startswith("candidate_") and n != CANDIDATE_DENSE)
   shapes = {}
   for prefix, names in (("candidate", candidate),) + tuple(
       (p, sorted(n for n in arrays
-                 if n.startswith(f"{p}_") and n not in (f"{p}_length", CHOSEN)))
+                 if n.startswith(f"{p}_") and n not in (f"{p}_length", CHOSEN) + CACHED))
       for p in ("long", "short")):
     if not names:
       continue
@@ -234,6 +236,10 @@ def _check_shapes(arrays: dict[str, np.ndarray]) -> None:
       width = shapes[prefix][1][-1]
       if np.any(arrays[f"{prefix}_length"] > width):
         _refuse(f"{prefix}_length", f"a length exceeds the padded width {width}")
+  for name in CACHED:  # (B, U, width) beside the long rows' (B, U)
+    if name in arrays and "long" in shapes and arrays[name].shape[:2] != shapes["long"][1]:
+      _refuse(name, f"shape {arrays[name].shape} disagrees with {shapes['long'][0]!r} "
+              f"{shapes['long'][1]}")
   if "candidate" in shapes:
     c_name, c_shape = shapes["candidate"]
     if CANDIDATE_DENSE in arrays and arrays[CANDIDATE_DENSE].shape[:2] != c_shape:

@@ -1,5 +1,6 @@
 """Client-side GSU: retrieve each candidate's top-100 clusters from the key cache (exact or
-ScaNN), then score with the model's `esu` signature.
+ScaNN), then score with the model's `esu_cached` signature (the chosen clusters' cached key
+and value projections; `esu`, which featurizes them again, for caches or versions without).
 
   gsu = ClientSideGsu(client, "work_dir/key_cache")
   scores = gsu.score(user_id, candidates, short, request_time)  # retriever="auto"
@@ -34,6 +35,7 @@ class ClientSideGsu:
                   (key_cache.decode(s) for s in
                    tfexample.read_serialized(f"{str(cache_folder).rstrip('/')}/user_keys-*"))}
     self._retrievers: dict[tuple[int, str], object] = {}  # (user, kind), built once
+    self._cached_inputs: dict[int, frozenset | None] = {}  # version -> esu_cached's inputs
 
   def retriever(self, user_id: int, kind: str = "auto"):
     """The user's retriever: "exact", "scann", or "auto": ScaNN where the key cache holds a
@@ -73,7 +75,9 @@ class ClientSideGsu:
           "the key cache (beam_pipelines.cache_keys) for this version")
     queries = gsu_query_vectors(outputs["queries"])  # (C, H*d_k + 1)
     chosen = self.retriever(user_id, retriever).search(queries, self.top_k)  # (C, K)
-    request = esu_long_inputs(record["clusters"], chosen)
+    names = self._esu_cached_inputs(version) if record["value_vectors"] is not None else None
+    request = esu_long_inputs(record["clusters"], chosen, None if names is None else (
+        record["key_vectors"], record["value_vectors"]))
     request["request_time"] = np.array([request_time], np.int64)
     length = len(short[schema.ITEM_ID])
     for f in short:
@@ -83,14 +87,29 @@ class ClientSideGsu:
     for f in arrays:
       request[f"candidate_{f}"] = arrays[f][None]
     request[CANDIDATE_DENSE] = np.asarray(candidates[features.DENSE], np.float32)[None]
-    scores, answered = self.client.predict_outputs(request, "esu", version)
+    if names is not None:
+      request = {k: v for k, v in request.items() if k in names}
+    scores, _ = self.client.predict_outputs(request, "esu" if names is None else "esu_cached",
+                                            version)
     return scores["scores"][0]
 
+  def _esu_cached_inputs(self, version: int) -> frozenset | None:
+    """The input names of the served version's esu_cached signature (None: it has none)."""
+    if version not in self._cached_inputs:
+      _, signatures = self.client.metadata(version)
+      defined = signatures.signature_def
+      self._cached_inputs[version] = (frozenset(defined["esu_cached"].inputs)
+                                      if "esu_cached" in defined else None)
+    return self._cached_inputs[version]
 
-def esu_long_inputs(clusters: dict, chosen: np.ndarray) -> dict:
+
+def esu_long_inputs(clusters: dict, chosen: np.ndarray, cached=None) -> dict:
   """The esu signature's long inputs (B = 1) for a user's clusters {f: (L,)} (sequence fields
   and cluster_size) and the (C, K) positions each candidate chose: long_* hold the clusters
-  some candidate chose, each once, and long_chosen (1, C, K) their positions there."""
+  some candidate chose, each once, and long_chosen (1, C, K) their positions there. cached:
+  the user's (key_vectors (L, D + 1), value_vectors (L, V)) from the key cache, for an
+  esu_cached request: adds their rows as long_keys (the keys, not the bias column) and
+  long_value_heads."""
   length = len(clusters[schema.CLUSTER_SIZE])
   picked = np.zeros(length, bool)
   picked[chosen.reshape(-1)] = True  # no sort: chosen lie in [0, L)
@@ -102,4 +121,8 @@ def esu_long_inputs(clusters: dict, chosen: np.ndarray) -> dict:
       np.float32)
   request["long_length"] = np.array([len(unique)], np.int32)
   request[features.CHOSEN] = positions.reshape((1,) + chosen.shape).astype(np.int32)
+  if cached is not None:
+    key_vectors, value_vectors = cached
+    request[features.CACHED_KEYS] = np.asarray(key_vectors[unique, :-1], np.float32)[None]
+    request[features.CACHED_VALUE_HEADS] = np.asarray(value_vectors[unique], np.float32)[None]
   return request

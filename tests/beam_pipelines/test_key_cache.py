@@ -55,6 +55,7 @@ def test_counters_and_records(cache):
   assert longest[key_cache.MODEL_VERSION] == 1
   assert longest[key_cache.REFERENCE_TIME] == REFERENCE_TIME
   assert longest["key_vectors"].shape == (len(longest["clusters"][schema.ITEM_ID]), 4 * 16 + 1)
+  assert longest["value_vectors"].shape == (len(longest["clusters"][schema.ITEM_ID]), 4 * 16)
   assert longest[key_cache.SEARCHER]  # over the 150-cluster threshold
   assert counters["searchers"] == sum(1 for r in records if r[key_cache.SEARCHER])
 
@@ -62,7 +63,8 @@ def test_counters_and_records(cache):
 @pytest.mark.parametrize("retriever", ["exact", "scann", "auto"])
 def test_client_side_gsu_equals_serving_default(cache, retriever):
   """The user with the most clusters (> 100, so the GSU really selects): retrieving from the
-  cache and calling `esu` scores like `serving_default` (ScaNN is exact below 20k keys)."""
+  cache and calling `esu_cached` with the cached projections scores like `serving_default`
+  (ScaNN is exact below 20k keys)."""
   data, client = cache["data"], cache["client"]
   row = int(np.argmax(data.cluster_len))
   assert data.cluster_len[row] > 100
@@ -75,6 +77,7 @@ def test_client_side_gsu_equals_serving_default(cache, retriever):
   gsu = ClientSideGsu(client, cache["out"])
   got = gsu.score(int(data.user_ids[row]), candidates, short, REFERENCE_TIME, retriever)
   np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+  assert "long_value_heads" in gsu._esu_cached_inputs(1)  # the cached path served it
   if retriever == "auto":  # ScaNN where the cache built a searcher, exact elsewhere
     shortest = int(data.user_ids[np.argmin(data.cluster_len)])
     assert isinstance(gsu.retriever(int(data.user_ids[row])), ScannRetriever)

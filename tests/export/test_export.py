@@ -46,7 +46,7 @@ def test_saved_model_cli_lists_the_signatures(exported):
   shown = subprocess.run([sys.executable, "-m", "tensorflow.python.tools.saved_model_cli",
                           "show", "--dir", str(version), "--tag_set", "serve"],
                          capture_output=True, text=True, check=True).stdout
-  for name in ("serving_default", "esu", "item_keys"):
+  for name in ("serving_default", "esu", "esu_cached", "item_keys"):
     assert name in shown
 
 
@@ -98,6 +98,50 @@ def test_esu_over_the_union_of_chosen_clusters_equals_esu_over_all_of_them(expor
   short = {k: v for k, v in request.items() if not k.startswith("long_")}
   np.testing.assert_allclose(_run_in_session(version, "esu", {**short, **union}), whole,
                              rtol=1e-5, atol=1e-6)
+
+
+def _cached_union(version, data, bad_value=None):
+  """(esu request over a union of chosen clusters, the same as an esu_cached request whose
+  long_keys and long_value_heads come from the item_keys signature of the clusters' items;
+  bad_value: put into long_value_heads)."""
+  request, _ = requests.impression_requests(data, np.array([0]))
+  length = int(request["long_length"][0])
+  chosen = np.random.default_rng(1).integers(0, length, (1, 3, 4)).astype(np.int32)
+  chosen[0, 2, 1:] = -1
+  request = {k: (np.repeat(v, 3, axis=1) if k.startswith("candidate_") else v)
+             for k, v in request.items()}
+  clusters = {f: request[f"long_{f}"][0, :length] for f in data.spec.sequence_fields}
+  clusters["cluster_size"] = request["long_size"][0, :length]
+  items = tf.saved_model.load(str(version)).signatures["item_keys"](
+      **{f: tf.constant(clusters[f]) for f in data.spec.candidate_fields})
+  keys = np.concatenate([items["keys"].numpy().reshape(length, -1),
+                         np.zeros((length, 1), np.float32)], axis=1)  # + a bias column
+  values = items["value_heads"].numpy().reshape(length, -1)
+  if bad_value is not None:
+    values[chosen[0, 0, 0]] = bad_value
+  short = {k: v for k, v in request.items() if not k.startswith("long_")}
+  union = {**short, **esu_long_inputs(clusters, chosen[0])}
+  cached = {**short, **esu_long_inputs(clusters, chosen[0], (keys, values))}
+  for f in data.spec.candidate_fields:
+    del cached[f"long_{f}"]
+  return union, cached
+
+
+def test_esu_cached_over_the_key_cache_projections_equals_esu(exported):
+  """esu_cached with the clusters' keys and value heads from item_keys (as the key cache
+  holds them) scores as esu, which featurizes the clusters' items itself."""
+  version, _, data = exported
+  union, cached = _cached_union(version, data)
+  np.testing.assert_allclose(_run_in_session(version, "esu_cached", cached),
+                             _run_in_session(version, "esu", union), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_esu_cached_refuses_bad_projections_naming_the_input(exported, value):
+  version, _, data = exported
+  _, cached = _cached_union(version, data, value)
+  with pytest.raises(tf.errors.InvalidArgumentError, match="input long_value_heads:"):
+    _run_in_session(version, "esu_cached", cached)
 
 
 @pytest.mark.parametrize("position", [-2, 10**6])

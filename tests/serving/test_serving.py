@@ -146,6 +146,31 @@ def test_esu_positions_out_of_range_are_refused(served, position, words):
     assert words in raised.value.message
 
 
+@pytest.mark.parametrize("mutate, words", [
+    (lambda a: None, None),
+    (lambda a: a.update(long_keys=a["long_keys"][:, 1:]), "'long_keys': shape"),
+    (lambda a: a["long_value_heads"].__setitem__((0, 0, 0), np.nan),
+     "'long_value_heads': NaN or infinity")])
+def test_esu_cached_checks_the_projections_beside_the_clusters(served, mutate, words):
+  """esu_cached's long_keys and long_value_heads are (B, U, width) beside the clusters'
+  (B, U): a request with them is scored, one with a row too few or a NaN is INVALID_ARGUMENT
+  naming it."""
+  arrays = _request(served["data"])
+  arrays["long_chosen"] = requests.every_position_chosen(arrays)
+  width = arrays["long_size"].shape
+  for name in ("long_keys", "long_value_heads"):
+    arrays[name] = np.zeros(width + (4 * 16,), np.float32)
+  for f in MOVIELENS.candidate_fields:
+    del arrays[f"long_{f}"]
+  mutate(arrays)
+  if words is None:
+    assert np.all(np.isfinite(served["client"].predict(arrays, signature="esu_cached")))
+    return
+  with pytest.raises(InvalidRequestError) as raised:
+    served["client"].predict(arrays, signature="esu_cached")
+  assert words in raised.value.message
+
+
 def test_unknown_signature_model_and_version(served):
   arrays = _request(served["data"])
   with pytest.raises(InvalidRequestError) as raised:

@@ -80,8 +80,8 @@ def real_keys(key_cache_dir: str, version_dir: str, examples, candidates: int = 
   test = data.impressions["test"]
   _, first = np.unique(test[schema.ITEM_ID], return_index=True)
   picked = np.sort(first)[:candidates]
-  _, queries, _ = key_cache.ModelKeys(version_dir).item_keys(
-      {f: test[f][picked] for f in data.spec.candidate_fields})
+  queries = key_cache.ModelKeys(version_dir).item_keys(
+      {f: test[f][picked] for f in data.spec.candidate_fields})["queries"]
   return keys, gsu_query_vectors(queries)
 
 

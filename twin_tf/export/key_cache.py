@@ -5,11 +5,15 @@ A user key record (tf.train.Example, one per user) holds:
   dim                                          int64[1]   D = H * d_k + 1
   key_vectors                                  float[L*D] row-major (L, D): for cluster i,
       [ (K_h W_h)_i / sqrt(d_k) over heads , sum_h ((K_c W_c) beta + ln n)_i ]
+  value_dim                                    int64[1]   V = H * d_v
+  value_vectors                                float[L*V] row-major (L, V): for cluster i,
+      (K_h W_v,h)_i over heads, the inherent part of its ESU value heads
   cluster_<f>, cluster_size                   int64[L]   the clusters (for the esu request)
   searcher                                     bytes      folder of a serialized ScaNN
                                                           searcher, "" below the threshold
 The bias part holds the cross features' age relative to `reference_time`; a request long
-after it ranks with slightly stale ages (the ESU re-scores with the request's own time).
+after it ranks with slightly stale ages (the ESU re-scores with the request's own time: the
+esu_cached signature takes the rows' keys and value_vectors and computes the rest).
 Records carry the model version they were built from; the serving path refuses other versions.
 """
 
@@ -38,15 +42,15 @@ class ModelKeys:
     self._cluster_bias = loaded.signatures["cluster_bias"]
     self._loaded = loaded  # keeps the functions' variables alive
 
-  def item_keys(self, items: dict):
-    """{f: (N,)} for spec.candidate_fields -> (keys (N, H*d_k), queries (N, H*d_k), known (N,)
-    bool)."""
+  def item_keys(self, items: dict) -> dict[str, np.ndarray]:
+    """{f: (N,)} for spec.candidate_fields -> {keys (N, H*d_k), queries (N, H*d_k),
+    value_heads (N, H*d_v), known (N,) bool}."""
     tf = self._tf
     out = self._item_keys(**{f: tf.constant(np.asarray(items[f], np.int64))
                              for f in self.spec.candidate_fields})
     n = len(items[schema.ITEM_ID])
-    return (out["keys"].numpy().reshape(n, -1), out["queries"].numpy().reshape(n, -1),
-            out["known"].numpy())
+    return {k: v.numpy().reshape(n, -1) if k != "known" else v.numpy()
+            for k, v in out.items()}
 
   def cluster_bias(self, clusters: dict, reference_time: int) -> np.ndarray:
     """One user's clusters {f: (L,)} (spec.sequence_fields + cluster_size) -> (L,) summed
@@ -74,10 +78,11 @@ def key_vectors(item_keys: np.ndarray, bias: np.ndarray) -> np.ndarray:
 
 
 def encode(user_id: int, model_version: int, reference_time: int, vectors: np.ndarray,
-           clusters: dict, searcher: str = "") -> bytes:
+           value_vectors: np.ndarray, clusters: dict, searcher: str = "") -> bytes:
   features = {schema.USER_ID: user_id, MODEL_VERSION: model_version,
               REFERENCE_TIME: reference_time, "dim": vectors.shape[1],
-              "key_vectors": vectors.reshape(-1)}
+              "key_vectors": vectors.reshape(-1), "value_dim": value_vectors.shape[1],
+              "value_vectors": np.asarray(value_vectors, np.float32).reshape(-1)}
   features.update({f"cluster_{f}": np.asarray(v) for f, v in clusters.items()})
   serialized = tfexample.encode(features)
   if not searcher:
@@ -91,7 +96,8 @@ def encode(user_id: int, model_version: int, reference_time: int, vectors: np.nd
 
 def decode(serialized: bytes) -> dict:
   """A user key record -> {user_id, model_version, reference_time: int, key_vectors (L, D),
-  clusters {f: (L,)}, searcher: str}."""
+  value_vectors (L, V) (None in records written before them), clusters {f: (L,)},
+  searcher: str}."""
   from tensorflow.core.example import example_pb2  # pylint: disable=import-outside-toplevel
   raw = tfexample.decode(serialized)
   feature = example_pb2.Example.FromString(serialized).features.feature
@@ -101,5 +107,7 @@ def decode(serialized: bytes) -> dict:
           MODEL_VERSION: int(raw[MODEL_VERSION][0]),
           REFERENCE_TIME: int(raw[REFERENCE_TIME][0]),
           "key_vectors": raw["key_vectors"].reshape(-1, dim),
+          "value_vectors": (raw["value_vectors"].reshape(-1, int(raw["value_dim"][0]))
+                            if "value_dim" in raw else None),
           "clusters": user_clusters(raw),
           SEARCHER: searcher}

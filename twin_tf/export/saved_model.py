@@ -25,9 +25,15 @@ item features).
     -> scores (B, C): the ESU alone over the chosen clusters. long_* need hold only the
     clusters some candidate chose, each once (the union of their top K), so each is
     featurized once, however many candidates chose it.
+  esu_cached  ("gsu" models) the esu request without long_<f> for f in CANDIDATE_RAW, plus
+    long_keys                            (B, U, H*d_k) float32  item_keys' keys and
+    long_value_heads                     (B, U, H*d_v) float32  value_heads of the rows' items
+    -> scores (B, C), as esu's up to float rounding: the rows' inherent projections come from
+    the key cache, only their cross features (ages at request_time) are computed.
   item_keys  CANDIDATE_RAW (N,) int64 -> keys (N, H, d_k), the cacheable
-    K_h W_h / sqrt(d_k); queries (N, H, d_k), q W_q of the same items as candidates; known (N,)
-    bool, whether the item is in the model's vocabulary.
+    K_h W_h / sqrt(d_k); queries (N, H, d_k), q W_q of the same items as candidates;
+    value_heads (N, H, d_v), the cacheable K_h W_v,h (the inherent rows of the ESU's value
+    kernel); known (N,) bool, whether the item is in the model's vocabulary.
   cluster_bias  long_* (B, L) fields, long_size, long_length, request_time -> bias (B, L),
     (K_c W_c) beta + ln n summed over heads (0 at padding): with item_keys, the GSU key vector
     of each cluster (twin_tf.export.retrieval).
@@ -76,6 +82,17 @@ def _input_specs(tf, spec: FeatureSpec, chosen: bool = False) -> dict:
   return specs
 
 
+def _cached_specs(tf, spec: FeatureSpec, key_width: int, value_width: int) -> dict:
+  """TensorSpecs of an esu_cached request: an esu request without the long rows' item fields,
+  with their cached projections instead."""
+  specs = {k: v for k, v in _input_specs(tf, spec, chosen=True).items()
+           if k not in {f"long_{f}" for f in spec.candidate_fields}}
+  for name, width in ((features.CACHED_KEYS, key_width),
+                      (features.CACHED_VALUE_HEADS, value_width)):
+    specs[name] = tf.TensorSpec([None, None, width], tf.float32, name)
+  return specs
+
+
 class ServingModule:
   """Wraps a trained CtrModel (TensorFlow backend) with the serving signatures."""
 
@@ -97,6 +114,10 @@ class ServingModule:
     module.serving_default = tf.function(self._serving_default,
                                          input_signature=[_input_specs(tf, spec)])
     module.esu = tf.function(self._esu, input_signature=[_input_specs(tf, spec, chosen=True)])
+    if model.config.long_term == "gsu":
+      module.esu_cached = tf.function(self._esu_cached, input_signature=[_cached_specs(
+          tf, spec, model.config.num_heads * model.config.key_dim,
+          model.config.num_heads * model.config.value_dim)])
     module.item_keys = tf.function(self._item_keys, input_signature=[{
         f: tf.TensorSpec([None], tf.int64, f) for f in spec.candidate_fields}])
     bias_specs = {k: v for k, v in _input_specs(tf, spec).items()
@@ -132,14 +153,18 @@ class ServingModule:
                 self.module.vocabularies[f].lookup(ids))
     return out
 
-  def _sequence(self, raw, prefix, reference_time):
+  def _sequence(self, raw, prefix, reference_time, items: bool = True):
+    """The model inputs of the sequence `<prefix>_*` of a request (without `items`: the
+    cross features, sizes and mask only; the request has no item fields there)."""
     tf = self.tf
-    ids = raw[f"{prefix}_{schema.ITEM_ID}"]
-    valid = tf.range(tf.shape(ids)[-1])[None] < raw[f"{prefix}_length"][..., None]
-    seq = {f: raw[f"{prefix}_{f}"] for f in self.spec.sequence_fields}
-    seq.update(self._lookup(raw, f"{prefix}_"))
+    valid = (tf.range(tf.shape(raw[f"{prefix}_size"])[-1])[None]
+             < raw[f"{prefix}_length"][..., None])
+    seq = {f: raw[f"{prefix}_{f}"] for f in self.spec.sequence_fields
+           if items or f not in self.spec.candidate_fields}
+    if items:
+      seq.update(self._lookup(raw, f"{prefix}_"))
     return features.sequence_inputs(tf, self.spec, prefix, seq, raw[f"{prefix}_size"], valid,
-                                    reference_time)
+                                    reference_time, items)
 
   def _targets(self, raw):
     tf = self.tf
@@ -163,12 +188,34 @@ class ServingModule:
 
   def _esu(self, raw):
     """The ESU alone over each candidate's chosen clusters (long_chosen (B, C, K))."""
+    with self.tf.control_dependencies([self._chosen_in_range(raw)]):
+      inputs = self.model_inputs(self._checked(raw))
+    return {"scores": self.model({**inputs, features.CHOSEN: raw[features.CHOSEN]})}
+
+  def _esu_cached(self, raw):
+    """_esu over the chosen clusters' cached inherent projections (long_keys (B, U, H d_k),
+    long_value_heads (B, U, H value_dim): item_keys' keys and value_heads of their items)."""
+    tf = self.tf
+    with tf.control_dependencies([self._chosen_in_range(raw)]):
+      raw = self._checked(raw)
+    time = raw["request_time"][:, None]
+    inputs = self._targets(raw)
+    inputs.update(self._sequence(raw, "long", time, items=False))
+    inputs.update(self._sequence(raw, "short", time))
+    config = self.model.config
+    for name, width in ((features.CACHED_KEYS, config.key_dim),
+                        (features.CACHED_VALUE_HEADS, config.value_dim)):
+      value = raw[name]
+      inputs[name] = tf.reshape(value, tf.concat([tf.shape(value)[:2],
+                                                  [config.num_heads, width]], 0))
+    return {"scores": self.model({**inputs, features.CHOSEN: raw[features.CHOSEN]})}
+
+  def _chosen_in_range(self, raw):
+    """An assertion that long_chosen holds -1 or positions < long_length."""
     tf, chosen = self.tf, raw[features.CHOSEN]
     in_range = tf.logical_and(chosen >= -1, chosen < raw["long_length"][:, None, None])
-    with tf.control_dependencies([tf.debugging.Assert(tf.reduce_all(in_range), [
-        f"input {features.CHOSEN}: positions must be -1 or in [0, long_length)"])]):
-      inputs = self.model_inputs(self._checked(raw))
-    return {"scores": self.model({**inputs, features.CHOSEN: chosen})}
+    return tf.debugging.Assert(tf.reduce_all(in_range), [
+        f"input {features.CHOSEN}: positions must be -1 or in [0, long_length)"])
 
   def _item_keys(self, raw):
     ids = self._lookup(raw, "")
@@ -177,6 +224,7 @@ class ServingModule:
     inherent = self.model.embed_items(inputs, "target")
     return {"keys": self.model.attention.item_keys(inherent),
             "queries": self.model.attention.queries(inherent),
+            "value_heads": self.model.esu.value_heads(inherent),
             "known": ids[schema.ITEM_ID] != OOV}
 
   def _cluster_bias(self, raw):
@@ -230,6 +278,8 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
   signatures = {"serving_default": serving.module.serving_default,
                 "esu": serving.module.esu, "item_keys": serving.module.item_keys,
                 "cluster_bias": serving.module.cluster_bias}
+  if model.config.long_term == "gsu":
+    signatures["esu_cached"] = serving.module.esu_cached
   if model.config.long_term == "none":  # no attention, hence no esu and no GSU keys
     signatures = {"serving_default": serving.module.serving_default}
   try:

@@ -180,6 +180,8 @@ class CtrModel(keras.Model):
     chosen per candidate (-1: none), the ESU alone runs over them (_esu_of_chosen): each long
     position is featurized and projected once however many candidates chose it."""
     chosen = inputs.get(features.CHOSEN)
+    if chosen is not None and features.CACHED_KEYS in inputs:
+      return self._esu_of_cached(inputs, query, chosen)
     if chosen is None:
       inputs = _pad_long_to(inputs, self.config.gsu_top_k, self.spec)
     inherent, cross, values = self._sequence(inputs, "long")
@@ -219,18 +221,36 @@ class CtrModel(keras.Model):
     """The ESU over rows chosen per candidate, chosen (B, C, K) (-1: none), of long rows
     inherent (B, U, D_h), cross (B, U, J, dim), values (B, U, D), size (B, U) that several
     candidates may share: each row's keys, per-head bias and value heads are computed once,
-    by plain matrix products, then gathered; the scores and the pooling are elementwise. The
-    same alpha' and pooling as the GSU path's _esu_over (up to float rounding), without its
-    (B, C)-batched products of small matrices. -> (B, C, interest_dim)."""
-    attention, heads = self.attention, self.config.num_heads
+    by plain matrix products, then gathered (_esu_of_rows). The same alpha' and pooling as
+    the GSU path's _esu_over (up to float rounding), without its (B, C)-batched products of
+    small matrices. -> (B, C, interest_dim)."""
     if not self.esu.built:
-      self.esu.build((None, None, heads, None), values.shape)
+      self.esu.build((None, None, self.config.num_heads, None), values.shape)
+    return self._esu_of_rows(self.attention.item_keys(inherent), self.attention.bias(cross, size),
+                             self.esu.value_heads(values), queries, chosen)
+
+  def _esu_of_cached(self, inputs, query, chosen):
+    """_esu_of_chosen with the rows' inherent projections given (the key cache's): inputs
+    [CACHED_KEYS] (B, U, H, d_k) (attention.item_keys of the rows' items) and
+    [CACHED_VALUE_HEADS] (B, U, H, value_dim) (esu.value_heads of their inherent features);
+    only the cross features (their ages at the request's time) are featurized here.
+    query (B, C, D_h) -> (B, C, interest_dim)."""
+    cross = self.cross_embedding(inputs["long_cross"])
+    flat = ops.reshape(cross, ops.shape(cross)[:-2] + (cross.shape[-2] * cross.shape[-1],))
+    heads = inputs[features.CACHED_VALUE_HEADS] + self.esu.value_heads(
+        flat, first=self.item_embedding.output_dim)
+    return self._esu_of_rows(inputs[features.CACHED_KEYS],
+                             self.attention.bias(cross, inputs["long_size"]), heads,
+                             self.attention.queries(query), chosen)
+
+  def _esu_of_rows(self, keys, bias, heads, queries, chosen):
+    """The ESU from per-row keys (B, U, H, d_k), bias (B, U, H) and value heads
+    (B, U, H, value_dim), queries (B, C, H, d_k), chosen (B, C, K) (-1: none): the rows are
+    gathered; the scores and the pooling are elementwise. -> (B, C, interest_dim)."""
     rows = ops.maximum(chosen, 0)
-    keys = gather_selected(attention.item_keys(inherent), rows)  # (B, C, K, H, d_k)
-    bias = gather_selected(attention.bias(cross, size), rows)  # (B, C, K, H)
-    alpha = ops.sum(keys * queries[:, :, None], axis=-1) + bias  # (B, C, K, H)
-    return self.esu.pooled_heads(alpha, gather_selected(self.esu.value_heads(values), rows),
-                                 chosen >= 0)
+    alpha = (ops.sum(gather_selected(keys, rows) * queries[:, :, None], axis=-1)
+             + gather_selected(bias, rows))  # (B, C, K, H)
+    return self.esu.pooled_heads(alpha, gather_selected(heads, rows), chosen >= 0)
 
   def _esu_over(self, values, key_scale, queries, size, valid):
     """The ESU over chosen rows: values (B, C, K, D), key_scale (B, C, K) (their 1 / RMS of

@@ -26,6 +26,9 @@ from twin_tf.data.feature_spec import FeatureSpec
 
 SHORT_LENGTH = 50
 CHOSEN = "long_chosen"
+# The key cache's inherent projections of long rows (B, U, H, d), for the ESU over CHOSEN.
+CACHED_KEYS = "long_keys"
+CACHED_VALUE_HEADS = "long_value_heads"
 NUM_AGE_BUCKETS = 16  # floor(log2(1 + age in days)), capped
 MAX_GROUPS = 10
 # Vocabulary sizes of the cross features, padding included: completion groups 0..M
@@ -88,14 +91,16 @@ def time_context(tf, timestamp):
 
 
 def sequence_inputs(tf, spec: FeatureSpec, prefix: str, seq: dict, size, valid,
-                    reference_time) -> dict:
+                    reference_time, items: bool = True) -> dict:
   """Sequence fields (int64, any leading shape (..., L)) -> model inputs `<prefix>_*`.
 
-  seq holds spec.sequence_fields, the candidate fields already vocabulary indexes;
-  reference_time broadcasts against the timestamps (e.g. (B, 1) for (B, L)). Padding (valid
-  False) gets id 0 everywhere and size 0.
+  seq holds spec.sequence_fields, the candidate fields already vocabulary indexes (without
+  `items`: not the candidate fields, and no item inputs come out); reference_time broadcasts
+  against the timestamps (e.g. (B, 1) for (B, L)). Padding (valid False) gets id 0
+  everywhere and size 0.
   """
-  inputs = {f: tf.where(valid, seq[f], tf.zeros_like(seq[f])) for f in spec.candidate_fields}
+  inputs = {f: tf.where(valid, seq[f], tf.zeros_like(seq[f]))
+            for f in (spec.candidate_fields if items else ())}
   inputs["cross"] = cross_ids(tf, seq[schema.GROUP], [seq[f] for f in spec.behavior_flags],
                               seq[schema.TIMESTAMP], reference_time, valid)
   inputs["size"] = tf.where(valid, tf.cast(size, tf.float32), tf.zeros_like(size, tf.float32))

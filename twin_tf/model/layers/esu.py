@@ -44,10 +44,15 @@ class Esu(keras.layers.Layer):
     pooled = ops.matmul(weights, values)  # (B, C, H, D), a batched matrix product
     return self._output(ops.einsum("bchd,dhv->bchv", pooled, self.value_kernel), valid)
 
-  def value_heads(self, values):
+  def value_heads(self, values, first: int = 0):
     """K_i W_v,h of every head: (..., D) -> (..., H, value_dim), one matrix product. For rows
-    that several candidates choose (pooled_heads)."""
-    return project_per_head(values, self.value_kernel)
+    that several candidates choose (pooled_heads). With `first`, values are the features
+    first..first + D of K only (W_v's rows there): value_heads(K) = value_heads(K_h) +
+    value_heads(K_c, D_h), so the inherent part can be cached per item."""
+    kernel = self.value_kernel
+    if first or values.shape[-1] != kernel.shape[0]:
+      kernel = kernel[first:first + values.shape[-1]]
+    return project_per_head(values, kernel)
 
   def pooled_heads(self, alpha, heads, valid):
     """call() from rows already projected, rows before heads: alpha (B, C, K, H), heads

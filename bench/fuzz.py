@@ -20,7 +20,7 @@ import numpy as np
 
 DTYPES = ("float16", "float32", "float64", "int8", "int32", "int64", "uint8", "uint64", "bool",
           "complex64", "str")
-SIGNATURES = ("serving_default", "esu", "item_keys", "cluster_bias", "", "nope",
+SIGNATURES = ("serving_default", "esu", "esu_cached", "item_keys", "cluster_bias", "", "nope",
               "__saved_model_init_op", "serving_default ")
 EXTREMES = (np.nan, np.inf, -np.inf, -1, 0, 2**31, 2**62, -2**63, 1e38, 0.5)
 SERVER_SIDE = ("UNKNOWN", "INTERNAL", "DATA_LOSS", "UNIMPLEMENTED")

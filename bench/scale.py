@@ -222,7 +222,7 @@ def largest_user_request(work: pathlib.Path, user: int, candidates: int) -> dict
 
 def stage_score(work: pathlib.Path, args) -> dict:
   """The largest user on the exact path (in process and over gRPC) and over its cached keys,
-  exact and ScaNN (bench/serving.py's CachedKeysPath: item_keys, the retriever, esu)."""
+  exact and ScaNN (bench/serving.py's CachedKeysPath: item_keys, the retriever, esu_cached)."""
   import importlib.util
 
   from timing import one_core_tensorflow, serving_timings, timings

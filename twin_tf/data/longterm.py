@@ -69,7 +69,6 @@ class LongTermConfig:
   dormant_tastes: int = 24
   active_until: float = 0.5
   dormant_share: float = 0.1
-  session_length: float = 1.0
   explore: float = 0.3
   sharpness: float = 8.0
   base: float = -0.8
@@ -171,10 +170,8 @@ def _user(user, n, rng, config, items, popularity, item_bias, affinity_mean):
   late = np.arange(n) >= int(config.active_until * n)
   draw = rng.random(n)
   explore = draw < config.explore
-  session = np.cumsum(rng.random(n) < 1.0 / config.session_length)  # runs on one taste
-  sessions = int(session[-1]) + 1
-  slot = np.where(late, rng.integers(0, lasting, sessions)[session],
-                  rng.integers(0, num_tastes, sessions)[session])  # early: every taste alike
+  slot = rng.integers(0, num_tastes, n)  # early: every taste alike
+  slot[late] = rng.integers(0, lasting, int(late.sum()))
   returns = late & (draw >= config.explore) & (draw < config.explore + config.dormant_share)
   turns = lasting + rng.permutation(config.dormant_tastes)
   slot[returns] = turns[np.arange(int(returns.sum())) % max(config.dormant_tastes, 1)]

@@ -260,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="most behaviors of a user (default: lifecycle 100,000, long-term "
                      "8,000)")
   synth.add_argument("--dormant-share", dest="dormant_share", type=float, default=None,
-                     help="long-term: share of the late behaviors that are a dormant taste's "
-                     "return, nearly all absent from the last 50 behaviors (default 0.1)")
+                     help="long-term: share of the late behaviors shown from the dormant "
+                     "tastes (default 0.1)")
   synth.add_argument("--seed", type=int, default=0, help="seeds everything (default 0)")
 
   emb = add_command("embeddings", help="bootstrap item embeddings from co-occurrence")
@@ -428,8 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="items of each log")
   long_term.add_argument("--dormant-shares", dest="dormant_shares", type=float, nargs="+",
                          default=list(study.dormant_shares),
-                         help="one log per share of late behaviors that are a dormant taste's "
-                         "return (the first log is the headline)")
+                         help="one log per share of late behaviors shown from dormant tastes")
   long_term.add_argument("--models", nargs="+", default=list(study.models),
                          help="TwinV2 first")
   long_term.add_argument("--seeds", type=int, nargs="+", default=list(study.seeds),

@@ -29,38 +29,29 @@ def test_clicks_follow_the_tastes_more_than_the_items(generated):
 
 
 def test_item_vectors_are_the_ones_the_behaviors_follow(generated):
-  """Consecutive items of one user shown from the same taste lie far closer in the true space
-  than random pairs do; other vectors would show no gap."""
-  columns, truth = generated
+  """Consecutive items of one user lie closer in the true space than random pairs do (both
+  come from one of the user's few tastes a fifth of the time): about 0.02 against 0.00 over
+  ~28,000 pairs whose mean has a standard error of ~0.002; other vectors show no gap."""
+  columns, _ = generated
   vectors = longterm.item_vectors(CONFIG)[columns[schema.ITEM_ID] - 1]
-  taste = truth["taste"]
-  same = ((columns[schema.USER_ID][1:] == columns[schema.USER_ID][:-1])
-          & (taste[1:] == taste[:-1]) & (taste[1:] >= 0))
-  consecutive = np.einsum("nd,nd->n", vectors[1:], vectors[:-1])[same].mean()
+  same_user = columns[schema.USER_ID][1:] == columns[schema.USER_ID][:-1]
+  consecutive = np.einsum("nd,nd->n", vectors[1:], vectors[:-1])[same_user].mean()
   shuffled = vectors[np.random.default_rng(0).permutation(len(vectors))]
-  assert consecutive > np.einsum("nd,nd->n", vectors, shuffled).mean() + 0.1
+  assert consecutive > np.einsum("nd,nd->n", vectors, shuffled).mean() + 0.01
 
 
-def test_dormant_tastes_return_at_their_share_absent_from_the_recent_window(generated):
-  """After the dormancy a dormant taste returns at `dormant_share` of the behaviors, the
-  dormant tastes taking turns, so nearly every return comes from a taste none of the last
-  RECENT_WINDOW behaviors was shown from: the share the setting is meant to set."""
+def test_dormant_tastes_are_shown_only_at_their_share_after_the_dormancy(generated):
   columns, truth = generated
   users = columns[schema.USER_ID]
-  absent = longterm.absent_from_recent(users, columns[schema.TIMESTAMP], truth["taste"])
-  late = np.concatenate([np.arange(n) >= int(CONFIG.active_until * n)
-                         for n in np.bincount(users)])  # rows are by user, in time order
-  assert not truth["dormant"][~late].any()  # "dormant" marks the late returns only
-  assert abs(truth["dormant"][late].mean() - CONFIG.dormant_share) < 0.01
-  assert abs(absent[late].mean() - CONFIG.dormant_share) < 0.015
-  assert absent[late & truth["dormant"]].mean() > 0.9
-  lasting = truth["taste"] < CONFIG.min_tastes
-  assert absent[late & lasting & (truth["taste"] >= 0)].mean() < 0.01
-
-
-def test_dormant_share_needs_room_beside_explore():
-  with pytest.raises(ValueError, match="explore \\+ dormant_share"):
-    longterm.LongTermConfig(explore=0.3, dormant_share=0.8)
+  late_share, early_share = [], []
+  for user in np.unique(users):
+    dormant = truth["dormant"][users == user]
+    cut = int(CONFIG.active_until * len(dormant))
+    early_share.append(dormant[:cut].mean())
+    late_share.append(dormant[cut:].mean())
+  assert max(early_share) == 0  # "dormant" marks the late showings of a dormant taste
+  expected = CONFIG.dormant_share * (1 - CONFIG.explore)
+  assert abs(np.mean(late_share) - expected) < 0.02
 
 
 def test_item_features_carry_no_taste(generated):
@@ -110,7 +101,7 @@ def test_absent_from_recent_matches_a_loop_over_each_users_window(generated):
   shuffle = np.random.default_rng(0).permutation(len(users))
   found = longterm.absent_from_recent(users[shuffle], times[shuffle], tastes[shuffle], 3)
   np.testing.assert_array_equal(found, expected[shuffle])
-  assert 0.05 < expected.mean() < 0.95
+  assert 0.05 < expected.mean() < 0.5
 
 
 def test_synth_refuses_a_long_term_setting_for_the_lifecycle_kind(tmp_path):

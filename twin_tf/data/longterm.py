@@ -9,18 +9,13 @@ categories or recent behaviors. The generative model:
              Zipf(1.0); duration lognormal around 60 s.
   users      n behaviors, log-uniform in [min_behaviors, max_behaviors], one every
              0.5-5 hours on average from a start in 2018-2019; `min_tastes`-`max_tastes`
-             lasting tastes plus `dormant_tastes` tastes that fall dormant after the first
-             `active_until` of the user's life-cycle (unit vectors t_k).
+             tastes t_k (unit vectors), of which `dormant_tastes` fall dormant after
+             the first `active_until` of the user's life-cycle.
   exposure   each behavior is an item shown to the user: with probability `explore` a
              popular item (any taste), else an item near one taste, p(i | k) ~
-             exp(sharpness v_i . t_k). Before the dormancy every taste is shown equally.
-             After it, a behavior is a dormant taste's return with probability
-             `dormant_share` (the dormant tastes take turns, in a random order per user, so
-             one returns about every dormant_tastes / dormant_share behaviors: with the
-             defaults, after more than RECENT_WINDOW behaviors without it) and a lasting
-             taste's otherwise. So `dormant_share` is close to the share of late behaviors
-             shown from a taste absent from the user's last RECENT_WINDOW behaviors, as long
-             as dormant_share < dormant_tastes / RECENT_WINDOW.
+             exp(sharpness v_i . t_k). Before the dormancy every taste is shown equally;
+             after it, the dormant tastes are shown with a total probability `dormant_share`
+             (spread over them) and the active ones share the rest.
   click      p = sigmoid(base + affinity_weight * a + b_i), with the affinity
              a = log sum_k exp(sharpness v_i . t_k) / sharpness - mean: the candidate's
              similarity to ALL of the user's tastes, dormant ones included. That p is saved
@@ -31,7 +26,8 @@ user, timestamp, item, `click_probability` (the oracle), `item_probability` (the
 true click probability over every user: the item-only score), `dormant` (shown from a
 dormant taste) and `taste` (the user's taste it was shown from, -1 for a popular item).
 truth_of adds `absent_from_recent`: shown from a taste that none of the user's previous
-RECENT_WINDOW behaviors was shown from.
+RECENT_WINDOW behaviors was shown from. Note that `dormant_share` does not set that share:
+a dormant taste shown at any share above ~1/50 is back in the recent window at once.
 The feature spec is movielens-shaped (category, year_bucket; tagged) under the name
 "synthetic_longterm".
 """
@@ -66,28 +62,22 @@ class LongTermConfig:
   num_categories: int = 40
   min_tastes: int = 4
   max_tastes: int = 6
-  dormant_tastes: int = 24
+  dormant_tastes: int = 2
   active_until: float = 0.5
   dormant_share: float = 0.1
   explore: float = 0.3
   sharpness: float = 8.0
   base: float = -0.8
-  affinity_weight: float = 14.0
+  affinity_weight: float = 6.0
   item_bias_std: float = 0.5
   seed: int = 0
 
   def __post_init__(self):
-    if self.dormant_tastes < 0 or self.min_tastes < 1:
-      raise ValueError(f"need dormant_tastes >= 0 and min_tastes >= 1, got "
-                       f"{self.dormant_tastes} and {self.min_tastes}")
+    if not 0 <= self.dormant_tastes < self.min_tastes:
+      raise ValueError(f"dormant_tastes must be in [0, min_tastes), got {self.dormant_tastes}")
     for name in ("active_until", "dormant_share", "explore"):
       if not 0 <= getattr(self, name) <= 1:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
-    if self.explore + self.dormant_share > 1:
-      raise ValueError(f"explore + dormant_share must be at most 1, got {self.explore} + "
-                       f"{self.dormant_share}")
-    if self.dormant_share and not self.dormant_tastes:
-      raise ValueError("dormant_share > 0 needs dormant_tastes > 0")
     if not 1 <= self.min_behaviors <= self.max_behaviors:
       raise ValueError("need 1 <= min_behaviors <= max_behaviors")
 
@@ -156,25 +146,26 @@ def _affinity(vectors: np.ndarray, tastes: np.ndarray, sharpness: float) -> np.n
 
 def _mean_affinity(items, config, rng) -> float:
   """The affinity of a random item to random tastes, so that `base` is the mean logit."""
-  tastes = _unit(rng.standard_normal((config.max_tastes + config.dormant_tastes, config.dim)))
+  tastes = _unit(rng.standard_normal((config.max_tastes, config.dim)))
   return float(_affinity(items[:2_000], tastes, config.sharpness).mean())
 
 
 def _user(user, n, rng, config, items, popularity, item_bias, affinity_mean):
-  lasting = int(rng.integers(config.min_tastes, config.max_tastes + 1))
-  num_tastes = lasting + config.dormant_tastes  # the dormant tastes come last
+  num_tastes = int(rng.integers(config.min_tastes, config.max_tastes + 1))
   tastes = _unit(rng.standard_normal((num_tastes, config.dim)))
+  dormant_taste = np.arange(num_tastes) < config.dormant_tastes
   gaps = rng.exponential(rng.uniform(0.5, 5.0) * HOUR, n)
   times = START + int(rng.integers(0, 2 * 365 * 24)) * HOUR + np.cumsum(
       np.maximum(gaps, 1.0)).astype(np.int64) + np.arange(n)  # strictly increasing
   late = np.arange(n) >= int(config.active_until * n)
-  draw = rng.random(n)
-  explore = draw < config.explore
-  slot = rng.integers(0, num_tastes, n)  # early: every taste alike
-  slot[late] = rng.integers(0, lasting, int(late.sum()))
-  returns = late & (draw >= config.explore) & (draw < config.explore + config.dormant_share)
-  turns = lasting + rng.permutation(config.dormant_tastes)
-  slot[returns] = turns[np.arange(int(returns.sum())) % max(config.dormant_tastes, 1)]
+  weights = np.full((n, num_tastes), 1.0 / num_tastes)
+  if config.dormant_tastes:
+    active = ~dormant_taste
+    weights[late] = np.where(dormant_taste, config.dormant_share / dormant_taste.sum(),
+                             (1 - config.dormant_share) / active.sum())
+  slot = (weights.cumsum(axis=1) < rng.random(n)[:, None]).sum(axis=1)
+  slot = np.minimum(slot, num_tastes - 1)
+  explore = rng.random(n) < config.explore
   item = np.empty(n, np.int64)
   item[explore] = rng.choice(len(items), int(explore.sum()), p=popularity)
   for k in range(num_tastes):
@@ -195,7 +186,7 @@ def _user(user, n, rng, config, items, popularity, item_bias, affinity_mean):
   columns["completion"] = completion
   columns["tagged"] = (click & (rng.random(n) < 0.02)).astype(np.int64)
   truth = {"click_probability": probability.astype(np.float32),
-           "dormant": returns,
+           "dormant": (~explore & dormant_taste[slot] & late),
            "taste": np.where(explore, -1, slot).astype(np.int8)}
   return columns, truth
 

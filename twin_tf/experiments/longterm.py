@@ -32,9 +32,7 @@ class LongTermStudyConfig:
     users, max_behaviors, num_items: the generator's (twin_tf.data.longterm.LongTermConfig;
       fewer items than its 20,000 leave ~175 behaviors per item on a log that fits 2 cores:
       the whole study took 49 min here; at 60 users every model learnt less).
-    dormant_shares: the dormancy sweep (each close to the share of late behaviors shown from a
-      taste absent from the last 50); every share's log also runs the equal-cost sweep. The
-      first share's log is the headline (oracle, models, comparisons).
+    dormant_shares: the dormancy sweep; every share's log also runs the equal-cost sweep.
     models, seeds: trained on every log (TwinV2 first: every comparison is against it).
     budgets: the equal-cost sweep's sequence budgets L (None: full).
     cutoff_quantile, snapshots, embedding_method, embedding_window: the main job's
@@ -46,7 +44,7 @@ class LongTermStudyConfig:
   users: int = 200
   max_behaviors: int = 4_000
   num_items: int = 2_000
-  dormant_shares: tuple[float, ...] = (0.3, 0.15, 0.0)
+  dormant_shares: tuple[float, ...] = (0.1, 0.4, 0.7)
   models: tuple[str, ...] = ("TwinV2", "Twin", "DIN")
   seeds: tuple[int, ...] = (0,)
   budgets: tuple[Optional[int], ...] = (16, 32, None)

@@ -49,7 +49,7 @@ from tensorflow_serving.apis import (
 
 from twin_tf.data import feature_spec, schema
 from twin_tf.data.feature_spec import FeatureSpec
-from twin_tf.export.saved_model import CANDIDATE_DENSE, EXTRA, WARMUP_FILE
+from twin_tf.export.saved_model import CANDIDATE_DENSE, EXTRA, read_warmup
 from twin_tf.model import features
 from twin_tf.model.features import CHOSEN
 
@@ -270,18 +270,12 @@ def _check_ranges(arrays: dict[str, np.ndarray], spec: FeatureSpec) -> None:
 
 def warm_up(loaded: LoadedVersion, version_dir: pathlib.Path) -> int:
   """Replays the version's warmup requests (each signature they name); returns their count."""
-  path = version_dir / EXTRA / WARMUP_FILE
-  if not path.exists():
-    return 0
-  from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
-  count = 0
-  for record in tf.data.TFRecordDataset(str(path)).as_numpy_iterator():
-    request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+  requests = read_warmup(version_dir)
+  for request in requests:
     signature = request.model_spec.signature_name or "serving_default"
     loaded.loaded.signatures[signature](**{k: tf.constant(tf.make_ndarray(v))
                                            for k, v in request.inputs.items()})
-    count += 1
-  return count
+  return len(requests)
 
 
 def _current_signature(store: VersionStore, model_name: str, request_model: str,

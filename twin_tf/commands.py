@@ -258,8 +258,9 @@ def export(run_dir: Path, model_base_path: Path, version: int | None = None,
     warmup_requests = requests.warmup_requests(data, warmup, model_name)
   version_dir = saved_model.export_saved_model(run_dir, model_base_path, version,
                                                warmup_requests)
-  print(f"exported {run_dir} -> {version_dir} ({len(warmup_requests)} warmup requests)")
-  return {"version_dir": str(version_dir), "warmup_requests": len(warmup_requests)}
+  written = len(saved_model.read_warmup(version_dir))  # with the esu_cached ones it derives
+  print(f"exported {run_dir} -> {version_dir} ({written} warmup requests)")
+  return {"version_dir": str(version_dir), "warmup_requests": written}
 
 
 def serve(model_base_path: Path, model_name: str = "twin", host: str = "127.0.0.1",

@@ -54,7 +54,7 @@ def test_main_job_small(movielens_dir, tmp_path):
   version = tmp_path / "serving" / "twin" / "1"
   assert report["export"]["version_dir"] == str(version)
   assert (version / "saved_model.pb").exists()
-  assert report["export"]["warmup_requests"] == 40  # 10 impressions x 4 signatures
+  assert report["export"]["warmup_requests"] == 50  # 10 impressions x 5 signatures
   scored = report["serve-and-score"]
   assert scored["candidates"] > 0
   for way, diff in scored["max_abs_diff_vs_serving_default"].items():

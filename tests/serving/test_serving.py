@@ -362,12 +362,13 @@ def test_a_new_version_is_warmed_before_it_serves(served, caplog):
   signatures = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request.model_spec
                 .signature_name for r in tf.data.TFRecordDataset(
                     str(version / "assets.extra" / saved_model.WARMUP_FILE)).as_numpy_iterator()]
-  assert sorted(set(signatures)) == ["cluster_bias", "esu", "item_keys", "serving_default"]
+  assert sorted(set(signatures)) == ["cluster_bias", "esu", "esu_cached", "item_keys",
+                                     "serving_default"]
   store = dev_server.VersionStore(base)
   with caplog.at_level(logging.INFO, logger="twin_tf.dev_server"):
     store.refresh()
   assert store.get().version == 5
-  assert "after 8 warmup requests" in caplog.text
+  assert "after 10 warmup requests" in caplog.text
   shutil.rmtree(version)
 
 

@@ -50,6 +50,8 @@ import pathlib
 import shutil
 import uuid
 
+import numpy as np
+
 from twin_tf.data import feature_spec, schema
 from twin_tf.data.feature_spec import FeatureSpec
 from twin_tf.model import features
@@ -252,7 +254,8 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
     base: the model base path TF Serving watches.
     version: default next_version(base).
     warmup_requests: PredictRequests written to assets.extra (at most 1000); those of a
-      signature this model does not export are left out.
+      signature this model does not export are left out. Each esu request also warms
+      esu_cached (the same request with zero projections, esu_cached_warmup).
     bound_pruning: the GSU's (GsuTopK); False ranks every cluster (the same scores, slower on
       a trained TwinV2: for comparisons).
   """
@@ -288,6 +291,12 @@ def export_saved_model(run_dir: str | pathlib.Path, base: str | pathlib.Path,
     vocabularies.spec.save(staging / EXTRA)
     warmup_requests = [r for r in warmup_requests or ()
                        if (r.model_spec.signature_name or "serving_default") in signatures]
+    if "esu_cached" in signatures:
+      config = model.config
+      warmup_requests += [
+          esu_cached_warmup(r, vocabularies.spec, config.num_heads * config.key_dim,
+                            config.num_heads * config.value_dim)
+          for r in warmup_requests if r.model_spec.signature_name == "esu"]
     if warmup_requests:
       write_warmup(staging, warmup_requests)
     os.rename(staging, final)
@@ -317,6 +326,33 @@ def _alive(pid: int) -> bool:
   except PermissionError:
     return True
   return True
+
+
+def esu_cached_warmup(request, spec: FeatureSpec, key_width: int, value_width: int):
+  """An esu PredictRequest as an esu_cached one: without the long rows' item fields, with
+  zero long_keys (B, U, key_width) and long_value_heads (B, U, value_width)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  cached = type(request)()
+  cached.CopyFrom(request)
+  cached.model_spec.signature_name = "esu_cached"
+  for field in spec.candidate_fields:
+    del cached.inputs[f"long_{field}"]
+  rows = tuple(tf.make_ndarray(request.inputs["long_size"]).shape)  # (B, U)
+  for name, width in ((features.CACHED_KEYS, key_width),
+                      (features.CACHED_VALUE_HEADS, value_width)):
+    cached.inputs[name].CopyFrom(tf.make_tensor_proto(np.zeros(rows + (width,), np.float32)))
+  return cached
+
+
+def read_warmup(version_dir: str | pathlib.Path) -> list:
+  """The PredictRequests of a version's assets.extra warmup file ([] without one)."""
+  import tensorflow as tf  # pylint: disable=import-outside-toplevel
+  from tensorflow_serving.apis import prediction_log_pb2  # pylint: disable=import-outside-toplevel
+  path = pathlib.Path(version_dir) / EXTRA / WARMUP_FILE
+  if not path.exists():
+    return []
+  return [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request
+          for r in tf.data.TFRecordDataset(str(path)).as_numpy_iterator()]
 
 
 def write_warmup(version_dir: str | pathlib.Path, requests) -> None:

@@ -101,7 +101,9 @@ class CtrModel(keras.Model):
       per row -> (B,); target features (B, C) score C candidates of one user per row against
       the user's sequences, computed once -> (B, C). With (B, C) targets, inputs may also
       hold `long_chosen` (B, C, K) int32: each candidate's clusters already chosen (by ScaNN
-      or any retriever) as positions into long_* (-1: none), which the ESU alone scores.
+      or any retriever) as positions into long_* (-1: none), which the ESU alone scores;
+      with it, `long_keys` (B, U, H, d_k) and `long_value_heads` (B, U, H, value_dim), the
+      key cache's projections of the long rows' items, stand in for their item features.
     returns: click probabilities.
   """
 

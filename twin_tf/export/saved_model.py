@@ -176,11 +176,12 @@ class ServingModule:
     inputs[features.DENSE] = raw[CANDIDATE_DENSE]  # (B, C, D)
     return inputs
 
-  def model_inputs(self, raw):
-    """The model's inputs, (B, C) targets, of a serving_default request (its named arrays)."""
+  def model_inputs(self, raw, long_items: bool = True):
+    """The model's inputs, (B, C) targets, of a serving_default request (its named arrays);
+    without `long_items`, of a request without the long rows' item fields (esu_cached)."""
     time = raw["request_time"][:, None]
     inputs = self._targets(raw)
-    inputs.update(self._sequence(raw, "long", time))
+    inputs.update(self._sequence(raw, "long", time, long_items))
     inputs.update(self._sequence(raw, "short", time))
     return inputs
 
@@ -200,10 +201,7 @@ class ServingModule:
     tf = self.tf
     with tf.control_dependencies([self._chosen_in_range(raw)]):
       raw = self._checked(raw)
-    time = raw["request_time"][:, None]
-    inputs = self._targets(raw)
-    inputs.update(self._sequence(raw, "long", time, items=False))
-    inputs.update(self._sequence(raw, "short", time))
+    inputs = self.model_inputs(raw, long_items=False)
     config = self.model.config
     for name, width in ((features.CACHED_KEYS, config.key_dim),
                         (features.CACHED_VALUE_HEADS, config.value_dim)):

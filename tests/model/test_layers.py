@@ -18,6 +18,7 @@ from twin_tf.model.layers import (
   gather_selected,
   gsu,
 )
+from twin_tf.model.layers.sequence_ops import per_head_pooling, per_head_scores
 
 TOL = dict(rtol=1e-5, atol=1e-5)
 RNG = np.random.default_rng(0)
@@ -256,6 +257,28 @@ def test_esu_matches_numpy():
   esu = Esu(value_dim=5, output_dim=7)
   np.testing.assert_allclose(np.asarray(esu(alpha, values, valid)),
                              _esu_reference(esu, alpha, values, valid), **TOL)
+
+
+def test_per_head_products_match_numpy():
+  rows = RNG.standard_normal((B, C, 6, H, 5)).astype("float32")  # (B, C, K, H, d)
+  queries = RNG.standard_normal((B, C, H, 5)).astype("float32")
+  weights = RNG.standard_normal((B, C, 6, H)).astype("float32")
+  np.testing.assert_allclose(np.asarray(per_head_scores(rows, queries)),
+                             np.einsum("bckhd,bchd->bckh", rows, queries), **TOL)
+  np.testing.assert_allclose(np.asarray(per_head_pooling(weights, rows)),
+                             np.einsum("bckh,bckhd->bchd", weights, rows), **TOL)
+
+
+def test_esu_pooled_heads_equals_call():
+  alpha = RNG.standard_normal((B, C, H, 6)).astype("float32")
+  values = RNG.standard_normal((B, C, 6, 9)).astype("float32")
+  valid = np.ones((B, C, 6), bool)
+  valid[1, 2, 3:] = False
+  esu = Esu(value_dim=5, output_dim=7)
+  expected = np.asarray(esu(alpha, values, valid))
+  np.testing.assert_allclose(
+      np.asarray(esu.pooled_heads(np.swapaxes(alpha, 2, 3), esu.value_heads(values), valid)),
+      expected, **TOL)
 
 
 def test_esu_with_nothing_valid_is_zero():

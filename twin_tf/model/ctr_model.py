@@ -32,6 +32,7 @@ from twin_tf.model.layers import (
   gather_selected,
 )
 from twin_tf.model.layers.gsu import reaching
+from twin_tf.model.layers.sequence_ops import per_head_scores
 
 LONG_TERM = ("gsu", "category", "none")
 
@@ -248,9 +249,10 @@ class CtrModel(keras.Model):
   def _esu_of_rows(self, keys, bias, heads, queries, chosen):
     """The ESU from per-row keys (B, U, H, d_k), bias (B, U, H) and value heads
     (B, U, H, value_dim), queries (B, C, H, d_k), chosen (B, C, K) (-1: none): the rows are
-    gathered; the scores and the pooling are elementwise. -> (B, C, interest_dim)."""
+    gathered; the scores and the pooling are batched products per candidate (per_head_scores,
+    per_head_pooling). -> (B, C, interest_dim)."""
     rows = ops.maximum(chosen, 0)
-    alpha = (ops.sum(gather_selected(keys, rows) * queries[:, :, None], axis=-1)
+    alpha = (per_head_scores(gather_selected(keys, rows), queries)
              + gather_selected(bias, rows))  # (B, C, K, H)
     return self.esu.pooled_heads(alpha, gather_selected(heads, rows), chosen >= 0)
 

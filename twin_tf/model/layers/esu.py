@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from twin_tf.model.layers.sequence_ops import MASK_VALUE, project_per_head
+from twin_tf.model.layers.sequence_ops import MASK_VALUE, per_head_pooling, project_per_head
 
 
 @keras.saving.register_keras_serializable(package="twin_tf")
@@ -57,10 +57,9 @@ class Esu(keras.layers.Layer):
   def pooled_heads(self, alpha, heads, valid):
     """call() from rows already projected, rows before heads: alpha (B, C, K, H), heads
     (B, C, K, H, value_dim) (value_heads() of the chosen rows), valid (B, C, K)
-    -> (B, C, output_dim). Elementwise: no (B, C)-batched products of small matrices, the
-    slow part of call() on one core."""
+    -> (B, C, output_dim)."""
     weights = _weights(alpha, valid, heads_first=False)  # (B, C, K, H)
-    return self._output(ops.sum(weights[..., None] * heads, axis=2), valid)
+    return self._output(per_head_pooling(weights, heads), valid)
 
   def _output(self, heads, valid):
     """Per-head pooled values (B, C, H, value_dim) -> (B, C, output_dim); zero for a

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from twin_tf.export import retrieval
 from twin_tf.export.retrieval import (
   ExactRetriever,
   ScannConfig,
@@ -18,9 +19,12 @@ from twin_tf.model.layers import ClusterAwareTargetAttention
 RNG = np.random.default_rng(0)
 
 
-def test_exact_matches_numpy_argsort_with_ties_to_the_lower_index():
+@pytest.mark.parametrize("block_bytes", [1, 10 * 4 * 300, retrieval.BLOCK_BYTES])
+def test_exact_matches_numpy_argsort_with_ties_to_the_lower_index(block_bytes, monkeypatch):
+  """In blocks of 8 candidates (the fewest), of 10, or all 27 at once."""
+  monkeypatch.setattr(retrieval, "BLOCK_BYTES", block_bytes)
   keys = RNG.integers(-2, 3, (300, 5)).astype(np.float32)  # many ties
-  queries = RNG.integers(-2, 3, (7, 5)).astype(np.float32)
+  queries = RNG.integers(-2, 3, (27, 5)).astype(np.float32)
   got = ExactRetriever(keys).search(queries, k=20)
   scores = queries @ keys.T
   expected = np.argsort(-scores, axis=1, kind="stable")[:, :20]

@@ -21,9 +21,10 @@ RNG = np.random.default_rng(0)
 
 @pytest.mark.parametrize("block_bytes", [1, 10 * 4 * 300, retrieval.BLOCK_BYTES])
 def test_exact_matches_numpy_argsort_with_ties_to_the_lower_index(block_bytes, monkeypatch):
-  """In blocks of equal size (4 of at most 8 candidates, the fewest a block holds; 3 of at
-  most 10), or all 27 at once."""
+  """In blocks of equal size (4 of at most 8 candidates; 3 of at most 10), or all 27 at
+  once."""
   monkeypatch.setattr(retrieval, "BLOCK_BYTES", block_bytes)
+  monkeypatch.setattr(retrieval, "MIN_BLOCK_ROWS", 8)
   keys = RNG.integers(-2, 3, (300, 5)).astype(np.float32)  # many ties
   queries = RNG.integers(-2, 3, (27, 5)).astype(np.float32)
   got = ExactRetriever(keys).search(queries, k=20)

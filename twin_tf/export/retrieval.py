@@ -54,8 +54,10 @@ class ExactRetriever:
   block's scores are ranked while they are still in cache, in one buffer reused, instead of
   writing all (C, L) scores and reading them twice more. On one core at L = 10^4, C = 200,
   D = 65 this took 4.3-4.9 ms p50 against 5.1-7.3 for one TensorFlow product of every row
-  then top_k_rows (same process, alternating, a slow hour; numpy's product per block: its
-  output goes into the reused buffer, which TensorFlow's cannot).
+  then top_k_rows (same process, alternating; numpy's product per block: its output goes
+  into the reused buffer, which TensorFlow's cannot). At L = 10^5 the TensorFlow form is the
+  faster, 35-38 ms against 48-50: numpy's BLAS multiplied at 35 GMAC/s there, oneDNN at 58
+  (the served path at that length is ScaNN).
 
   Args:
     keys: (L, D) augmented key vectors.
@@ -80,10 +82,11 @@ class ExactRetriever:
     return _best_first(survivors, len(queries), min(k, length))
 
 
-# A block of candidates' scores, near the L2 cache (1 MiB a core here): at L = 10^4 blocks of
-# 2 MiB (4 x 50 candidates) searched in 3.9 ms p50, of 1.5 MiB 4.2, of 2.5 MiB 4.1.
+# A block of candidates' scores: BLOCK_BYTES or MIN_BLOCK_ROWS candidates, the more. At
+# L = 10^4 (one core) 2-8 MiB blocks searched in 3.9-4.4 ms p50; at 10^5, blocks of 8
+# candidates took 78 ms (numpy's product is slow at so few rows), of 100 or 200 49-51.
 BLOCK_BYTES = 1 << 21
-MIN_BLOCK_ROWS = 8
+MIN_BLOCK_ROWS = 100
 
 
 # Positions l, l + W, ..., l + (GROUPS - 1) W of a row form a group (W = L // GROUPS).

@@ -40,8 +40,8 @@ class ClientSideGsu:
   def retriever(self, user_id: int, kind: str = "auto"):
     """The user's retriever: "exact", "scann", or "auto": ScaNN where the key cache holds a
     serialized searcher for the user (it builds one from --scann_min_clusters clusters, where
-    exact search is the slower: a live model at 10^5 clusters, one core, p50 25 ms a request
-    against 50 over exact search and 85 for serving_default; at 10^4, 13 against 12;
+    exact search is the slower: a live model at 10^5 clusters, one core, p50 19 ms a request
+    against 60 over exact search and 66 for serving_default; at 10^4, 11.6 against 9.5;
     results/serving.json), exact otherwise."""
     record = self.users[user_id]
     if kind == "auto":

@@ -250,6 +250,7 @@ def _esu_reference(esu, alpha, values, valid):
 
 
 def test_esu_matches_numpy():
+  """call() and pooled_heads() (from rows already projected, heads last) alike."""
   alpha = RNG.standard_normal((B, C, H, 6)).astype("float32")
   values = RNG.standard_normal((B, C, 6, 9)).astype("float32")
   valid = np.ones((B, C, 6), bool)
@@ -257,6 +258,9 @@ def test_esu_matches_numpy():
   esu = Esu(value_dim=5, output_dim=7)
   np.testing.assert_allclose(np.asarray(esu(alpha, values, valid)),
                              _esu_reference(esu, alpha, values, valid), **TOL)
+  np.testing.assert_allclose(
+      np.asarray(esu.pooled_heads(np.swapaxes(alpha, 2, 3), esu.value_heads(values), valid)),
+      _esu_reference(esu, alpha, values, valid), **TOL)
 
 
 def test_per_head_products_match_numpy():
@@ -267,18 +271,6 @@ def test_per_head_products_match_numpy():
                              np.einsum("bckhd,bchd->bckh", rows, queries), **TOL)
   np.testing.assert_allclose(np.asarray(per_head_pooling(weights, rows)),
                              np.einsum("bckh,bckhd->bchd", weights, rows), **TOL)
-
-
-def test_esu_pooled_heads_equals_call():
-  alpha = RNG.standard_normal((B, C, H, 6)).astype("float32")
-  values = RNG.standard_normal((B, C, 6, 9)).astype("float32")
-  valid = np.ones((B, C, 6), bool)
-  valid[1, 2, 3:] = False
-  esu = Esu(value_dim=5, output_dim=7)
-  expected = np.asarray(esu(alpha, values, valid))
-  np.testing.assert_allclose(
-      np.asarray(esu.pooled_heads(np.swapaxes(alpha, 2, 3), esu.value_heads(values), valid)),
-      expected, **TOL)
 
 
 def test_esu_with_nothing_valid_is_zero():

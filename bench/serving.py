@@ -14,9 +14,10 @@ Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, B
   in_process       serving_default called in process (exact: projects and ranks the clusters
                    per request);
   cached_exact     the exact path over cached keys (CachedKeysPath): the model's item_keys
-                   signature for the candidates' queries, ExactRetriever (one (C x D) by
-                   (D x L) product and an early-settling top-k) over the user's cached GSU key
-                   vectors (item_keys + cluster_bias at the request time, as
+                   signature for the candidates' queries, ExactRetriever (the (C x D) by
+                   (D x L) product and an early-settling top-k, a block of candidates at a
+                   time) over the user's cached GSU key vectors (item_keys + cluster_bias at
+                   the request time, as
                    beam_pipelines.cache_keys builds them offline), then the esu_cached
                    signature on the chosen clusters (`unique` of them), their keys and value
                    heads' inherent part from the cache, their cross features computed;

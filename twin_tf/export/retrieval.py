@@ -50,12 +50,13 @@ class ExactRetriever:
 
   The (C, D) x (D, L) product and a top-K that settles early (top_k_rows: it sorts only the
   scores above a threshold that at least K scores of the row reach, not the whole row), a
-  block of candidates at a time (blocks of equal size, BLOCK_BYTES of scores or less): each
-  block's scores are ranked while they are still in cache, in one buffer reused, instead of
-  writing all (C, L) scores and reading them twice more. On one core at L = 10^4, C = 200,
-  D = 65 this took 4.3-4.9 ms p50 against 5.1-7.3 for one TensorFlow product of every row
-  then top_k_rows (same process, alternating; numpy's product per block: its output goes
-  into the reused buffer, which TensorFlow's cannot). At L = 10^5 the TensorFlow form is the
+  block of candidates at a time (blocks of equal size, of BLOCK_BYTES of scores or
+  MIN_BLOCK_ROWS candidates, the more): each block's scores are ranked in one reused buffer
+  instead of writing all (C, L) scores and reading them twice more. On one core at
+  L = 10^4, C = 200, D = 65 (two blocks of 100) this took 4.1-4.4 ms p50 against 4.9-5.6 for
+  one TensorFlow product of every row then top_k_rows (same process, alternating; numpy's
+  product per block: its output goes into the reused buffer, which TensorFlow's cannot).
+  At L = 10^5 the TensorFlow form is the
   faster, 35-38 ms against 48-50: numpy's BLAS multiplied at 35 GMAC/s there, oneDNN at 58
   (the served path at that length is ScaNN).
 
@@ -69,12 +70,13 @@ class ExactRetriever:
   def search(self, queries: np.ndarray, k: int = 100) -> np.ndarray:
     """(C, D) queries -> (C, min(k, L)) int64 indices, best first."""
     queries = np.asarray(queries, np.float32)
-    length = self._columns.shape[1]
+    count, length = len(queries), self._columns.shape[1]
     block = max(BLOCK_BYTES // (4 * max(length, 1)), MIN_BLOCK_ROWS)
-    edges = np.linspace(0, len(queries), -(-len(queries) // block) + 1).astype(int)
-    scores = np.empty((-(-len(queries) // max(len(edges) - 1, 1)), length), np.float32)
+    blocks = max(-(-count // block), 1)
+    edges = np.linspace(0, count, blocks + 1).astype(int)  # equal sizes: no small last one
+    scores = np.empty((-(-count // blocks), length), np.float32)  # reused by every block
     survivors = []
-    for start, end in zip(edges[:-1], edges[1:]):  # blocks of equal size: no small last one
+    for start, end in zip(edges[:-1], edges[1:]):
       part = scores[:end - start]
       np.matmul(queries[start:end], self._columns, out=part)
       row, key = _survivors(part, k)

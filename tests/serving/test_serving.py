@@ -353,15 +353,12 @@ def test_rest_status_metadata_and_unknown_model(served):
 def test_a_new_version_is_warmed_before_it_serves(served, caplog):
   """The export writes warmup requests for every signature; the store replays them before
   the version takes traffic, so no client pays for its first calls."""
-  from tensorflow_serving.apis import prediction_log_pb2
   base = served["base"] / "twin"
   data = served["data"]
   version = saved_model.export_saved_model(
       served["runs"][1].output_dir, base, version=5,
       warmup_requests=requests.warmup_requests(data, 2, "twin"))
-  signatures = [prediction_log_pb2.PredictionLog.FromString(r).predict_log.request.model_spec
-                .signature_name for r in tf.data.TFRecordDataset(
-                    str(version / "assets.extra" / saved_model.WARMUP_FILE)).as_numpy_iterator()]
+  signatures = [r.model_spec.signature_name for r in saved_model.read_warmup(version)]
   assert sorted(set(signatures)) == ["cluster_bias", "esu", "esu_cached", "item_keys",
                                      "serving_default"]
   store = dev_server.VersionStore(base)

@@ -17,10 +17,10 @@ Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, B
                    signature for the candidates' queries, ExactRetriever (the (C x D) by
                    (D x L) product and an early-settling top-k, a block of candidates at a
                    time) over the user's cached GSU key vectors (item_keys + cluster_bias at
-                   the request time, as
-                   beam_pipelines.cache_keys builds them offline), then the esu_cached
-                   signature on the chosen clusters (`unique` of them), their keys and value
-                   heads' inherent part from the cache, their cross features computed;
+                   the request time, as beam_pipelines.cache_keys builds them offline), then
+                   the esu_cached signature on the chosen clusters (`unique` of them), their
+                   keys and value heads' inherent part from the cache, their cross features
+                   computed;
                    max_abs_diff_from_in_process: its scores against serving_default's;
   scann            the same with ScaNN (scann_config(L)) as the retriever; recall_at_100
                    against the exact top 100 of the same vectors, counting a found cluster whose

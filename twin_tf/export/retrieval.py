@@ -56,9 +56,8 @@ class ExactRetriever:
   L = 10^4, C = 200, D = 65 (two blocks of 100) this took 4.1-4.4 ms p50 against 4.9-5.6 for
   one TensorFlow product of every row then top_k_rows (same process, alternating; numpy's
   product per block: its output goes into the reused buffer, which TensorFlow's cannot).
-  At L = 10^5 the TensorFlow form is the
-  faster, 35-38 ms against 48-50: numpy's BLAS multiplied at 35 GMAC/s there, oneDNN at 58
-  (the served path at that length is ScaNN).
+  At L = 10^5 the TensorFlow form is the faster, 35-38 ms against 48-50: numpy's BLAS
+  multiplied at 35 GMAC/s there, oneDNN at 58 (the served path at that length is ScaNN).
 
   Args:
     keys: (L, D) augmented key vectors.

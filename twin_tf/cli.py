@@ -169,10 +169,12 @@ def main_job_config(args: argparse.Namespace) -> main_job.MainJobConfig:
 def synth_config(args: argparse.Namespace):
   """The generator's config of `twin-tf synth`: its defaults, then the flags given."""
   cls = LongTermConfig if args.kind == "long-term" else SynthConfig
+  long_term_only = ("dormant_tastes", "dormant_share")
   names = ("users", "min_behaviors", "max_behaviors", "seed") + (
-      ("dormant_share",) if cls is LongTermConfig else ())
-  if cls is SynthConfig and args.dormant_share is not None:
-    raise SystemExit("--dormant-share is a setting of --kind long-term")
+      long_term_only if cls is LongTermConfig else ())
+  for name in long_term_only:
+    if cls is SynthConfig and getattr(args, name) is not None:
+      raise SystemExit(f"--{name.replace('_', '-')} is a setting of --kind long-term")
   return cls(**{n: getattr(args, n) for n in names if getattr(args, n) is not None})
 
 
@@ -259,9 +261,11 @@ def build_parser() -> argparse.ArgumentParser:
   synth.add_argument("--max-behaviors", dest="max_behaviors", type=int, default=None,
                      help="most behaviors of a user (default: lifecycle 100,000, long-term "
                      "8,000)")
+  synth.add_argument("--dormant-tastes", dest="dormant_tastes", type=int, default=None,
+                     help="long-term: tastes per user that fall dormant halfway (default 2)")
   synth.add_argument("--dormant-share", dest="dormant_share", type=float, default=None,
                      help="long-term: share of the late behaviors shown from the dormant "
-                     "tastes (default 0.1)")
+                     "tastes (default 0: never)")
   synth.add_argument("--seed", type=int, default=0, help="seeds everything (default 0)")
 
   emb = add_command("embeddings", help="bootstrap item embeddings from co-occurrence")
@@ -426,9 +430,10 @@ def build_parser() -> argparse.ArgumentParser:
                          default=study.max_behaviors, help="most behaviors of a user")
   long_term.add_argument("--num-items", dest="num_items", type=int, default=study.num_items,
                          help="items of each log")
-  long_term.add_argument("--dormant-shares", dest="dormant_shares", type=float, nargs="+",
-                         default=list(study.dormant_shares),
-                         help="one log per share of late behaviors shown from dormant tastes")
+  long_term.add_argument("--dormant-tastes", dest="dormant_tastes", type=int, nargs="+",
+                         default=list(study.dormant_tastes),
+                         help="one log per number of dormant tastes per user (the first: "
+                         "the headline)")
   long_term.add_argument("--models", nargs="+", default=list(study.models),
                          help="TwinV2 first")
   long_term.add_argument("--seeds", type=int, nargs="+", default=list(study.seeds),
@@ -517,7 +522,7 @@ def longterm_study(args: argparse.Namespace) -> dict:
   config = LongTermStudyConfig(
       workdir=args.workdir, users=args.users, max_behaviors=args.max_behaviors,
       num_items=args.num_items,
-      dormant_shares=tuple(args.dormant_shares), models=tuple(args.models),
+      dormant_tastes=tuple(args.dormant_tastes), models=tuple(args.models),
       seeds=tuple(args.seeds), budgets=tuple(b or None for b in args.budgets),
       snapshots=args.snapshots, embedding_method=args.embedding_method,
       embedding_window=args.embedding_window)

@@ -104,7 +104,8 @@ def synth(out: Path, config) -> dict:
     result["truth"] = str(longterm.truth_path(out))
     result["dormant_share_of_shown"] = float(truth["dormant"].mean())
     result["absent_share_of_shown"] = float(longterm.absent_from_recent(
-        columns[schema.USER_ID], columns[schema.TIMESTAMP], truth["taste"]).mean())
+        columns[schema.USER_ID], columns[schema.TIMESTAMP], truth["nearest_taste"],
+        truth["taste"]).mean())
   else:
     columns = synthetic.synthetic_log(config)
     synthetic.SPEC.save(out.parent)

@@ -8,7 +8,7 @@ from twin_tf.experiments.longterm import LongTermStudyConfig, run_study
 
 def test_longterm_study_small(tmp_path):
   config = LongTermStudyConfig(workdir=str(tmp_path / "work"), users=6, max_behaviors=700,
-                               dormant_shares=(0.3, 0.6), models=("TwinV2", "Twin"),
+                               dormant_tastes=(1, 3), models=("TwinV2", "Twin"),
                                seeds=(0,), budgets=(8, None), snapshots=3)
   summary = run_study(config, tmp_path)
   written = json.loads((tmp_path / "longterm.json").read_text())
@@ -24,12 +24,12 @@ def test_longterm_study_small(tmp_path):
   assert budget[8]["max_clusters_per_user"] <= 8 < budget["full"]["max_clusters_per_user"]
   assert budget["full"]["models"]["TwinV2"]["auc_mean"] == \
       written["models"]["TwinV2"]["auc"]["mean"]  # the full point is the main job's run
-  assert [p["dormant_share_setting"] for p in written["dormancy"]] == [0.3, 0.6]
+  assert [p["dormant_tastes"] for p in written["dormancy"]] == [1, 3]
   first, second = written["dormancy"]
   assert first["dormant_share_of_test"] < second["dormant_share_of_test"]
   assert all(0 <= p["absent_share_of_test"] < 1 for p in written["dormancy"])
   assert first["equal_cost"] == written["equal_cost"]
-  assert [p["budget"] for p in second["equal_cost"]] == [8, "full"]  # every share's sweep
+  assert [p["budget"] for p in second["equal_cost"]] == [8, "full"]  # every log's sweep
   for point in written["equal_cost"] + second["equal_cost"] + written["dormancy"]:
     for name, difference in point.items():
       if name.startswith("twinv2_minus"):

@@ -1,13 +1,13 @@
 """The SYNTHETIC long-term study behind results/longterm.json (`twin-tf longterm-study`).
 
 Where TWIN-V2's claim should show: clicks follow lasting item-level tastes, some dormant for
-months (twin_tf.data.longterm). For each dormant share of the generator:
+months (twin_tf.data.longterm). For each number of dormant tastes of the generator:
   1. a SYNTHETIC long-term log, then the main job on it (cluster snapshots: the whole log
      trains), `models` x `seeds` beside the GBDT, the oracle and the item-only score;
   2. TwinV2 minus each other model (and the GBDT), paired bootstrap over users;
   3. the equal-cost sweep: TwinV2 against Twin at each sequence budget L
-     (sweeps.budget_sweep), where the life-cycle's reach should pay most as the dormant
-     share grows.
+     (sweeps.budget_sweep), where the life-cycle's reach should pay most as the share of
+     test impressions nearest a dormant taste grows.
 Every file and every table says SYNTHETIC.
 """
 
@@ -28,12 +28,14 @@ LOG_NAME = "SYNTHETIC_longterm.parquet"
 @dataclasses.dataclass(frozen=True)
 class LongTermStudyConfig:
   """Attributes:
-    workdir: logs, main jobs and sweeps (one folder per dormant share).
+    workdir: logs, main jobs and sweeps (one folder per number of dormant tastes).
     users, max_behaviors, num_items: the generator's (twin_tf.data.longterm.LongTermConfig;
       fewer items than its 20,000 leave ~175 behaviors per item on a log that fits 2 cores:
       the study took 49 min here at one seed, and its second seed 41 min more; at 60 users
       every model learnt less).
-    dormant_shares: the dormancy sweep; every share's log also runs the equal-cost sweep.
+    dormant_tastes: the dormancy sweep, dormant tastes per user (of 4-6; never shown after
+      the dormancy, still liked); the first is the headline log. Every log also runs the
+      equal-cost sweep.
     models, seeds: trained on every log (TwinV2 first: every comparison is against it). Two
       seeds: at one, TwinV2's share of the item-to-oracle gap read 0.501; at two, 0.485.
     budgets: the equal-cost sweep's sequence budgets L (None: full).
@@ -46,7 +48,7 @@ class LongTermStudyConfig:
   users: int = 200
   max_behaviors: int = 4_000
   num_items: int = 2_000
-  dormant_shares: tuple[float, ...] = (0.1, 0.4, 0.7)
+  dormant_tastes: tuple[int, ...] = (1, 2, 3)
   models: tuple[str, ...] = ("TwinV2", "Twin", "DIN")
   seeds: tuple[int, ...] = (0, 1)
   budgets: tuple[Optional[int], ...] = (16, 32, None)
@@ -61,9 +63,9 @@ class LongTermStudyConfig:
                        f"{self.models}")
 
 
-def _job_config(config: LongTermStudyConfig, share: float) -> main_job.MainJobConfig:
-  """The main job of one dormant share's log (every optional stage skipped)."""
-  folder = pathlib.Path(config.workdir) / f"dormant{share:g}"
+def _job_config(config: LongTermStudyConfig, dormant: int) -> main_job.MainJobConfig:
+  """The main job of the log with `dormant` dormant tastes (every optional stage skipped)."""
+  folder = pathlib.Path(config.workdir) / f"dormant_tastes{dormant}"
   return main_job.MainJobConfig(
       dataset="log", data=str(folder / LOG_NAME), workdir=str(folder),
       cutoff_quantile=config.cutoff_quantile, snapshots=config.snapshots,
@@ -71,12 +73,12 @@ def _job_config(config: LongTermStudyConfig, share: float) -> main_job.MainJobCo
       models=config.models, seeds=config.seeds, skip=tuple(main_job.OPTIONAL_STAGES))
 
 
-def _share_job(config: LongTermStudyConfig, job: main_job.MainJobConfig, share: float) -> dict:
-  """The log of one dormant share (made once) and the main job on it; its summary."""
+def _log_job(config: LongTermStudyConfig, job: main_job.MainJobConfig, dormant: int) -> dict:
+  """The log with `dormant` dormant tastes (made once) and the main job on it; its summary."""
   if not longterm.truth_path(job.data).exists():
     commands.synth(pathlib.Path(job.data), longterm.LongTermConfig(
         users=config.users, max_behaviors=config.max_behaviors, num_items=config.num_items,
-        dormant_share=share))
+        dormant_tastes=dormant))
   return main_job.main_job(job)
 
 
@@ -112,12 +114,12 @@ def _models(evaluate: dict) -> dict:
 def run_study(config: LongTermStudyConfig, out_dir: str | pathlib.Path) -> dict:
   """Runs the study; writes and returns longterm.json's contents."""
   dormancy, jobs = [], []
-  for share in config.dormant_shares:
-    job = _job_config(config, share)
-    result = _share_job(config, job, share)
+  for dormant in config.dormant_tastes:
+    job = _job_config(config, dormant)
+    result = _log_job(config, job, dormant)
     jobs.append((job, result))
     dormancy.append({
-        "dormant_share_setting": share,
+        "dormant_tastes": dormant,
         "dormant_share_of_test": result["evaluate"]["references"]["dormant_share"],
         "absent_share_of_test": result["evaluate"]["references"]["absent_share"],
         "models": _models(result["evaluate"]), **_comparisons(job),

@@ -441,6 +441,8 @@ def build_parser() -> argparse.ArgumentParser:
   long_term.add_argument("--budgets", type=int, nargs="*",
                          default=[b or 0 for b in study.budgets],
                          help="equal-cost sequence budgets L (0: full); none: skip it")
+  long_term.add_argument("--gamma", type=int, default=study.gamma,
+                         help="largest cluster of the main clustering (default %(default)s)")
   long_term.add_argument("--snapshots", type=int, default=study.snapshots,
                          help=SNAPSHOTS_HELP)
   add_embedding_flags(long_term, study)
@@ -524,7 +526,7 @@ def longterm_study(args: argparse.Namespace) -> dict:
       num_items=args.num_items,
       dormant_tastes=tuple(args.dormant_tastes), models=tuple(args.models),
       seeds=tuple(args.seeds), budgets=tuple(b or None for b in args.budgets),
-      snapshots=args.snapshots, embedding_method=args.embedding_method,
+      gamma=args.gamma, snapshots=args.snapshots, embedding_method=args.embedding_method,
       embedding_window=args.embedding_window)
   summary = run_study(config, args.out)
   print(strict_json.dumps({k: summary[k] for k in ("oracle", "item_only", "models",

@@ -3,6 +3,8 @@ is there, from runs that trained on the cluster snapshots' impressions."""
 
 import json
 
+import pytest
+
 from twin_tf.experiments.longterm import LongTermStudyConfig, run_study
 
 
@@ -28,6 +30,12 @@ def test_longterm_study_small(tmp_path):
   first, second = written["dormancy"]
   assert first["dormant_share_of_test"] < second["dormant_share_of_test"]
   assert all(0 <= p["absent_share_of_test"] < 1 for p in written["dormancy"])
+  assert first["oracle"] == written["oracle"] and second["oracle"] != first["oracle"]
+  gap = written["oracle"]["auc"] - written["item_only"]["auc"]
+  assert first["twinv2_share_of_item_to_oracle_gap"] == pytest.approx(
+      (written["models"]["TwinV2"]["auc"]["mean"] - written["item_only"]["auc"]) / gap)
+  assert written["twinv2_share_of_item_to_oracle_gap"] == \
+      first["twinv2_share_of_item_to_oracle_gap"]
   assert first["equal_cost"] == written["equal_cost"]
   assert [p["budget"] for p in second["equal_cost"]] == [8, "full"]  # every log's sweep
   for point in written["equal_cost"] + second["equal_cost"] + written["dormancy"]:

@@ -25,6 +25,7 @@ from twin_tf import config as config_lib
 from twin_tf import strict_json
 from twin_tf.config import TrainConfig
 from twin_tf.data import schema
+from twin_tf.experiments import stages
 from twin_tf.training import diversity, gbdt
 from twin_tf.training.input_pipeline import ExampleData, load_example_data
 
@@ -51,10 +52,17 @@ def run_configs(examples, runs_dir, models, seeds, overrides) -> list[TrainConfi
 
 
 def _finished(config: TrainConfig) -> bool:
-  """The run's final weights exist and were trained with this very config."""
+  """The run's final weights exist, were trained with this very config, and are newer than
+  every file it read (examples built again in the same folder, after a new clustering, or
+  new item embeddings: the run is stale and trains again)."""
   out = pathlib.Path(config.output_dir)
-  return ((out / "model.weights.h5").exists() and (out / "config.json").exists() and
-          json.loads((out / "config.json").read_text()) == config_lib.to_dict(config))
+  weights = out / "model.weights.h5"
+  if not (weights.exists() and (out / "config.json").exists() and
+          json.loads((out / "config.json").read_text()) == config_lib.to_dict(config)):
+    return False
+  read = [config.examples] + ([config.item_embeddings] if config.item_embeddings else [])
+  newest = max((f[2] for f in stages.fingerprint(read)), default=0)
+  return weights.stat().st_mtime_ns > newest
 
 
 def train_runs(examples, runs_dir, models=MODELS, seeds=(0, 1, 2),

@@ -82,6 +82,8 @@ class LongTermConfig:
     for name in ("active_until", "dormant_share", "explore"):
       if not 0 <= getattr(self, name) <= 1:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+    if not self.sharpness > 0:
+      raise ValueError(f"sharpness must be > 0, got {self.sharpness}")
     if not 1 <= self.min_behaviors <= self.max_behaviors:
       raise ValueError("need 1 <= min_behaviors <= max_behaviors")
 
@@ -141,9 +143,13 @@ def _item_vectors(rng: np.random.Generator, config: LongTermConfig) -> np.ndarra
   return _unit(rng.standard_normal((config.num_items, config.dim)))
 
 
-def _affinity(vectors: np.ndarray, tastes: np.ndarray, sharpness: float) -> np.ndarray:
-  """Soft maximum of the similarity to every taste: (N, dim), (K, dim) -> (N,)."""
-  logits = sharpness * vectors @ tastes.T
+def _logits(vectors: np.ndarray, tastes: np.ndarray, sharpness: float) -> np.ndarray:
+  """sharpness x the similarity to every taste: (N, dim), (K, dim) -> (N, K)."""
+  return sharpness * vectors @ tastes.T
+
+
+def _affinity(logits: np.ndarray, sharpness: float) -> np.ndarray:
+  """Soft maximum of the similarity to every taste: _logits (N, K) -> (N,)."""
   top = logits.max(axis=1)
   return (top + np.log(np.exp(logits - top[:, None]).sum(axis=1))) / sharpness
 
@@ -151,7 +157,8 @@ def _affinity(vectors: np.ndarray, tastes: np.ndarray, sharpness: float) -> np.n
 def _mean_affinity(items, config, rng) -> float:
   """The affinity of a random item to random tastes, so that `base` is the mean logit."""
   tastes = _unit(rng.standard_normal((config.max_tastes, config.dim)))
-  return float(_affinity(items[:2_000], tastes, config.sharpness).mean())
+  return float(_affinity(_logits(items[:2_000], tastes, config.sharpness),
+                         config.sharpness).mean())
 
 
 def _user(user, n, rng, config, items, popularity, item_bias, affinity_mean):
@@ -178,7 +185,8 @@ def _user(user, n, rng, config, items, popularity, item_bias, affinity_mean):
       logits = config.sharpness * items @ tastes[k]
       p = np.exp(logits - logits.max()) * popularity ** 0.3
       item[chosen] = rng.choice(len(items), int(chosen.sum()), p=p / p.sum())
-  affinity = _affinity(items[item], tastes, config.sharpness) - affinity_mean
+  logits = _logits(items[item], tastes, config.sharpness)  # (n, num_tastes)
+  affinity = _affinity(logits, config.sharpness) - affinity_mean
   probability = sigmoid(config.base + config.affinity_weight * affinity + item_bias[item])
   click = rng.random(n) < probability
   completion = np.clip(sigmoid(4.0 * affinity + rng.normal(0, 0.7, n)) * 1.1, 0.0, 1.0)
@@ -189,7 +197,7 @@ def _user(user, n, rng, config, items, popularity, item_bias, affinity_mean):
   columns[schema.LABEL] = click.astype(np.int64)
   columns["completion"] = completion
   columns["tagged"] = (click & (rng.random(n) < 0.02)).astype(np.int64)
-  nearest = np.argmax(items[item] @ tastes.T, axis=1)
+  nearest = np.argmax(logits, axis=1)  # sharpness > 0: the most similar taste
   truth = {"click_probability": probability.astype(np.float32),
            "dormant": dormant_taste[nearest] & late,
            "taste": np.where(explore, -1, slot).astype(np.int8),

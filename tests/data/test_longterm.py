@@ -111,6 +111,8 @@ def test_absent_from_recent_matches_a_loop_over_each_users_window(generated):
                                       shown[shuffle], 3)
   np.testing.assert_array_equal(found, expected[shuffle])
   assert 0.05 < expected.mean() < 0.7
+  nothing_shown = np.full(len(users), -1, np.int8)
+  assert longterm.absent_from_recent(users, times, nearest, nothing_shown).all()
 
 
 def test_synth_refuses_a_long_term_setting_for_the_lifecycle_kind(tmp_path):

@@ -222,6 +222,8 @@ def absent_from_recent(users: np.ndarray, timestamps: np.ndarray, nearest: np.nd
   position = np.empty(size, np.int64)
   position[order] = np.arange(size)
   from_taste = np.flatnonzero(shown >= 0)
+  if not len(from_taste):  # nothing was shown from a taste (explore = 1)
+    return np.ones(size, bool)
   keys = shown[from_taste].astype(np.int64) * size + position[from_taste]
   rank = np.argsort(keys)
   keys, rows = keys[rank], from_taste[rank]

@@ -177,7 +177,8 @@ def truth_references(data: ExampleData, truth: str) -> dict:
   """Test AUC / GAUC of the SYNTHETIC truth's scores: "oracle" (the true click probability)
   and "item_only" (the item's mean true click probability, not personalized); the shares of
   test impressions nearest a dormant taste ("dormant_share") and nearest a taste that none of
-  the user's previous 50 behaviors is nearest ("absent_share", longterm.absent_from_recent)."""
+  the user's previous 50 behaviors was shown from ("absent_share",
+  longterm.absent_from_recent)."""
   from twin_tf.data import longterm  # pylint: disable=import-outside-toplevel
   test = data.impressions["test"]
   found = longterm.truth_of(truth, test[schema.USER_ID], test[schema.TIMESTAMP],

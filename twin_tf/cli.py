@@ -262,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="most behaviors of a user (default: lifecycle 100,000, long-term "
                      "8,000)")
   synth.add_argument("--dormant-tastes", dest="dormant_tastes", type=int, default=None,
-                     help="long-term: tastes per user that fall dormant halfway (default 2)")
+                     help="long-term: tastes per user, beside 3-5 active ones, that fall "
+                     "dormant halfway (default 1)")
   synth.add_argument("--dormant-share", dest="dormant_share", type=float, default=None,
                      help="long-term: share of the late behaviors shown from the dormant "
                      "tastes (default 0: never)")

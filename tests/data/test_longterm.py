@@ -1,5 +1,7 @@
 """The SYNTHETIC long-term generator: its truth, its dormant tastes and the signal it plants."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -59,6 +61,27 @@ def test_dormant_tastes_are_liked_but_no_longer_shown(generated):
   near_active = labels[popular_late & ~truth["dormant"]].mean()
   assert abs(near_dormant - near_active) < 0.05
   assert 0.1 < truth["dormant"][popular_late].mean() < 0.7
+
+
+def test_more_dormant_tastes_keep_the_active_ones():
+  """Dormant tastes come on top of the active ones: with 0 or 3 of them, each user's late
+  behaviors are shown from min_active_tastes-max_active_tastes tastes, none dormant."""
+
+  def late_tastes_per_user(dormant):
+    config = dataclasses.replace(CONFIG, users=12, dormant_tastes=dormant)
+    columns, truth = longterm.longterm_log(config)
+    users, counts = columns[schema.USER_ID], []
+    for user in np.unique(users):
+      rows = np.flatnonzero(users == user)
+      late = truth["taste"][rows[int(config.active_until * len(rows)):]]
+      counts.append(len(np.unique(late[late >= 0])))
+      assert not ((late >= 0) & (late < dormant)).any()  # the first `dormant` are dormant
+    return counts
+
+  for dormant in (0, 3):
+    counts = late_tastes_per_user(dormant)
+    assert CONFIG.min_active_tastes <= min(counts) and max(counts) <= CONFIG.max_active_tastes
+    assert len(set(counts)) > 1
 
 
 def test_item_features_carry_no_taste(generated):

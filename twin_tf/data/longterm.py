@@ -8,9 +8,12 @@ categories or recent behaviors. The generative model:
              an item bias b_i ~ N(0, item_bias_std) (the item-only signal) and a popularity
              Zipf(1.0); duration lognormal around 60 s.
   users      n behaviors, log-uniform in [min_behaviors, max_behaviors], one every
-             0.5-5 hours on average from a start in 2018-2019; `min_tastes`-`max_tastes`
-             tastes t_k (unit vectors), of which the first `dormant_tastes` fall dormant after
-             the first `active_until` of the user's life-cycle: still liked, no longer shown.
+             0.5-5 hours on average from a start in 2018-2019; `min_active_tastes`-
+             `max_active_tastes` active tastes t_k (unit vectors) and `dormant_tastes` more
+             that fall dormant after the first `active_until` of the user's life-cycle:
+             still liked, no longer shown. More dormant tastes add dormant signal without
+             taking active tastes away (fewer active tastes would make a model of recent
+             behaviors better at them, which mixes the two effects).
   exposure   each behavior is an item shown to the user: with probability `explore` a
              popular item (any taste), else an item near one taste, p(i | k) ~
              exp(sharpness v_i . t_k). Before the dormancy every taste is shown equally;
@@ -64,9 +67,9 @@ class LongTermConfig:
   num_items: int = 20_000
   dim: int = 16
   num_categories: int = 40
-  min_tastes: int = 4
-  max_tastes: int = 6
-  dormant_tastes: int = 2
+  min_active_tastes: int = 3
+  max_active_tastes: int = 5
+  dormant_tastes: int = 1
   active_until: float = 0.5
   dormant_share: float = 0.0
   explore: float = 0.3
@@ -77,8 +80,10 @@ class LongTermConfig:
   seed: int = 0
 
   def __post_init__(self):
-    if not 0 <= self.dormant_tastes < self.min_tastes:
-      raise ValueError(f"dormant_tastes must be in [0, min_tastes), got {self.dormant_tastes}")
+    if not 1 <= self.min_active_tastes <= self.max_active_tastes:
+      raise ValueError("need 1 <= min_active_tastes <= max_active_tastes")
+    if self.dormant_tastes < 0:
+      raise ValueError(f"dormant_tastes must be >= 0, got {self.dormant_tastes}")
     for name in ("active_until", "dormant_share", "explore"):
       if not 0 <= getattr(self, name) <= 1:
         raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
@@ -156,13 +161,15 @@ def _affinity(logits: np.ndarray, sharpness: float) -> np.ndarray:
 
 def _mean_affinity(items, config, rng) -> float:
   """The affinity of a random item to random tastes, so that `base` is the mean logit."""
-  tastes = _unit(rng.standard_normal((config.max_tastes, config.dim)))
+  tastes = _unit(rng.standard_normal((config.max_active_tastes + config.dormant_tastes,
+                                       config.dim)))
   return float(_affinity(_logits(items[:2_000], tastes, config.sharpness),
                          config.sharpness).mean())
 
 
 def _user(user, n, rng, config, items, popularity, item_bias, affinity_mean):
-  num_tastes = int(rng.integers(config.min_tastes, config.max_tastes + 1))
+  num_tastes = int(rng.integers(config.min_active_tastes, config.max_active_tastes + 1)
+                   ) + config.dormant_tastes
   tastes = _unit(rng.standard_normal((num_tastes, config.dim)))
   dormant_taste = np.arange(num_tastes) < config.dormant_tastes
   gaps = rng.exponential(rng.uniform(0.5, 5.0) * HOUR, n)

@@ -33,7 +33,7 @@ item, argmax_k v_i . t_k, popular items too) and `dormant` (after the user's dor
 nearest a dormant taste). truth_of adds `absent_from_recent`: none of the
 user's previous RECENT_WINDOW behaviors was shown from the nearest taste: the part of the
 affinity a model of recent behaviors cannot see. `dormant_tastes` sets how much
-of the log that is (of test impressions, at 1 / 2 / 3 dormant tastes: ~0.10 / 0.21 / 0.32);
+of the log that is (of test impressions, at 1 / 2 / 4 dormant tastes: ~0.10 / 0.18 / 0.29);
 a dormant taste shown at any `dormant_share` above ~1/50 is back in the recent window at once.
 The feature spec is movielens-shaped (category, year_bucket; tagged) under the name
 "synthetic_longterm".

@@ -2,23 +2,31 @@
 is there, from runs that trained on the cluster snapshots' impressions."""
 
 import json
+import os
 
 import pytest
 
 from twin_tf.data import longterm
-from twin_tf.experiments.longterm import GENERATOR_NAME, LongTermStudyConfig, ensure_log, run_study
+from twin_tf.experiments.longterm import LongTermStudyConfig, ensure_log, run_study
 
 
 def test_a_log_made_with_other_generator_settings_is_made_again(tmp_path):
   """A study folder kept from another generator design or setting must not be reused."""
   log = tmp_path / "SYNTHETIC_longterm.parquet"
   small = longterm.LongTermConfig(users=3, min_behaviors=50, max_behaviors=80, num_items=300)
-  assert ensure_log(log, small) and longterm.truth_path(log).exists()
-  assert not ensure_log(log, small)  # the same settings: kept
-  assert ensure_log(log, longterm.LongTermConfig(users=3, min_behaviors=50, max_behaviors=80,
-                                                 num_items=300, dormant_tastes=2))
-  (tmp_path / GENERATOR_NAME).unlink()  # made before the settings were recorded
-  assert ensure_log(log, small) and not ensure_log(log, small)
+
+  def made(generator) -> bool:  # the log written again (a kept one keeps an old mtime)
+    if log.exists():
+      os.utime(log, ns=(1, 1))
+    ensure_log(log, generator)
+    return log.stat().st_mtime_ns != 1
+
+  assert made(small) and longterm.truth_path(log).exists()
+  assert not made(small)  # the same settings: kept
+  assert made(longterm.LongTermConfig(users=3, min_behaviors=50, max_behaviors=80,
+                                      num_items=300, dormant_tastes=2))
+  (tmp_path / "stages.json").unlink()  # made before the settings were recorded
+  assert made(small) and not made(small)
 
 
 def test_longterm_study_small(tmp_path):

@@ -19,11 +19,10 @@ from typing import Optional
 
 from twin_tf import commands, strict_json
 from twin_tf.data import longterm, schema
-from twin_tf.experiments import bootstrap, main_job, sweeps
+from twin_tf.experiments import bootstrap, main_job, stages, sweeps
 from twin_tf.training import gbdt
 
 LOG_NAME = "SYNTHETIC_longterm.parquet"
-GENERATOR_NAME = "SYNTHETIC_longterm.generator.json"  # the LongTermConfig the log was made with
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,18 +84,15 @@ def _log_job(config: LongTermStudyConfig, job: main_job.MainJobConfig, dormant: 
   return main_job.main_job(job)
 
 
-def ensure_log(log: pathlib.Path, generator: longterm.LongTermConfig) -> bool:
-  """Makes the SYNTHETIC log (and its truth) at `log` unless the one there was made with
-  these generator settings (recorded in GENERATOR_NAME beside it); True if it made one (the
-  main job's stages after it then run again: they see a new file)."""
-  stamp = log.with_name(GENERATOR_NAME)
-  settings = strict_json.dumps(dataclasses.asdict(generator), indent=1, sort_keys=True)
-  if (log.exists() and longterm.truth_path(log).exists() and stamp.exists()
-      and stamp.read_text() == settings):
-    return False
-  commands.synth(log, generator)
-  stamp.write_text(settings)
-  return True
+def ensure_log(log: pathlib.Path, generator: longterm.LongTermConfig) -> None:
+  """Makes the SYNTHETIC log (and its truth) at `log`, as the "synth" stage of the folder's
+  stages.json (the main job's record): skipped when the log there was made with these
+  generator settings; made again otherwise, and every main-job stage after it then runs
+  again (they see a new file)."""
+  runner = stages.StageRunner(log.parent, total=1)
+  runner.run(stages.Stage("synth", lambda: commands.synth(log, generator),
+                          outputs=[log, longterm.truth_path(log)],
+                          settings=dataclasses.asdict(generator)))
 
 
 def _comparisons(job: main_job.MainJobConfig) -> dict:

@@ -36,7 +36,7 @@ class LongTermStudyConfig:
       never shown after the dormancy, still liked); the first is the headline log. Every log
       also runs the equal-cost sweep.
     models, seeds: trained on every log (TwinV2 first: every comparison is against it).
-    budgets: the equal-cost sweep's sequence budgets L (None: full).
+    budgets: the equal-cost sweep's sequence budgets L (None: full), the issue's five.
     gamma: the largest cluster of the main clustering. 5, not the main job's 20: on the
       one-dormant-taste log TwinV2's validation AUC was 0.7021 / 0.7057 (seeds 0 / 1) at 5,
       0.7001 / 0.7018 at 10 and 0.6911 (seed 0) at 20; 90,463 clusters at 5, 56,767 at 10,
@@ -53,7 +53,7 @@ class LongTermStudyConfig:
   dormant_tastes: tuple[int, ...] = (1, 2, 4)
   models: tuple[str, ...] = ("TwinV2", "Twin", "DIN")
   seeds: tuple[int, ...] = (0, 1)
-  budgets: tuple[Optional[int], ...] = (16, 32, None)
+  budgets: tuple[Optional[int], ...] = (16, 32, 64, 128, None)
   gamma: int = 5
   cutoff_quantile: float = 0.8
   snapshots: int = 4

@@ -13,8 +13,9 @@ to L; MovieLens has about 8,000). Two models, both exports of the same trained r
 Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, BLAS 1):
   in_process       serving_default called in process (exact: projects and ranks the clusters
                    per request);
-  cached_exact     the exact path over cached keys (CachedKeysPath): the model's item_keys
-                   signature for the candidates' queries, ExactRetriever (the (C x D) by
+  cached_exact     the exact path over cached keys (CachedKeysPath): the candidates' queries
+                   from a warm QueryCache (the item_keys signature once per candidate, as
+                   ClientSideGsu keeps them per model version), ExactRetriever (the (C x D) by
                    (D x L) product and an early-settling top-k, a block of candidates at a
                    time) over the user's cached GSU key vectors (item_keys + cluster_bias at
                    the request time, as beam_pipelines.cache_keys builds them offline), then
@@ -144,15 +145,17 @@ def dead_attention_run(run_dir: str, folder: pathlib.Path) -> pathlib.Path:
 
 
 class CachedKeysPath:
-  """The paths over the user's cached GSU key vectors: the item_keys signature (queries) ->
-  a retriever ("exact": ExactRetriever, one product and an early-settling top-k; "scann")
-  -> the esu_cached signature on the clusters chosen, with their cached projections."""
+  """The paths over the user's cached GSU key vectors: the candidates' queries (a QueryCache
+  over the item_keys signature) -> a retriever ("exact": ExactRetriever, one product and an
+  early-settling top-k; "scann") -> the esu_cached signature on the clusters chosen, with
+  their cached projections."""
 
   def __init__(self, version_dir: pathlib.Path, request: dict, spec):
     import tensorflow as tf
 
     from twin_tf.data import schema
     from twin_tf.export.key_cache import ModelKeys, key_vectors
+    from serving.gsu import QueryCache
     from twin_tf.export.retrieval import ExactRetriever, ScannRetriever
     self.tf = tf
     keys = ModelKeys(version_dir)
@@ -168,13 +171,13 @@ class CachedKeysPath:
     self.value_vectors = items["value_heads"]
     self.retrievers = {"exact": ExactRetriever(self.vectors),
                        "scann": ScannRetriever(self.vectors)}
-    self.candidates = {f: tf.constant(request[f"candidate_{f}"][0])
-                       for f in spec.candidate_fields}
+    self.candidates = {f: request[f"candidate_{f}"][0] for f in spec.candidate_fields}
+    self.query_cache = QueryCache(lambda arrays, _: self.item_keys(**{
+        f: tf.constant(v) for f, v in arrays.items()})["queries"].numpy())
     self.fixed = {k: tf.constant(v) for k, v in request.items() if not k.startswith("long_")}
 
   def queries(self) -> np.ndarray:
-    from twin_tf.export.retrieval import gsu_query_vectors
-    return gsu_query_vectors(self.item_keys(**self.candidates)["queries"].numpy())
+    return self.query_cache.vectors(self.candidates, 1)
 
   def score(self, retriever: str) -> np.ndarray:
     """(C,) scores of the candidates over the clusters the retriever chose, (C, K)."""

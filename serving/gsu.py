@@ -7,15 +7,18 @@ and value projections; `esu`, which featurizes them again, for caches or version
 
 candidates: {f: (C,)} for the export's candidate fields (item_id and the item features of its
 FeatureSpec) and dense: (C, D); short: {f: (S,)} for the sequence fields of the recent
-behaviors (twin_tf.export.saved_model). The candidates' query vectors come from the served
-model's `item_keys` signature, so they always match the served version; a key cache built from
-another version is refused (VersionMismatchError).
+behaviors (twin_tf.export.saved_model). Every request is pinned to the model version the
+user's keys were built from: the candidates' query vectors come from that version's
+`item_keys` signature (once per candidate and version: QueryCache), the scores from its
+`esu_cached`; when the server no longer serves that version the request is refused
+(VersionMismatchError).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from serving.client import ModelNotFoundError
 from twin_tf.data import schema, tfexample
 from twin_tf.export import key_cache
 from twin_tf.export.retrieval import ExactRetriever, ScannRetriever, gsu_query_vectors
@@ -27,6 +30,41 @@ class VersionMismatchError(Exception):
   """The key cache and the served model come from different model versions."""
 
 
+class QueryCache:
+  """The candidates' GSU query vectors by model version and candidate fields, each computed
+  once by `item_keys`: a candidate seen before with that version costs a dictionary lookup
+  instead of a model call (the query side of the key cache). Holds at most `max_items`
+  vectors; emptied when a request would pass that.
+
+  Args:
+    item_keys: ({f: (N,) int64} candidate fields, version) -> (N, H, d_k) queries of that
+      version's item_keys signature.
+  """
+
+  def __init__(self, item_keys, max_items: int = 200_000):
+    self._item_keys, self.max_items = item_keys, max_items
+    self._vectors: dict[tuple, np.ndarray] = {}
+
+  def __len__(self) -> int:
+    return len(self._vectors)
+
+  def vectors(self, candidates: dict, version: int) -> np.ndarray:
+    """{f: (C,) int64} candidate fields -> (C, H*d_k + 1) float32 (gsu_query_vectors)."""
+    fields = sorted(candidates)
+    rows = np.stack([np.asarray(candidates[f], np.int64) for f in fields], axis=1)  # (C, F)
+    keys = [(version, *row) for row in rows.tolist()]
+    found = [self._vectors.get(key) for key in keys]
+    missing = [i for i, vector in enumerate(found) if vector is None]
+    if missing:
+      fresh = gsu_query_vectors(self._item_keys({f: rows[missing, j] for j, f in
+                                                 enumerate(fields)}, version))
+      if len(self._vectors) + len(missing) > self.max_items:
+        self._vectors.clear()
+      for i, vector in zip(missing, fresh):
+        self._vectors[keys[i]] = found[i] = vector
+    return np.stack(found) if found else np.zeros((0, 0), np.float32)
+
+
 class ClientSideGsu:
 
   def __init__(self, client, cache_folder: str, top_k: int = 100):
@@ -36,6 +74,8 @@ class ClientSideGsu:
                    tfexample.read_serialized(f"{str(cache_folder).rstrip('/')}/user_keys-*"))}
     self._retrievers: dict[tuple[int, str], object] = {}  # (user, kind), built once
     self._cached_inputs: dict[int, frozenset | None] = {}  # version -> esu_cached's inputs
+    self.queries = QueryCache(
+        lambda arrays, version: self._predict(arrays, "item_keys", version)["queries"])
 
   def retriever(self, user_id: int, kind: str = "auto"):
     """The user's retriever: "exact", "scann", or "auto": ScaNN where the key cache holds a
@@ -66,14 +106,9 @@ class ClientSideGsu:
     if user_id not in self.users:
       raise KeyError(f"user {user_id} is not in the key cache")
     record = self.users[user_id]
+    version = record[key_cache.MODEL_VERSION]
     arrays = {f: np.asarray(v, np.int64) for f, v in candidates.items() if f != features.DENSE}
-    outputs, version = self.client.predict_outputs(arrays, "item_keys")
-    if version != record[key_cache.MODEL_VERSION]:
-      raise VersionMismatchError(
-          f"user {user_id}'s keys were built from model version "
-          f"{record[key_cache.MODEL_VERSION]}, the server serves version {version}; rebuild "
-          "the key cache (beam_pipelines.cache_keys) for this version")
-    queries = gsu_query_vectors(outputs["queries"])  # (C, H*d_k + 1)
+    queries = self.queries.vectors(arrays, version)  # (C, H*d_k + 1)
     chosen = self.retriever(user_id, retriever).search(queries, self.top_k)  # (C, K)
     names = self._esu_cached_inputs(version) if record["value_vectors"] is not None else None
     request = esu_long_inputs(record["clusters"], chosen, None if names is None else (
@@ -89,14 +124,29 @@ class ClientSideGsu:
     request[CANDIDATE_DENSE] = np.asarray(candidates[features.DENSE], np.float32)[None]
     if names is not None:
       request = {k: v for k, v in request.items() if k in names}
-    scores, _ = self.client.predict_outputs(request, "esu" if names is None else "esu_cached",
-                                            version)
-    return scores["scores"][0]
+    return self._predict(request, "esu" if names is None else "esu_cached", version)[
+        "scores"][0]
+
+  def _predict(self, arrays: dict, signature: str, version: int) -> dict:
+    """`signature`'s outputs from `version`."""
+    return self._pinned(version, lambda: self.client.predict_outputs(arrays, signature,
+                                                                     version)[0])
+
+  @staticmethod
+  def _pinned(version: int, call):
+    """call(), a request to `version`; VersionMismatchError when the server does not serve it."""
+    try:
+      return call()
+    except ModelNotFoundError as error:
+      raise VersionMismatchError(
+          f"the key cache was built from model version {version}, which the server does not "
+          f"serve ({error.message}); rebuild the key cache (beam_pipelines.cache_keys) for the "
+          "served version") from None
 
   def _esu_cached_inputs(self, version: int) -> frozenset | None:
     """The input names of the served version's esu_cached signature (None: it has none)."""
     if version not in self._cached_inputs:
-      _, signatures = self.client.metadata(version)
+      _, signatures = self._pinned(version, lambda: self.client.metadata(version))
       defined = signatures.signature_def
       self._cached_inputs[version] = (frozenset(defined["esu_cached"].inputs)
                                       if "esu_cached" in defined else None)

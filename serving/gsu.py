@@ -52,6 +52,8 @@ class QueryCache:
     """{f: (C,) int64} candidate fields -> (C, H*d_k + 1) float32 (gsu_query_vectors)."""
     fields = sorted(candidates)
     rows = np.stack([np.asarray(candidates[f], np.int64) for f in fields], axis=1)  # (C, F)
+    if not len(rows):  # the model gives the vectors' width
+      return gsu_query_vectors(self._item_keys(dict(candidates), version))
     keys = [(version, *row) for row in rows.tolist()]
     found = [self._vectors.get(key) for key in keys]
     missing = [i for i, vector in enumerate(found) if vector is None]
@@ -62,7 +64,7 @@ class QueryCache:
         self._vectors.clear()
       for i, vector in zip(missing, fresh):
         self._vectors[keys[i]] = found[i] = vector
-    return np.stack(found) if found else np.zeros((0, 0), np.float32)
+    return np.stack(found)
 
 
 class ClientSideGsu:

@@ -40,6 +40,7 @@ def test_only_candidates_not_seen_with_that_version_call_item_keys():
       {"category": [1, 1, 2, 1], "item_id": [7, 9, 7, 5]}]
   cache.vectors(second, 2)
   assert len(item_keys.calls) == 3 and len(cache) == 4 + 4  # (item, category) x version
+  assert cache.vectors(_candidates([], []), 1).shape == (0, 2 * 3 + 1)
 
 
 def test_a_full_cache_is_emptied_and_still_answers_right():

@@ -41,7 +41,8 @@ def gsu_key_vectors(keys: np.ndarray, bias: np.ndarray) -> np.ndarray:
 
 def gsu_query_vectors(queries: np.ndarray) -> np.ndarray:
   """queries (C, H, d_k) -> (C, H*d_k + 1) float32, the last entry 1 (it picks up the bias)."""
-  flat = np.asarray(queries, np.float32).reshape(len(queries), -1)
+  queries = np.asarray(queries, np.float32)
+  flat = queries.reshape(len(queries), int(np.prod(queries.shape[1:])))  # C = 0 too
   return np.concatenate([flat, np.ones((len(flat), 1), np.float32)], axis=1)
 
 

@@ -153,9 +153,9 @@ class CachedKeysPath:
   def __init__(self, version_dir: pathlib.Path, request: dict, spec):
     import tensorflow as tf
 
+    from serving.gsu import QueryCache
     from twin_tf.data import schema
     from twin_tf.export.key_cache import ModelKeys, key_vectors
-    from serving.gsu import QueryCache
     from twin_tf.export.retrieval import ExactRetriever, ScannRetriever
     self.tf = tf
     keys = ModelKeys(version_dir)

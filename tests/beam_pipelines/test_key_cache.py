@@ -96,7 +96,8 @@ def test_keys_from_another_version_are_refused(cache):
       time.sleep(0.1)
     row = int(np.argmax(data.cluster_len))
     candidates = requests.candidates_of(data, np.array([0]))
-    with pytest.raises(VersionMismatchError, match="built from model version 1, which the server does not serve"):
+    with pytest.raises(VersionMismatchError,
+                       match="built from model version 1, which the server does not serve"):
       gsu.score(int(data.user_ids[row]), candidates,
                 {f: data.history[f][row, :5] for f in MOVIELENS.sequence_fields}, REFERENCE_TIME)
   finally:

@@ -160,6 +160,12 @@ def to_dict(config) -> dict[str, Any]:
   return dataclasses.asdict(config)
 
 
+def as_saved(config) -> dict[str, Any]:
+  """to_dict as `save` writes it and JSON reads it back (tuples as lists): to compare a
+  config with a recorded one."""
+  return json.loads(json.dumps(to_dict(config)))
+
+
 def from_dict(cls: type[C], values: dict[str, Any]) -> C:
   """Builds `cls` from a dict, naming any key the dataclass does not have."""
   known = {f.name for f in dataclasses.fields(cls)}

@@ -116,3 +116,15 @@ def _random_inputs(sizes: dict, batch: int, candidates: int, length: int, rng) -
   inputs["long_size"] = rng.integers(1, 21, (batch, length)).astype(np.float32)
   inputs["long_mask"][:] = True
   return inputs
+
+
+def test_a_long_term_source_goes_with_a_long_term_module():
+  """Source "none" (one bucket, no long rows) only for a model without a long-term module,
+  and such a model reads nothing else: its batches cannot depend on the clustering."""
+  assert PRESETS["DIN"].long_term_source == "none"
+  with pytest.raises(ValueError, match="long_term_source 'clusters'"):
+    dataclasses.replace(PRESETS["DIN"], long_term_source="clusters")
+  with pytest.raises(ValueError, match="long_term_source 'none'"):
+    dataclasses.replace(PRESETS["TwinV2"], long_term_source="none")
+  with pytest.raises(ValueError, match="long_term must be one of"):
+    dataclasses.replace(PRESETS["TwinV2"], long_term="all")

@@ -65,6 +65,7 @@ def test_long_term_sources(data):
   np.testing.assert_array_equal((uniform >= 0).sum(1),
                                 np.minimum(data.cluster_len, data.num_pre_cutoff))
   np.testing.assert_array_equal(uniform, long_term_index(data, "uniform", seed=3))
+  assert (long_term_index(data, "none") == -1).all()
 
 
 def test_batches_have_static_bucket_shapes_and_the_right_short_term(data):

@@ -34,7 +34,7 @@ def _fingerprints(dataset) -> np.ndarray:
   return rows[np.lexsort(rows.T[::-1])]
 
 
-@pytest.mark.parametrize("source", ["clusters", "raw"])
+@pytest.mark.parametrize("source", ["clusters", "raw", "none"])
 def test_streaming_yields_the_in_memory_examples(data, scan, real_examples, source):
   stream = StreamingInput(real_examples[0], source, max_raw=30, scan=scan, min_bucket=8)
   builder = DatasetBuilder(data, source, max_raw=30, min_bucket=8)
@@ -44,6 +44,15 @@ def test_streaming_yields_the_in_memory_examples(data, scan, real_examples, sour
     streamed = _fingerprints(stream.dataset(split, 32, shuffle=split == "train", seed=4))
     np.testing.assert_allclose(streamed, _fingerprints(builder.dataset(split, 32)[0]),
                                rtol=1e-6, err_msg=split)
+
+
+def test_source_none_is_one_bucket_without_long_term_rows(real_examples, scan):
+  """DIN's batches (no long-term module) do not depend on the users' clusters."""
+  stream = StreamingInput(real_examples[0], "none", scan=scan)
+  assert len(stream.buckets) == 1
+  assert stream.num_batches("train", 32) == -(-scan.records["train"]["impressions"].sum() // 32)
+  for inputs, _ in stream.dataset("validation", 64):
+    assert not inputs["long_mask"].numpy().any()
 
 
 def test_scan_matches_the_in_memory_statistics(data, scan):

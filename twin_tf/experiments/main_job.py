@@ -22,6 +22,7 @@ import pathlib
 from typing import Optional, Sequence
 
 from twin_tf import commands, strict_json
+from twin_tf import config as config_lib
 from twin_tf.config import ClusteringConfig, EmbeddingConfig
 from twin_tf.experiments import quality, stages
 from twin_tf.training import examples as training_examples
@@ -153,7 +154,7 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   from twin_tf.model.ctr_model import PRESETS  # pylint: disable=import-outside-toplevel
   unknown = [m for m in models if m not in PRESETS]
   served = PRESETS.get(models[0])
-  if unknown or served.long_term_source != "clusters" or served.long_term == "none":
+  if unknown or served.long_term_source != "clusters":
     raise SystemExit(f"--models: unknown {unknown}; presets: {sorted(PRESETS)}" if unknown else
                      f"--models: the first model is exported and served over the clusters; "
                      f"{models[0]} does not attend over clusters (put TwinV2 first)")
@@ -161,7 +162,9 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   weights = [quality.run_dir(runs_dir, m, s) / "model.weights.h5"
              for m in models for s in seeds]
   served_run = quality.run_dir(runs_dir, models[0], seeds[0])
-  training = {"models": models, "seeds": seeds, **overrides}
+  # the presets as they are now: one changed since the last run trains and evaluates again
+  training = {"models": models, "seeds": seeds, **overrides,
+              "presets": {m: config_lib.as_saved(PRESETS[m]) for m in models}}
   clustering = main_clustering(config)
   cutoff = {"cutoff_quantile": clustering.cutoff_quantile, "cutoff": config.cutoff}
   embedding_config = EmbeddingConfig(method=config.embedding_method,

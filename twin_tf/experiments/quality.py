@@ -52,13 +52,18 @@ def run_configs(examples, runs_dir, models, seeds, overrides) -> list[TrainConfi
 
 
 def _finished(config: TrainConfig) -> bool:
-  """The run's final weights exist, were trained with this very config, and are newer than
-  every file it read (examples built again in the same folder, after a new clustering, or
-  new item embeddings: the run is stale and trains again)."""
+  """The run's final weights exist, were trained with this very config and its preset as it
+  is now, and are newer than every file it read (examples built again in the same folder,
+  after a new clustering, or new item embeddings: the run is stale and trains again)."""
+  # pylint: disable=import-outside-toplevel
+  from twin_tf.model.ctr_model import PRESETS
+  from twin_tf.training.trainer import MODEL_FILE
   out = pathlib.Path(config.output_dir)
   weights = out / "model.weights.h5"
-  if not (weights.exists() and (out / "config.json").exists() and
-          json.loads((out / "config.json").read_text()) == config_lib.to_dict(config)):
+  recorded = {out / "config.json": config_lib.as_saved(config),
+              out / MODEL_FILE: config_lib.as_saved(PRESETS[config.model])}
+  if not weights.exists() or any(not path.exists() or json.loads(path.read_text()) != wanted
+                                 for path, wanted in recorded.items()):
     return False
   read = [config.examples] + ([config.item_embeddings] if config.item_embeddings else [])
   newest = max((f[2] for f in stages.fingerprint(read)), default=0)

@@ -42,8 +42,8 @@ class ModelConfig:
   """Attributes:
     name: label of the model in reports.
     long_term: "gsu" (TWIN / TWIN-V2), "category" (SIM-hard search), "none" (DIN).
-    long_term_source: what the long-term module reads: "clusters", "raw" or "uniform"
-      (twin_tf.training.input_pipeline.LONG_SOURCES).
+    long_term_source: what the long-term module reads: "clusters", "raw" or "uniform", and
+      "none" exactly when long_term is "none" (twin_tf.training.input_pipeline.LONG_SOURCES).
     use_log_size: the + ln n term of alpha'.
     normalized_attention: the attention's target term live from the start (unit-RMS K_h and
       q into W_h / W_q, kernels at variance 1 / D_h, a learnt temperature per head;
@@ -75,13 +75,21 @@ class ModelConfig:
   item_l2: float = 0.0
   pretrained_dim: int = 0
 
+  def __post_init__(self):
+    if self.long_term not in LONG_TERM:
+      raise ValueError(f"long_term must be one of {LONG_TERM}, got {self.long_term!r}")
+    if (self.long_term == "none") != (self.long_term_source == "none"):
+      raise ValueError(f"long_term {self.long_term!r} with long_term_source "
+                       f"{self.long_term_source!r}: a model without a long-term module reads "
+                       "source \"none\", and only such a model does")
+
 
 PRESETS = {
     "TwinV2": ModelConfig(),
     "Twin": ModelConfig(name="Twin", long_term_source="raw", use_log_size=False),
     "SimHard": ModelConfig(name="SimHard", long_term="category", long_term_source="raw",
                            use_log_size=False),
-    "DIN": ModelConfig(name="DIN", long_term="none", short_term="din"),
+    "DIN": ModelConfig(name="DIN", long_term="none", long_term_source="none", short_term="din"),
     "TwinV2-no-ln-n": ModelConfig(name="TwinV2-no-ln-n", use_log_size=False),
     "TwinV2-uniform": ModelConfig(name="TwinV2-uniform", long_term_source="uniform",
                                   use_log_size=False),
@@ -327,6 +335,4 @@ def build_model(config: ModelConfig | str, spec: FeatureSpec, vocab_sizes: dict)
     if config not in PRESETS:
       raise ValueError(f"unknown model {config!r}; presets: {sorted(PRESETS)}")
     config = PRESETS[config]
-  if config.long_term not in LONG_TERM:
-    raise ValueError(f"long_term must be one of {LONG_TERM}, got {config.long_term!r}")
   return CtrModel(config, spec, vocab_sizes)

@@ -18,6 +18,8 @@ Long-term sources (what the long-term module attends over):
             `max_raw`), n = 1: the same life-cycle coverage as the clusters.
   uniform   ablation: as many raw behaviors as the user has clusters, sampled uniformly
             (seeded) from those before the cutoff, n = 1.
+  none      no long-term module (DIN): every user's long-term sequence is empty, so the
+            batches do not depend on the clustering (one bucket, no cluster tensors).
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def fitted_buckets(lengths: np.ndarray, longest: int, count: int = NUM_BUCKETS,
   return tuple(sorted(kept))
 
 
-LONG_SOURCES = ("clusters", "raw", "uniform")
+LONG_SOURCES = ("clusters", "raw", "uniform", "none")
 
 
 @dataclasses.dataclass
@@ -156,7 +158,8 @@ def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed:
                     budget: int | None = None) -> np.ndarray:
   """(U, L) positions of each user's long-term sequence, -1 for padding.
 
-  Positions index data.clusters for source "clusters", data.history otherwise. With a
+  Positions index data.clusters for source "clusters", data.history otherwise ("none": every
+  row is padding). With a
   sequence budget, raw keeps the most recent `budget` behaviors, uniform samples `budget`,
   and clusters must already fit (ValueError otherwise).
   """
@@ -168,6 +171,8 @@ def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed:
   elif source == "raw":
     lengths = np.minimum(data.num_pre_cutoff, max_raw if budget is None else budget)
     starts = data.num_pre_cutoff - lengths  # the most recent ones
+  elif source == "none":
+    lengths = starts = np.zeros_like(data.cluster_len)
   elif source == "uniform":
     rng = np.random.default_rng(seed)
     wanted = data.cluster_len if budget is None else np.full_like(data.cluster_len, budget)

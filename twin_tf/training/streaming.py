@@ -163,7 +163,7 @@ class StreamingInput:
 
   Args:
     folder: the examples folder (group records and feature_spec.json).
-    source: "clusters", "raw" or "uniform" (input_pipeline.LONG_SOURCES).
+    source: "clusters", "raw", "uniform" or "none" (input_pipeline.LONG_SOURCES).
     max_raw, seed, budget: as input_pipeline.DatasetBuilder's.
     buckets: padded lengths (None: fitted to the train examples, none below min_bucket).
     scan: a RecordScan of the folder (None: scanned here).
@@ -203,6 +203,8 @@ class StreamingInput:
       return clusters
     if self.source == "raw":
       return np.minimum(npc, self.raw_limit)
+    if self.source == "none":
+      return np.zeros_like(npc)
     return np.minimum(clusters if self.budget is None else self.budget, npc)
 
   def _bucket_counts(self, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -323,6 +325,8 @@ class StreamingInput:
       if self.source == "raw":
         count = tf.minimum(npc, self.raw_limit)
         positions = tf.range(npc - count, npc)
+      elif self.source == "none":
+        positions = tf.zeros([0], tf.int64)
       else:  # uniform: a seeded sample without replacement, in time order
         wanted = (tf.size(record[f"cluster_{schema.CLUSTER_SIZE}"], tf.int64)
                   if self.budget is None else tf.constant(self.budget, tf.int64))

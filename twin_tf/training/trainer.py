@@ -1,7 +1,9 @@
 """Training and evaluation with Keras fit/evaluate, checkpoints and crash recovery.
 
 A run directory holds:
-  config.json              the TrainConfig (and the model's ModelConfig)
+  config.json              the TrainConfig
+  model.json               the preset's ModelConfig it trained (a changed preset retrains:
+                           experiments.quality's _finished)
   feature_spec.json        the examples' item features and flags (twin_tf.data.feature_spec)
   vocabulary.npz           known ids of each data vocabulary (twin_tf.model.vocabulary)
   item_embeddings.npz      the pretrained item vectors the model's frozen table holds (with
@@ -39,6 +41,7 @@ from twin_tf.training.input_pipeline import DatasetBuilder, ExampleData
 from twin_tf.training.optimizer import EmbeddingAdam
 
 PRETRAINED_FILE = "item_embeddings.npz"  # the run's copy of TrainConfig.item_embeddings
+MODEL_FILE = "model.json"  # the preset's ModelConfig the run trained
 
 
 def _builder(config: TrainConfig, data: ExampleData) -> DatasetBuilder:
@@ -78,6 +81,7 @@ def train(config: TrainConfig, data: ExampleData | None = None, verbose: int = 1
   out.mkdir(parents=True, exist_ok=True)
   print(config_lib.describe(config), flush=True)
   config_lib.save(config, out / "config.json")
+  config_lib.save(PRESETS[config.model], out / MODEL_FILE)
   keras.utils.set_random_seed(config.seed)
   scan = streaming.scan_records(config.examples, data.vocabularies if data else None)
   vocabularies, oov = scan.vocabularies, scan.oov

@@ -159,9 +159,8 @@ def long_term_index(data: ExampleData, source: str, max_raw: int = 10_000, seed:
   """(U, L) positions of each user's long-term sequence, -1 for padding.
 
   Positions index data.clusters for source "clusters", data.history otherwise ("none": every
-  row is padding). With a
-  sequence budget, raw keeps the most recent `budget` behaviors, uniform samples `budget`,
-  and clusters must already fit (ValueError otherwise).
+  row is padding). With a sequence budget, raw keeps the most recent `budget` behaviors,
+  uniform samples `budget`, and clusters must already fit (ValueError otherwise).
   """
   if source == "clusters":
     if budget is not None and data.cluster_len.max(initial=0) > budget:

@@ -46,6 +46,17 @@ def test_a_change_reruns_the_stage(tmp_path, change):
   assert result["length"] == (4 if change == "input" else 3)
 
 
+def test_settings_compare_as_recorded(tmp_path):
+  """Settings with tuples and paths (written to stages.json as lists and strings) still match
+  their record: the stage is skipped."""
+  (tmp_path / "in.txt").write_text("abc")
+  calls = []
+  settings = {"hidden_units": (200, 80), "log": tmp_path / "in.txt"}
+  StageRunner(tmp_path, 1).run(_stage(calls, tmp_path, settings))
+  StageRunner(tmp_path, 1).run(_stage(calls, tmp_path, dict(settings)))
+  assert calls == ["make"]
+
+
 def test_failure_names_the_stage_and_cause(tmp_path):
   (tmp_path / "in.txt").write_text("abc")
   with pytest.raises(SystemExit, match="stage 'cluster' failed: ValueError: bad input"):

@@ -164,7 +164,7 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   served_run = quality.run_dir(runs_dir, models[0], seeds[0])
   # the presets as they are now: one changed since the last run trains and evaluates again
   training = {"models": models, "seeds": seeds, **overrides,
-              "presets": {m: config_lib.as_saved(PRESETS[m]) for m in models}}
+              "presets": {m: config_lib.to_dict(PRESETS[m]) for m in models}}
   clustering = main_clustering(config)
   cutoff = {"cutoff_quantile": clustering.cutoff_quantile, "cutoff": config.cutoff}
   embedding_config = EmbeddingConfig(method=config.embedding_method,

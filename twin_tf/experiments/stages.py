@@ -64,7 +64,9 @@ class StageRunner:
     tag = f"[{self.done}/{self.total}] {stage.name}"
     print(f"\n{tag}", flush=True)
     start = time.time()
-    key = {"settings": stage.settings, "inputs": fingerprint(stage.inputs)}
+    # as stages.json holds it (tuples as lists, paths as strings): comparable with the record
+    key = json.loads(strict_json.dumps({"settings": stage.settings,
+                                        "inputs": fingerprint(stage.inputs)}, default=str))
     previous = self._state.get(stage.name, {})
     recorded = [previous.get("report", {}).get(k, "") for k in stage.recorded_outputs]
     if previous.get("fingerprint") == key and all(

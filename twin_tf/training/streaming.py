@@ -290,8 +290,9 @@ class StreamingInput:
 
   def _parse(self, serialized):
     tf, spec = self._tf, self.spec
-    names = ((schema.USER_ID, NUM_PRE_CUTOFF) +
-             tuple(f"cluster_{f}" for f in spec.sequence_fields + (schema.CLUSTER_SIZE,)) +
+    clusters = {"clusters": spec.sequence_fields + (schema.CLUSTER_SIZE,),
+                "uniform": (schema.CLUSTER_SIZE,)}.get(self.source, ())  # what _long_term reads
+    names = ((schema.USER_ID, NUM_PRE_CUTOFF) + tuple(f"cluster_{f}" for f in clusters) +
              tuple(f"history_{f}" for f in spec.sequence_fields) +
              tuple(f"impression_{f}" for f in examples.group_fields(spec)) +
              (f"impression_{examples.DENSE}",))

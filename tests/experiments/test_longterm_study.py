@@ -59,8 +59,19 @@ def test_longterm_study_small(tmp_path):
       first["twinv2_share_of_item_to_oracle_gap"]
   assert first["equal_cost"] == written["equal_cost"]
   assert [p["budget"] for p in second["equal_cost"]] == [8, "full"]  # every log's sweep
-  for point in written["equal_cost"] + second["equal_cost"] + written["dormancy"]:
-    for name, difference in point.items():
-      if name.startswith("twinv2_minus"):
-        for metric in ("auc", "gauc"):
-          assert difference[metric]["ci_low"] <= difference[metric]["ci_high"]
+  by_part = [point.pop("twinv2_minus_twin_by_part") for point in
+             written["equal_cost"] + second["equal_cost"]]
+  parts = {"popular_nearest_dormant", "popular_nearest_active", "shown_from_a_taste"}
+  assert all(set(p) == parts for p in by_part)
+  for log, points in ((first, by_part[:2]), (second, by_part[2:])):  # the truth's split
+    total = [sum(p[name]["impressions"] for name in parts) for p in points]
+    assert total[0] == total[1] > 0  # every impression in one part, the same at every L
+    dormant = points[0]["popular_nearest_dormant"]["impressions"]
+    assert dormant <= log["dormant_share_of_test"] * total[0] + 1e-6
+  differences = [v for p in written["equal_cost"] + second["equal_cost"] + written["dormancy"]
+                 for k, v in p.items() if k.startswith("twinv2_minus")]
+  differences += [part for p in by_part for part in p.values() if "auc" in part]
+  assert len(differences) > 3 * 2 + 2  # some part has both labels
+  for difference in differences:
+    for metric in ("auc", "gauc"):
+      assert difference[metric]["ci_low"] <= difference[metric]["ci_high"]

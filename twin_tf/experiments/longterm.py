@@ -17,6 +17,8 @@ import dataclasses
 import pathlib
 from typing import Optional
 
+import numpy as np
+
 from twin_tf import commands, strict_json
 from twin_tf.data import longterm, schema
 from twin_tf.experiments import bootstrap, main_job, stages, sweeps
@@ -183,4 +185,18 @@ def _equal_cost(config: LongTermStudyConfig, job: main_job.MainJobConfig) -> lis
   return sweeps.budget_sweep(folders.log, folders.embeddings,
                              pathlib.Path(job.workdir) / "equal_cost", main, job.seeds,
                              config.budgets, models=("TwinV2", "Twin"),
+                             parts=lambda test: truth_parts(longterm.truth_path(job.data), test),
                              **main_job.train_overrides(job))
+
+
+def truth_parts(truth: pathlib.Path, test: dict) -> dict[str, np.ndarray]:
+  """The test impressions {field: (N,)} split by a log's SYNTHETIC truth, {name: (N,)
+  bool}: "popular_nearest_dormant" (a popular item, not shown from a taste, nearest one of
+  the user's dormant tastes after the dormancy: the signal only the life-cycle holds),
+  "popular_nearest_active" (a popular item otherwise) and "shown_from_a_taste"."""
+  found = longterm.truth_of(truth, test[schema.USER_ID],
+                            test[schema.TIMESTAMP], test[schema.ITEM_ID])
+  popular = found["taste"] < 0
+  return {"popular_nearest_dormant": popular & found["dormant"],
+          "popular_nearest_active": popular & ~found["dormant"],
+          "shown_from_a_taste": ~popular}

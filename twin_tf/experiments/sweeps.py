@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import pathlib
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -110,10 +110,12 @@ def _point(chosen: Variant, models, seeds, tuned: dict, **overrides) -> tuple[di
 
 def budget_sweep(log, embeddings, workdir, main: Variant, seeds, budgets=BUDGETS,
                  tuned: dict | None = None, beam_args: Sequence[str] = (),
-                 models=BUDGET_MODELS, **overrides) -> list[dict]:
+                 models=BUDGET_MODELS, parts: Callable[[dict], dict] | None = None,
+                 **overrides) -> list[dict]:
   """[{"budget": L or "full", "clusters", "max_clusters_per_user", "models": {m: summary},
   "twinv2_minus_twin": paired bootstrap}] for every L in `budgets` (`models` must hold
-  TwinV2 and Twin)."""
+  TwinV2 and Twin). parts: test impressions {field: (N,)} -> {name: (N,) bool}; each point
+  then also holds "twinv2_minus_twin_by_part": {name: _part_difference}."""
   points = []
   for budget in budgets:
     name = "full" if budget is None else f"L{budget}"
@@ -129,11 +131,26 @@ def budget_sweep(log, embeddings, workdir, main: Variant, seeds, budgets=BUDGETS
                    "clusters": int(runs["data"].cluster_len.sum()),
                    "max_clusters_per_user": int(runs["data"].cluster_len.max()),
                    "models": summaries, "twinv2_minus_twin": difference})
+    if parts is not None:
+      points[-1]["twinv2_minus_twin_by_part"] = {
+          name: _part_difference(test, rows, runs) for name, rows in parts(test).items()}
     print(f"budget {name}: TwinV2 - Twin AUC {difference['auc']['mean']:+.4f} "
           f"[{difference['auc']['ci_low']:+.4f}, {difference['auc']['ci_high']:+.4f}], GAUC "
           f"{difference['gauc']['mean']:+.4f} [{difference['gauc']['ci_low']:+.4f}, "
           f"{difference['gauc']['ci_high']:+.4f}]", flush=True)
   return points
+
+
+def _part_difference(test: dict, rows: np.ndarray, runs: dict) -> dict:
+  """{"impressions", "auc", "gauc"}: TwinV2 minus Twin over the test impressions `rows`
+  ((N,) bool), paired bootstrap; only "impressions" where they hold one label alone."""
+  labels = test[schema.LABEL][rows]
+  out = {"impressions": int(rows.sum())}
+  if len(np.unique(labels)) == 2:
+    out.update(bootstrap.paired_bootstrap(labels, test[schema.USER_ID][rows],
+                                          [s[rows] for _, s in runs["TwinV2"]],
+                                          [s[rows] for _, s in runs["Twin"]]))
+  return out
 
 
 def clustering_sweep(log, embeddings, workdir, main: Variant, variants: dict, seeds,

@@ -7,7 +7,8 @@ months (twin_tf.data.longterm). For each number of dormant tastes of the generat
   2. TwinV2 minus each other model (and the GBDT), paired bootstrap over users;
   3. the equal-cost sweep: TwinV2 against Twin at each sequence budget L
      (sweeps.budget_sweep), where the life-cycle's reach should pay most as the share of
-     test impressions nearest a dormant taste grows.
+     test impressions nearest a dormant taste grows; each point also split by the truth
+     (truth_parts), so the gain on the part only the life-cycle holds is reported alone.
 Every file and every table says SYNTHETIC.
 """
 
@@ -41,8 +42,9 @@ class LongTermStudyConfig:
     budgets: the equal-cost sweep's sequence budgets L (None: full), the issue's five.
     gamma: the largest cluster of the main clustering. 5, not the main job's 20: on the
       one-dormant-taste log TwinV2's validation AUC was 0.7021 / 0.7057 (seeds 0 / 1) at 5,
-      0.7001 / 0.7018 at 10 and 0.6911 (seed 0) at 20; 90,463 clusters at 5, 56,767 at 10,
-      ~28,700 at 20. A TwinV2 run takes ~1.6x as long at 5 as at 10.
+      0.7001 / 0.7018 at 10 and 0.6911 (seed 0) at 20; 90,463 clusters at 5 (90,588 under
+      constraints.txt, which the committed study ran on), 56,767 at 10, ~28,700 at 20. A
+      TwinV2 run takes ~1.6x as long at 5 as at 10.
     cutoff_quantile, snapshots, embedding_method, embedding_window: the main job's
       (snapshots: training on the whole log; the embeddings: spectral over a window of 50,
       which recovers this log's item vectors best, results/embeddings.json).

@@ -124,9 +124,7 @@ def budget_sweep(log, embeddings, workdir, main: Variant, seeds, budgets=BUDGETS
         main.clustering, max_clusters=budget), main, beam_args)
     summaries, runs = _point(chosen, models, seeds, tuned or {}, budget=budget, **overrides)
     test = runs["data"].impressions["test"]
-    difference = bootstrap.paired_bootstrap(
-        test[schema.LABEL], test[schema.USER_ID], [s for _, s in runs["TwinV2"]],
-        [s for _, s in runs["Twin"]])
+    difference = _twinv2_minus_twin(test, runs)
     points.append({"budget": "full" if budget is None else budget,
                    "clusters": int(runs["data"].cluster_len.sum()),
                    "max_clusters_per_user": int(runs["data"].cluster_len.max()),
@@ -142,15 +140,20 @@ def budget_sweep(log, embeddings, workdir, main: Variant, seeds, budgets=BUDGETS
 
 
 def _part_difference(test: dict, rows: np.ndarray, runs: dict) -> dict:
-  """{"impressions", "auc", "gauc"}: TwinV2 minus Twin over the test impressions `rows`
-  ((N,) bool), paired bootstrap; only "impressions" where they hold one label alone."""
-  labels = test[schema.LABEL][rows]
+  """{"impressions", "auc", "gauc"}: _twinv2_minus_twin over the test impressions `rows`
+  ((N,) bool); only "impressions" where they hold one label alone."""
   out = {"impressions": int(rows.sum())}
-  if len(np.unique(labels)) == 2:
-    out.update(bootstrap.paired_bootstrap(labels, test[schema.USER_ID][rows],
-                                          [s[rows] for _, s in runs["TwinV2"]],
-                                          [s[rows] for _, s in runs["Twin"]]))
+  if len(np.unique(test[schema.LABEL][rows])) == 2:
+    out.update(_twinv2_minus_twin(test, runs, rows))
   return out
+
+
+def _twinv2_minus_twin(test: dict, runs: dict, rows=slice(None)) -> dict:
+  """TwinV2 minus Twin (runs: per-seed (metrics, scores) of each) over the test impressions
+  `rows` (all by default), paired bootstrap over users."""
+  return bootstrap.paired_bootstrap(test[schema.LABEL][rows], test[schema.USER_ID][rows],
+                                    [s[rows] for _, s in runs["TwinV2"]],
+                                    [s[rows] for _, s in runs["Twin"]])
 
 
 def clustering_sweep(log, embeddings, workdir, main: Variant, variants: dict, seeds,

@@ -92,6 +92,7 @@ def test_main_job_small(movielens_dir, tmp_path):
   assert "serve-and-score done" in stdout_third
   for way, diff in report_third["serve-and-score"]["max_abs_diff_vs_serving_default"].items():
     assert diff < 1e-5, way
+  assert report.pop("stages_reused") == [] and len(report_again.pop("stages_reused")) == 13
   assert report_again == report
 
 

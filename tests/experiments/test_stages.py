@@ -61,3 +61,19 @@ def test_failure_names_the_stage_and_cause(tmp_path):
   (tmp_path / "in.txt").write_text("abc")
   with pytest.raises(SystemExit, match="stage 'cluster' failed: ValueError: bad input"):
     StageRunner(tmp_path, 1).run(_stage([], tmp_path, name="cluster", fail=True))
+
+
+def test_runner_lists_the_stages_it_reused(tmp_path):
+  """A skipped stage keeps the seconds of the run that made it and is listed as reused, so a
+  report can tell what ran now from what an earlier run did."""
+  (tmp_path / "in.txt").write_text("abc")
+  calls = []
+  first = StageRunner(tmp_path, 2)
+  first.run(_stage(calls, tmp_path))
+  assert first.reused == []
+  again = StageRunner(tmp_path, 2)
+  again.run(_stage(calls, tmp_path))
+  (tmp_path / "in.txt").write_text("abcd")
+  again.run(_stage(calls, tmp_path, name="other"))
+  assert again.reused == ["make"] and calls == ["make", "other"]
+  assert again.seconds["make"] == first.seconds["make"]

@@ -7,9 +7,10 @@
   real user over gRPC (in-model, exact and ScaNN GSU) -> stop -> gamma sweep -> ScaNN against
   exact -> report (HTML with plots).
 
-Outputs under `workdir`: main_job.json (every stage's figures and seconds), quality.json/.md,
-report/report.html. Stages that are unchanged since their last success are skipped
-(twin_tf.experiments.stages); a failed stage stops the job and names itself.
+Outputs under `workdir`: main_job.json (every stage's figures and seconds, and the stages
+reused), quality.json/.md, report/report.html. Stages that are unchanged since their last
+success are skipped (twin_tf.experiments.stages: stages_reused lists them; their seconds are
+the run's that made them); a failed stage stops the job and names itself.
 """
 
 from __future__ import annotations
@@ -252,9 +253,12 @@ def main_job(config: MainJobConfig, beam_args: Sequence[str] = ()) -> dict:
   digest = hashlib.sha256(json.dumps(results, sort_keys=True, default=str).encode())
   runner.run(stages.Stage("report", report, [], [work / "report" / "report.html"],
                           {"figures": digest.hexdigest()}))
-  summary = {**results, "stage_seconds": runner.seconds}
+  summary = {**results, "stage_seconds": runner.seconds, "stages_reused": runner.reused}
   (work / "main_job.json").write_text(strict_json.dumps(summary, indent=2, sort_keys=True,
                                                  default=str) + "\n")
-  print(f"\nmain job finished in {sum(runner.seconds.values()) / 60:.1f} min of stage time; "
+  reused = sum(runner.seconds[name] for name in runner.reused)
+  print(f"\nmain job finished in {(sum(runner.seconds.values()) - reused) / 60:.1f} min of "
+        f"stage time ({len(runner.reused)} stages reused from earlier runs, {reused / 60:.1f} "
+        f"min there); "
         f"report: {work / 'report' / 'report.html'}, figures: {work / 'main_job.json'}")
   return summary

@@ -46,7 +46,9 @@ def fingerprint(paths) -> list:
 
 
 class StageRunner:
-  """Runs stages one after another; `results[name]` holds each stage's figures."""
+  """Runs stages one after another; `results[name]` holds each stage's figures, `seconds[name]`
+  its time (a skipped stage's from the run that made its outputs) and `reused` the stages
+  skipped as unchanged, in order."""
 
   def __init__(self, workdir: str | pathlib.Path, total: int):
     self.workdir = pathlib.Path(workdir)
@@ -57,6 +59,7 @@ class StageRunner:
     self.total, self.done = total, 0
     self.results: dict[str, dict] = {}
     self.seconds: dict[str, float] = {}
+    self.reused: list[str] = []
 
   def run(self, stage: Stage) -> dict:
     """Runs (or skips) one stage; a failure raises SystemExit naming the stage and cause."""
@@ -73,6 +76,7 @@ class StageRunner:
         o and pathlib.Path(o).exists() for o in list(stage.outputs) + recorded):
       self.results[stage.name] = previous["report"]
       self.seconds[stage.name] = previous.get("seconds", 0.0)
+      self.reused.append(stage.name)
       print(f"{tag}: unchanged since the last run, skipped", flush=True)
       return self.results[stage.name]
     try:

@@ -23,6 +23,9 @@ Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, B
                    keys and value heads' inherent part from the cache, their cross features
                    computed;
                    max_abs_diff_from_in_process: its scores against serving_default's;
+                   stages_p50_ms: where its time goes (CachedKeysPath.stage_timings): queries,
+                   search, esu_request, esu_cached, and esu_cached_best_row_only (the call
+                   with K = 1: the short-term module, the MLP, the checks);
   scann            the same with ScaNN (scann_config(L)) as the retriever; recall_at_100
                    against the exact top 100 of the same vectors, counting a found cluster whose
                    score ties the 100th (the drawn-again clusters are exact copies);
@@ -38,8 +41,8 @@ Measured on one CPU core (process pinned, TensorFlow intra/inter-op threads 1, B
 
 Last line: {"candidates", "request", "peak_gmacs", "runs": [{"clusters", "model", "reaching",
 "in_process": {"p50_ms", "p99_ms", "rps", "requests"}, "cached_exact": {...,
-"max_abs_diff_from_in_process"}, "scann": {..., "recall_at_100", "mode"}, "dev_server_grpc":
-{...}, "peak_fraction", "peak_fraction_by_path"}, ...]}
+"max_abs_diff_from_in_process", "stages_p50_ms"}, "scann": {..., "recall_at_100", "mode"},
+"dev_server_grpc": {...}, "peak_fraction", "peak_fraction_by_path"}, ...]}
 """
 
 from __future__ import annotations
@@ -181,13 +184,46 @@ class CachedKeysPath:
 
   def score(self, retriever: str) -> np.ndarray:
     """(C,) scores of the candidates over the clusters the retriever chose, (C, K)."""
-    from serving.gsu import esu_long_inputs
     chosen = self.retrievers[retriever].search(self.queries())
+    return self.esu(**self._esu_inputs(chosen))["scores"].numpy()[0]
+
+  def _esu_inputs(self, chosen: np.ndarray) -> dict:
+    """The esu_cached request's tensors for the (C, K) clusters chosen."""
+    from serving.gsu import esu_long_inputs
     inputs = dict(self.fixed)
     inputs.update({k: self.tf.constant(v) for k, v in esu_long_inputs(
         self.clusters, chosen, (self.vectors, self.value_vectors)).items()
                    if k in self.esu_inputs})
-    return self.esu(**inputs)["scores"].numpy()[0]
+    return inputs
+
+  def stage_timings(self, requests: int) -> dict:
+    """p50 ms of each step of score("exact"), timed within the same requests in sequence (a
+    step sees the caches the one before it left): the queries, the exact search (product and
+    top-k), the esu_cached request's arrays and tensors, the esu_cached call; and that call
+    with each candidate's best cluster alone (K = 1: what does not grow with the chosen rows,
+    timed on its own)."""
+    import time
+
+    from timing import timings
+    steps = ("queries", "search", "esu_request", "esu_cached")
+    seconds = {step: [] for step in steps}
+    for _ in range(requests + 5):
+      marks = [time.perf_counter()]
+      queries = self.queries()
+      marks.append(time.perf_counter())
+      chosen = self.retrievers["exact"].search(queries)
+      marks.append(time.perf_counter())
+      inputs = self._esu_inputs(chosen)
+      marks.append(time.perf_counter())
+      self.esu(**inputs)["scores"].numpy()
+      marks.append(time.perf_counter())
+      for step, start, end in zip(steps, marks, marks[1:]):
+        seconds[step].append(end - start)
+    out = {step: round(float(np.percentile(v[5:], 50)) * 1000, 2) for step, v in seconds.items()}
+    best = self._esu_inputs(chosen[:, :1])
+    out["esu_cached_best_row_only"] = timings(lambda: self.esu(**best)["scores"].numpy(),
+                                              requests)["p50_ms"]
+    return out
 
   def recall_at_100(self) -> float:
     """Mean share per candidate of ScaNN's 100 whose exact score reaches the exact 100th."""
@@ -238,7 +274,8 @@ def main() -> None:
         unique = len(np.unique(cached.retrievers["exact"].search(cached.queries())))
         cached_exact = {**timings(lambda: cached.score("exact"), requests), "unique": unique,
                         "max_abs_diff_from_in_process": float(np.abs(
-                            cached.score("exact") - exact_scores).max())}
+                            cached.score("exact") - exact_scores).max()),
+                        "stages_p50_ms": cached.stage_timings(requests)}
         scann = {**timings(lambda: cached.score("scann"), requests),
                  "mode": cached.retrievers["scann"].config.mode,
                  "recall_at_100": round(cached.recall_at_100(), 4)}
@@ -258,7 +295,8 @@ def main() -> None:
               f"{cached_exact['max_abs_diff_from_in_process']:.1e} of in process); ScaNN "
               f"path ({scann['mode']}) p50 {scann['p50_ms']} ms, p99 {scann['p99_ms']} ms, "
               f"recall@100 {scann['recall_at_100']}; exact over gRPC p50 "
-              f"{through_grpc['p50_ms']} ms, p99 {through_grpc['p99_ms']} ms", flush=True)
+              f"{through_grpc['p50_ms']} ms, p99 {through_grpc['p99_ms']} ms; over cached keys "
+              f"by step (p50 ms): {cached_exact['stages_p50_ms']}", flush=True)
         runs.append({"clusters": clusters, "model": label, "reaching": reach,
                      "in_process": in_process, "cached_exact": cached_exact, "scann": scann,
                      "dev_server_grpc": through_grpc,

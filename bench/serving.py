@@ -205,9 +205,9 @@ class CachedKeysPath:
     import time
 
     from timing import timings
-    steps = ("queries", "search", "esu_request", "esu_cached")
+    steps, warmup = ("queries", "search", "esu_request", "esu_cached"), 5
     seconds = {step: [] for step in steps}
-    for _ in range(requests + 5):
+    for _ in range(warmup + requests):
       marks = [time.perf_counter()]
       queries = self.queries()
       marks.append(time.perf_counter())
@@ -219,7 +219,8 @@ class CachedKeysPath:
       marks.append(time.perf_counter())
       for step, start, end in zip(steps, marks, marks[1:]):
         seconds[step].append(end - start)
-    out = {step: round(float(np.percentile(v[5:], 50)) * 1000, 2) for step, v in seconds.items()}
+    out = {step: round(float(np.percentile(v[warmup:], 50)) * 1000, 2)
+           for step, v in seconds.items()}
     best = self._esu_inputs(chosen[:, :1])
     out["esu_cached_best_row_only"] = timings(lambda: self.esu(**best)["scores"].numpy(),
                                               requests)["p50_ms"]
